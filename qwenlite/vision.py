@@ -1,0 +1,216 @@
+"""The vision tower: patch embedding, 2-D rotary, window attention blocks and the patch merger.
+
+Mirrors transformers' `Qwen2_5_VisionTransformerPretrainedModel` and its parts
+(`Qwen2_5_VisionPatchEmbed`, `Qwen2_5_VLVisionRotaryEmbedding`, `Qwen2_5_VLVisionAttention`,
+`Qwen2_5_VLVisionBlock`, `Qwen2_5_VLPatchMerger`) and `get_vision_window_index`.
+The tower works on packed patches of all images/videos at once, with no batch axis.
+
+Shapes: N patches (all images and frames packed), D vision width, H heads, Dh head dim,
+M = merge_size**2 patches per LLM token (4), Do output width (= text hidden size).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import VisionConfig
+from .layers import MLP, RMSNorm, apply_rotary, rope_inv_freq
+
+# ------------------------------------------------------------------ index bookkeeping
+
+
+def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = 2) -> torch.Tensor:
+    """(h, w) patch coordinates in the order the processor emits patches: merge x merge groups first.
+
+    grid (1, 2, 2) -> [[0, 0], [0, 1], [1, 0], [1, 1]]; grid (1, 2, 4) with merge 2 ->
+    h = [0,0,1,1, 0,0,1,1], w = [0,1,0,1, 2,3,2,3] (each 2x2 group is 4 consecutive patches).
+    Frames of a video repeat the same coordinates.  Returns (N, 2) long.
+    """
+    ids = []
+    for t, h, w in grid_thw.tolist():
+        hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        blocks = (h // merge_size, merge_size, w // merge_size, merge_size)
+        hh = hh.reshape(blocks).transpose(1, 2).flatten()
+        ww = ww.reshape(blocks).transpose(1, 2).flatten()
+        ids.append(torch.stack([hh, ww], dim=-1).repeat(t, 1))
+    return torch.cat(ids)
+
+
+def get_window_index(
+    grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge_size: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation of merged tokens into window order, and cumulative window lengths in patches.
+
+    A window is window_size / patch_size / merge_size merged tokens on a side (112 px -> 4x4).
+    Each frame's merged grid is padded up to a multiple of that side, cut into windows row by row,
+    and the padding dropped, so windows on the right and bottom edges can be smaller.
+    grid (1, 4, 12) with 112-px windows: merged grid 2x6 -> windows of 2x4 and 2x2 merged tokens,
+    window_index = [0,1,2,3,6,7,8,9, 4,5,10,11], cu_window_seqlens = [0, 32, 48] (in patches).
+    Returns window_index (N/M,) long and cu_window_seqlens (num_windows + 1,) int32.
+    """
+    side = window_size // merge_size // patch_size
+    unit = merge_size * merge_size
+    index, cu, offset = [], [0], 0
+    for t, h, w in grid_thw.tolist():
+        gh, gw = h // merge_size, w // merge_size
+        ids = torch.arange(t * gh * gw).reshape(t, gh, gw)
+        ph, pw = -gh % side, -gw % side
+        ids = F.pad(ids, (0, pw, 0, ph), value=-1)
+        nh, nw = (gh + ph) // side, (gw + pw) // side
+        ids = ids.reshape(t, nh, side, nw, side).permute(0, 1, 3, 2, 4).reshape(t * nh * nw, side * side)
+        lengths = (ids >= 0).sum(-1)
+        index.append(ids[ids >= 0] + offset)
+        for n in lengths.tolist():
+            cu.append(cu[-1] + n * unit)
+        offset += t * gh * gw
+    return torch.cat(index), torch.tensor(cu, dtype=torch.int32)
+
+
+def full_attention_seqlens(grid_thw: torch.Tensor) -> torch.Tensor:
+    """Cumulative lengths for full attention: each frame attends within itself. grid (2, 2, 2) -> [0, 4, 8]."""
+    per_frame = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0])
+    return F.pad(per_frame.cumsum(0), (1, 0)).to(torch.int32)
+
+
+# ------------------------------------------------------------------ modules
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d with kernel = stride = (2, 14, 14): one linear map of each flattened 3*2*14*14 = 1176 patch."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.kernel = (config.temporal_patch_size, config.patch_size, config.patch_size)
+        self.proj = nn.Conv3d(config.in_channels, config.hidden_size, self.kernel, stride=self.kernel, bias=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # A kernel that covers its whole input is a matmul; the 1176 axis is already (C, T, P, P) in order.
+        weight = self.proj.weight.view(self.proj.out_channels, -1)  # (D, 1176)
+        return pixel_values.to(weight.dtype) @ weight.T  # (N, D)
+
+
+class VisionRotaryEmbedding(nn.Module):
+    """2-D RoPE: a quarter of each head's pairs turn with h, a quarter with w, and the halves repeat."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.half_head_dim = config.head_dim // 2  # h and w share one set of Dh/4 frequencies
+        self.theta = config.rope_theta
+
+    def forward(self, hw_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = hw_ids[..., None].float() * rope_inv_freq(self.half_head_dim, self.theta)  # (N, 2, Dh/4)
+        angles = angles.flatten(1)  # (N, Dh/2): h angles then w angles
+        angles = torch.cat([angles, angles], dim=-1)  # (N, Dh): rotate_half pairs i with i + Dh/2
+        return angles.cos(), angles.sin()
+
+
+class VisionAttention(nn.Module):
+    """Multi-head attention restricted to segments of a packed sequence (windows, or whole frames)."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=True)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
+
+    def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # 3 x (N, H, Dh)
+        q = apply_rotary(q, cos[:, None], sin[:, None])
+        k = apply_rotary(k, cos[:, None], sin[:, None])
+        out = segment_attention(q, k, v, cu_seqlens)  # (N, H, Dh)
+        return self.proj(out.reshape(n, -1))
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Softmax attention within each segment [cu[i], cu[i+1]); segments of equal length share one call.
+
+    q, k, v: (N, H, Dh). transformers loops over segments one by one on CPU; batching equal-length
+    segments (all interior windows are 64 patches) gives the same numbers with far fewer calls.
+    """
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    starts = cu_seqlens[:-1].tolist()
+    out = torch.empty_like(q)
+    by_length: dict[int, list[int]] = {}
+    for start, length in zip(starts, lengths):
+        if length:
+            by_length.setdefault(length, []).append(start)
+    for length, group in by_length.items():
+        rows = (torch.tensor(group)[:, None] + torch.arange(length)).flatten()  # (S*len,)
+        qs, ks, vs = (t[rows].view(len(group), length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qs, ks, vs)  # (S, H, len, Dh)
+        out[rows] = o.transpose(1, 2).reshape(-1, *q.shape[1:])
+    return out
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(config.hidden_size, eps=1e-6)
+        self.norm2 = RMSNorm(config.hidden_size, eps=1e-6)
+        self.attn = VisionAttention(config)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, config.hidden_act, bias=True)
+
+    def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cu_seqlens, cos, sin)
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+
+class PatchMerger(nn.Module):
+    """RMSNorm each patch, put each 2x2 group side by side (4D), and map it to the text width."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.unit = config.spatial_merge_size**2
+        width = config.hidden_size * self.unit
+        self.ln_q = RMSNorm(config.hidden_size, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, config.out_hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_q(x).view(-1, self.unit * x.shape[-1])  # (N/M, M*D): each 2x2 neighbourhood side by side
+        return self.mlp(x)  # (N/M, Do)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.patch_embed = PatchEmbed(config)
+        self.rotary_pos_emb = VisionRotaryEmbedding(config)
+        self.blocks = nn.ModuleList(VisionBlock(config) for _ in range(config.depth))
+        self.merger = PatchMerger(config)
+
+    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        unit = c.spatial_merge_size**2
+        check_grid(pixel_values, grid_thw, c)
+        # 1) index bookkeeping: window order, window and frame segments, rotary angles
+        window_index, cu_windows = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)
+        cu_frames = full_attention_seqlens(grid_thw)
+        patch_order = (window_index[:, None] * unit + torch.arange(unit)).flatten()  # whole 2x2 groups move together
+        cos, sin = self.rotary_pos_emb(vision_rotary_ids(grid_thw, c.spatial_merge_size)[patch_order])  # (N, Dh)
+        # 2) embed patches and put them in window order
+        x = self.patch_embed(pixel_values)[patch_order]  # (N, D)
+        # 3) blocks: full attention within each frame in fullatt blocks, else within each window
+        for i, block in enumerate(self.blocks):
+            x = block(x, cu_frames if i in c.fullatt_block_indexes else cu_windows, cos, sin)
+        # 4) merge 2x2 groups, then undo the window permutation. Frame segments are unions of
+        #    windows (the permutation stays inside a frame), so full attention is unaffected by it.
+        return self.merger(x)[torch.argsort(window_index)]  # (N/M, Do)
+
+
+def check_grid(pixel_values: torch.Tensor, grid_thw: torch.Tensor, c: VisionConfig) -> None:
+    """Loud errors for inputs that would otherwise fail deep inside a reshape."""
+    patch_dim = c.in_channels * c.temporal_patch_size * c.patch_size**2
+    if pixel_values.ndim != 2 or pixel_values.shape[1] != patch_dim:
+        raise ValueError(f"pixel_values must be (num_patches, {patch_dim}), got {tuple(pixel_values.shape)}")
+    if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
+        raise ValueError(f"grid_thw must be (num_images, 3), got {tuple(grid_thw.shape)}")
+    if (grid_thw[:, 1:] % c.spatial_merge_size).any():
+        raise ValueError(f"grid h and w must be multiples of spatial_merge_size {c.spatial_merge_size}: {grid_thw}")
+    total = int(grid_thw.prod(-1).sum())
+    if total != pixel_values.shape[0]:
+        raise ValueError(f"grid_thw {grid_thw.tolist()} describes {total} patches, pixel_values has {pixel_values.shape[0]}")
