@@ -154,6 +154,7 @@ def write_processor_files(folder: Path) -> None:
 
 # ---------------------------------------------------------------- safetensors
 
+
 def safetensors_files(folder: str | Path) -> list[Path]:
     """The weight files of a checkpoint: sharded (model.safetensors.index.json) or single."""
     folder = Path(folder)
@@ -184,18 +185,18 @@ def to_hub_key(key: str) -> str:
 
 def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint, keyed by hub names whatever layout the files use."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     state: dict[str, torch.Tensor] = {}
     for file in safetensors_files(folder):
         try:
             with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():
+                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                     name = to_hub_key(key)
                     if name in state:
                         raise ValueError(f"{file}: key {key} maps to {name}, which an earlier file already holds")
                     state[name] = f.get_tensor(key)
-        except (OSError, RuntimeError) as err:  # safetensors raises these for truncated or foreign files
+        except (SafetensorError, OSError, RuntimeError) as err:  # truncated or foreign files
             if isinstance(err, FileNotFoundError):
                 raise
             raise ValueError(f"cannot read {file} as safetensors: {err}") from err

@@ -125,7 +125,9 @@ class QwenLiteConfig:
         if v.hidden_size % v.num_heads:
             raise ValueError(f"{source}: vision hidden_size {v.hidden_size} not divisible by {v.num_heads} heads")
         if v.out_hidden_size != t.hidden_size:
-            raise ValueError(f"{source}: vision out_hidden_size {v.out_hidden_size} != text hidden_size {t.hidden_size}")
+            raise ValueError(
+                f"{source}: vision out_hidden_size {v.out_hidden_size} != text hidden_size {t.hidden_size}"
+            )
         if v.window_size % (v.patch_size * v.spatial_merge_size):
             raise ValueError(f"{source}: window_size {v.window_size} is not a multiple of patch * merge")
 

@@ -131,7 +131,9 @@ def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int)
     allowed = torch.ones(n, s, dtype=torch.bool).tril(diagonal=past)[None, None]  # (1, 1, L, S)
     if attention_mask is not None:
         if attention_mask.shape != (b, s):
-            raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, s)}, got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must be (batch, cached + new) = {(b, s)}, got {tuple(attention_mask.shape)}"
+            )
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     mask = torch.zeros(allowed.shape, dtype=x.dtype)
     return mask.masked_fill(~allowed, torch.finfo(x.dtype).min)

@@ -65,7 +65,9 @@ class QwenLiteVL(nn.Module):
             shapes.pop("lm_head.weight")
         return shapes
 
-    def load_checkpoint(self, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, source: str = "") -> None:
+    def load_checkpoint(
+        self, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, source: str = ""
+    ) -> None:
         """Strict load: every expected key present with its shape, nothing unexpected, else one error listing all."""
         expected = self.expected_keys()
         state = dict(state)
@@ -122,12 +124,22 @@ class QwenLiteVL(nn.Module):
         x = self.model.embed_tokens(input_ids)
         if pixel_values is not None:
             _require(image_grid_thw, "image_grid_thw", "pixel_values")
-            x = fuse(x, input_ids, torch.cat(self.get_image_features(pixel_values, image_grid_thw)),
-                     self.config.image_token_id, "image")
+            x = fuse(
+                x,
+                input_ids,
+                torch.cat(self.get_image_features(pixel_values, image_grid_thw)),
+                self.config.image_token_id,
+                "image",
+            )
         if pixel_values_videos is not None:
             _require(video_grid_thw, "video_grid_thw", "pixel_values_videos")
-            x = fuse(x, input_ids, torch.cat(self.get_video_features(pixel_values_videos, video_grid_thw)),
-                     self.config.video_token_id, "video")
+            x = fuse(
+                x,
+                input_ids,
+                torch.cat(self.get_video_features(pixel_values_videos, video_grid_thw)),
+                self.config.video_token_id,
+                "video",
+            )
         return x
 
     def forward(
@@ -197,7 +209,9 @@ class QwenLiteVL(nn.Module):
         return sequence
 
     def _check_token_types(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor) -> None:
-        derived = (input_ids == self.config.image_token_id).long() + 2 * (input_ids == self.config.video_token_id).long()
+        derived = (input_ids == self.config.image_token_id).long() + 2 * (
+            input_ids == self.config.video_token_id
+        ).long()
         if not torch.equal(derived, mm_token_type_ids.long().to(derived.device)):
             bad = (derived != mm_token_type_ids).nonzero()[:5].tolist()
             raise ValueError(f"mm_token_type_ids disagree with the pad tokens in input_ids at (row, col) {bad}")

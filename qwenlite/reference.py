@@ -1,0 +1,84 @@
+"""The reference side of every check: transformers' Qwen2.5-VL on the same checkpoint, and a diff table.
+
+`reference_model(path)` loads `Qwen2_5_VLForConditionalGeneration` offline in float32,
+`capture(...)` records module outputs with forward hooks, and `check_table(...)` prints
+tensor / shape / max abs diff rows and raises when a row is outside its tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def reference_model(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """transformers' model on the same checkpoint folder, loaded offline, in eval mode."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).eval()
+
+
+def reference_processor(path: str | Path):
+    """transformers' `Qwen2_5_VLProcessor` for the checkpoint folder (offline)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(path, local_files_only=True)
+
+
+@contextlib.contextmanager
+def capture(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record each module's output under its name while the block runs (the last call wins)."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(_module, _inputs, output):
+            seen[name] = (output[0] if isinstance(output, tuple) else output).detach()
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class Row:
+    name: str
+    ours: torch.Tensor
+    ref: torch.Tensor
+    atol: float = 1e-5
+
+    @property
+    def exact(self) -> bool:
+        return not (self.ours.is_floating_point() or self.ref.is_floating_point())
+
+    def diff(self) -> float:
+        if self.ours.shape != self.ref.shape:
+            return float("inf")
+        if self.exact:
+            return float((self.ours != self.ref).sum())  # integer results: count of differing entries
+        return float((self.ours.double() - self.ref.double()).abs().max()) if self.ours.numel() else 0.0
+
+    def ok(self) -> bool:
+        return self.diff() == 0 if self.exact else self.diff() <= self.atol
+
+
+def check_table(rows: Sequence[Row], title: str = "qwenlite vs transformers") -> None:
+    """Print one line per tensor and raise AssertionError if any is outside tolerance."""
+    print(f"{title}\n{'tensor':<34} {'shape':<22} {'max |diff|':>12}  {'tolerance':>10}  ok")
+    for r in rows:
+        shape = str(tuple(r.ours.shape)) + ("" if r.ours.shape == r.ref.shape else f" vs {tuple(r.ref.shape)}")
+        tol = "exact" if r.exact else f"{r.atol:.0e}"
+        d = r.diff()
+        shown = f"{int(d)} differ" if r.exact else f"{d:.2e}"
+        print(f"{r.name:<34} {shape:<22} {shown:>12}  {tol:>10}  {'yes' if r.ok() else 'NO'}")
+    bad = [r.name for r in rows if not r.ok()]
+    assert not bad, f"outside tolerance: {bad}"

@@ -1,0 +1,155 @@
+"""Checkpoints: resolve() and the tiny twin, and the strict safetensors loader (both key layouts, shards, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+
+
+def test_twin_has_the_real_architecture(ckpt, config):
+    if not checkpoint.is_tiny_twin(ckpt):
+        pytest.skip("a real checkpoint is in use")
+    t, v = config.text_config, config.vision_config
+    assert t.vocab_size == 151936 and (v.patch_size, v.temporal_patch_size, v.spatial_merge_size) == (14, 2, 2)
+    assert v.window_size == 112
+    windowed = [i for i in range(v.depth) if i not in v.fullatt_block_indexes]
+    assert len(windowed) >= 2 and len(v.fullatt_block_indexes) >= 2
+    assert t.num_key_value_heads < t.num_attention_heads
+    assert sum(t.mrope_section) == t.head_dim // 2
+
+
+def test_transformers_loads_the_twin_offline(ckpt, ref, hf_processor):
+    assert type(ref).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert type(hf_processor).__name__ == "Qwen2_5_VLProcessor"
+    tok = hf_processor.tokenizer
+    assert tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|im_end|>"]) == [151655, 151656, 151645]
+    text = hf_processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}], tokenize=False
+    )
+    assert "<|vision_start|><|image_pad|><|vision_end|>hi" in text
+
+
+def test_resolve_prefers_env(monkeypatch, ckpt, tmp_path):
+    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(ckpt))
+    assert checkpoint.resolve() == ckpt
+    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT.*config.json"):
+        checkpoint.resolve()
+
+
+def test_resolve_finds_an_hf_cache_snapshot(monkeypatch, ckpt, tmp_path):
+    snap = tmp_path / "hub" / "models--Qwen--Qwen2.5-VL-3B-Instruct" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snap / name).symlink_to(ckpt / name)
+    monkeypatch.delenv("QWENLITE_CHECKPOINT", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert checkpoint.resolve() == snap
+
+
+def test_twin_is_rebuilt_when_missing(tmp_path):
+    folder = checkpoint.tiny_twin(tmp_path)
+    assert checkpoint.is_tiny_twin(folder) and (folder / "model.safetensors").is_file()
+    first = load_file(folder / "model.safetensors")
+    import shutil
+
+    shutil.rmtree(folder)
+    again = load_file(checkpoint.tiny_twin(tmp_path) / "model.safetensors")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)  # seeded
+
+
+def _state(model: QwenLiteVL) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items()}
+
+
+def test_both_key_layouts_load_identical_weights(ckpt, ours, tmp_path):
+    if not checkpoint.is_tiny_twin(ckpt):
+        pytest.skip("re-saving a real checkpoint is too slow for the suite")
+    folder = checkpoint.build_tiny_twin(tmp_path / "memory_layout", save_original_format=False)
+    keys = load_file(folder / "model.safetensors").keys()
+    assert any(k.startswith("model.language_model.") for k in keys) and any(k.startswith("model.visual.") for k in keys)
+    hub_keys = load_file(ckpt / "model.safetensors").keys()
+    assert any(k.startswith("visual.") for k in hub_keys) and not any(k.startswith("model.visual") for k in hub_keys)
+    other = QwenLiteVL.from_pretrained(folder)
+    a, b = _state(ours), _state(other)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weights_equal_transformers(ours, ref):
+    theirs = {checkpoint.to_hub_key(k): v for k, v in ref.state_dict().items()}
+    mine = _state(ours)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    if ours.config.tie_word_embeddings:
+        assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
+
+
+def test_sharded_checkpoint_loads(ckpt, ours, tmp_path):
+    state = load_file(ckpt / "model.safetensors") if (ckpt / "model.safetensors").is_file() else None
+    if state is None:
+        pytest.skip("real checkpoint is already sharded")
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, names in shards.items():
+        save_file({k: state[k] for k in names}, tmp_path / name, metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: n for n, names in shards.items() for k in names}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    b = _state(QwenLiteVL.from_pretrained(tmp_path))
+    a = _state(ours)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _rewrite(ckpt, tmp_path, edit) -> str:
+    state = load_file(ckpt / "model.safetensors")
+    edit(state)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    return str(tmp_path)
+
+
+def test_missing_key_is_named(ckpt, tmp_path):
+    if not checkpoint.is_tiny_twin(ckpt):
+        pytest.skip("twin only")
+    folder = _rewrite(ckpt, tmp_path, lambda s: s.pop("visual.blocks.0.attn.qkv.bias"))
+    with pytest.raises(KeyError, match=r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"):
+        QwenLiteVL.from_pretrained(folder)
+
+
+def test_unexpected_key_is_named(ckpt, tmp_path):
+    if not checkpoint.is_tiny_twin(ckpt):
+        pytest.skip("twin only")
+    folder = _rewrite(ckpt, tmp_path, lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}))
+    with pytest.raises(KeyError, match=r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]"):
+        QwenLiteVL.from_pretrained(folder)
+
+
+def test_wrong_shape_is_named(ckpt, tmp_path):
+    if not checkpoint.is_tiny_twin(ckpt):
+        pytest.skip("twin only")
+    folder = _rewrite(ckpt, tmp_path, lambda s: s.update({"model.norm.weight": torch.ones(3)}))
+    with pytest.raises(KeyError, match=r"model.norm.weight: checkpoint \(3,\)"):
+        QwenLiteVL.from_pretrained(folder)
+
+
+def test_only_safetensors(tmp_path, ckpt):
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    torch.save({}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="only safetensors"):
+        QwenLiteVL.from_pretrained(tmp_path)
+
+
+def test_truncated_safetensors(tmp_path, ckpt):
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    (tmp_path / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
+        QwenLiteVL.from_pretrained(tmp_path)
+
+
+def test_config_roundtrip_of_twin(ckpt):
+    assert QwenLiteConfig.from_pretrained(ckpt) == QwenLiteConfig.from_pretrained(ckpt / "config.json")

@@ -1,0 +1,140 @@
+"""The whole model: module tree and parameter counts at full size (meta device), logits and generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
+FULL_SIZE = {  # meta-device counts with transformers, from DESIGN.md
+    "qwen2_5_vl_3b_instruct": 3_754_622_976,
+    "qwen2_5_vl_7b_instruct": 8_292_166_656,
+}
+
+
+def _meta_pair(name: str):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    file = CONFIGS / f"{name}.config.json"
+    with torch.device("meta"):
+        return QwenLiteVL(QwenLiteConfig.from_pretrained(file)), Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig.from_pretrained(file)
+        )
+
+
+@pytest.mark.parametrize("name", sorted(FULL_SIZE))
+def test_full_size_tree_equals_transformers_without_weights(name):
+    ours, theirs = _meta_pair(name)
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in theirs.parameters()) == FULL_SIZE[name]
+    if name == "qwen2_5_vl_3b_instruct":
+        assert sum(p.numel() for p in ours.visual.parameters()) == 668_684_288
+    # the checkpoint keys and shapes qwenlite expects are exactly transformers' in hub layout
+    theirs_keys = {checkpoint.to_hub_key(k): v.shape for k, v in theirs.state_dict().items()}
+    if theirs.config.tie_word_embeddings:
+        theirs_keys.pop("lm_head.weight")
+    assert ours.expected_keys() == theirs_keys
+
+
+def test_tree_reads_like_the_seed():
+    ours, _ = _meta_pair("qwen2_5_vl_3b_instruct")
+    assert tuple(ours.visual.patch_embed.proj.weight.shape) == (1280, 3, 2, 14, 14)
+    assert ours.visual.patch_embed.proj.bias is None
+    assert tuple(ours.visual.blocks[0].attn.qkv.weight.shape) == (3840, 1280)
+    assert tuple(ours.visual.merger.mlp[0].weight.shape) == (5120, 5120)
+    assert tuple(ours.visual.merger.mlp[2].weight.shape) == (2048, 5120)
+    assert tuple(ours.model.layers[0].self_attn.k_proj.weight.shape) == (256, 2048)
+    assert len(ours.visual.blocks) == 32 and len(ours.model.layers) == 36
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight  # 3B ties lm_head
+
+
+def _image(seed: int, size: tuple[int, int]) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _video(frames: int, size: tuple[int, int]) -> list[Image.Image]:
+    return [_image(100 + i, size) for i in range(frames)]
+
+
+def _inputs(hf_processor, content, images=None, videos=None):
+    messages = [{"role": "user", "content": content}]
+    text = hf_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    kwargs = {"do_sample_frames": False} if videos else {}
+    return dict(hf_processor(text=[text], images=images, videos=videos, return_tensors="pt", **kwargs))
+
+
+@pytest.fixture(scope="module")
+def photo_inputs(hf_processor, photo_path):
+    photo = Image.open(photo_path).convert("RGB").resize((280, 336))
+    return _inputs(hf_processor, [{"type": "image"}, {"type": "text", "text": "Who is this?"}], images=[photo])
+
+
+@pytest.fixture(scope="module")
+def image_video_inputs(hf_processor):
+    content = [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "video"}, {"type": "text", "text": "?"}]
+    return _inputs(hf_processor, content, images=[_image(1, (196, 140))], videos=[_video(4, (112, 84))])
+
+
+@torch.no_grad()
+def test_logits_equal_transformers_on_the_photo(ours, ref, photo_inputs):
+    from qwenlite.reference import Row, check_table
+
+    check_table([Row("logits", ours(**photo_inputs).logits, ref(**photo_inputs).logits, atol=1e-4)])
+
+
+@torch.no_grad()
+def test_logits_equal_transformers_on_image_and_video(ours, ref, image_video_inputs):
+    """Positions differ after a video (see 06_rope_index), so compare up to the end of the video span."""
+    from qwenlite.reference import Row, check_table
+
+    ids = image_video_inputs["input_ids"][0]
+    end = int((ids == ours.config.video_token_id).nonzero().max()) + 1
+    ours_logits = ours(**image_video_inputs).logits[:, :end]
+    ref_logits = ref(**image_video_inputs).logits[:, :end]
+    check_table([Row("logits up to the video's end", ours_logits, ref_logits, atol=1e-4)])
+
+
+@torch.no_grad()
+def test_generation_equals_transformers_on_the_photo(ours, ref, photo_inputs):
+    new = 10
+    mine = ours.generate(**photo_inputs, max_new_tokens=new)
+    theirs = ref.generate(**photo_inputs, max_new_tokens=new, do_sample=False, repetition_penalty=1.0)
+    assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
+
+
+@torch.no_grad()
+def test_cached_decoding_equals_full_recomputation(ours, photo_inputs):
+    from qwenlite.decoder import KVCache
+
+    ids = ours.generate(**photo_inputs, max_new_tokens=4)
+    full = ours(ids, torch.ones_like(ids), photo_inputs["pixel_values"], photo_inputs["image_grid_thw"]).logits
+    cache = KVCache()
+    prompt_len = photo_inputs["input_ids"].shape[1]
+    out = ours(**photo_inputs, cache=cache)
+    steps = [out.logits[:, -1]]
+    for i in range(prompt_len, ids.shape[1] - 1):
+        out = ours(ids[:, i : i + 1], torch.ones(1, i + 1, dtype=torch.long), cache=cache, rope_deltas=out.rope_deltas)
+        steps.append(out.logits[:, -1])
+    cached = torch.stack(steps, dim=1)
+    torch.testing.assert_close(cached, full[:, prompt_len - 1 : -1], atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_errors_name_the_problem(ours, photo_inputs):
+    with pytest.raises(ValueError, match="without image_grid_thw"):
+        ours(photo_inputs["input_ids"], pixel_values=photo_inputs["pixel_values"])
+    ids = photo_inputs["input_ids"].clone()
+    ids[0, (ids[0] == ours.config.image_token_id).nonzero()[0]] = 100  # one pad token fewer
+    with pytest.raises(ValueError, match="image"):
+        ours(ids, pixel_values=photo_inputs["pixel_values"], image_grid_thw=photo_inputs["image_grid_thw"])
+    with pytest.raises(ValueError, match="mm_token_type_ids"):
+        ours(**{**photo_inputs, "mm_token_type_ids": torch.zeros_like(photo_inputs["input_ids"])})
+    with pytest.raises(ValueError, match="pixel_values must be"):
+        ours.get_image_features(torch.zeros(4, 100), torch.tensor([[1, 2, 2]]))
