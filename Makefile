@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install qwenlite with everything the notebooks and tests use
 
 lab: setup  ## open JupyterLab on the notebooks
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 test: setup  ## all tests and all notebooks (pytest + nbmake), offline
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -q
