@@ -3,6 +3,17 @@
 from . import checkpoint
 from .config import QwenLiteConfig, TextConfig, VisionConfig
 from .model import QwenLiteVL
+from .preprocessing import smart_resize
+from .processor import Processor
 from .rope_index import get_rope_index
 
-__all__ = ["QwenLiteConfig", "QwenLiteVL", "TextConfig", "VisionConfig", "checkpoint", "get_rope_index"]
+__all__ = [
+    "Processor",
+    "QwenLiteConfig",
+    "QwenLiteVL",
+    "TextConfig",
+    "VisionConfig",
+    "checkpoint",
+    "get_rope_index",
+    "smart_resize",
+]

@@ -1,0 +1,213 @@
+"""Pictures and an explorer for notebook 01 (preprocessing): patch grids, one patch, a video's temporal patches.
+
+Also `qwen_vl_utils_fetch_video`, which runs qwen-vl-utils' own `fetch_video` with a PyAV frame reader plugged in
+(this environment has none of its decoders), so the notebook can compare frame choices with the reference.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ..preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, PATCH_SIZE, Patches, Video, smart_resize
+
+
+def _hwc(frame: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 tensor -> (H, W, 3) array for imshow."""
+    return frame.permute(1, 2, 0).numpy()
+
+
+def draw_patch_grid(ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int = 2, title: str = "") -> None:
+    """The resized image with thin lines every 14 px (patches) and thick ones every 28 px (LLM tokens)."""
+    h, w = frame.shape[-2:]
+    ax.imshow(_hwc(frame), extent=(0, w, h, 0))
+    for x in range(0, w + 1, patch):
+        ax.axvline(x, color="white", lw=1.2 if x % (patch * merge) == 0 else 0.3, alpha=0.8)
+    for y in range(0, h + 1, patch):
+        ax.axhline(y, color="white", lw=1.2 if y % (patch * merge) == 0 else 0.3, alpha=0.8)
+    ax.set_xlabel(f"width {w} px = {w // patch} patches")
+    ax.set_ylabel(f"height {h} px = {h // patch} patches")
+    ax.set_title(
+        title or f"{h}x{w}: {h // patch}x{w // patch} patches -> {(h // patch) * (w // patch) // merge**2} tokens"
+    )
+
+
+def show_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, zoom: int | None = None):
+    """Original next to resized-with-grid; `zoom` crops the top-left zoom x zoom pixels so lines stay visible."""
+    panels = 2 if original is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.2), squeeze=False)
+    if original is not None:
+        axes[0, 0].imshow(_hwc(original))
+        axes[0, 0].set_title(f"original {original.shape[1]}x{original.shape[2]} (H x W)")
+        axes[0, 0].set_xlabel("x (px)")
+        axes[0, 0].set_ylabel("y (px)")
+    ax = axes[0, -1]
+    draw_patch_grid(ax, frame)
+    if zoom:
+        ax.set_xlim(0, zoom)
+        ax.set_ylim(zoom, 0)
+        ax.set_title(f"top-left {zoom}x{zoom} px of the resized image\n(thin: 14 px patch, thick: 28 px = 1 token)")
+    fig.tight_layout()
+    return fig
+
+
+def show_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int = 2):
+    """One 1176-vector as what it is: (C=3, Tp=2, 14, 14), drawn as its two 14x14 RGB frames (de-normalised)."""
+    patch = row.view(3, 2, PATCH_SIZE, PATCH_SIZE)  # (C, Tp, P, P)
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1, 1)
+    rgb = ((patch * std + mean).clamp(0, 1) * 255).round().byte()  # back to 0..255
+    t, h, w = (int(v) for v in grid_thw)
+    # where patch `index` sits: its 2x2 block, then its place inside the block (the reference order)
+    block, inner = divmod(index % (h * w), merge * merge)
+    row_pos = (block // (w // merge)) * merge + inner // merge
+    col_pos = (block % (w // merge)) * merge + inner % merge
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    for k in range(2):
+        axes[k].imshow(_hwc(rgb[:, k]), interpolation="nearest")
+        axes[k].set_title(f"temporal slot {k}: (3, 14, 14)")
+        axes[k].set_xticks([0, 13])
+        axes[k].set_yticks([0, 13])
+    axes[2].bar(range(row.numel()), row.numpy(), width=1.0, color="tab:gray")
+    for c, name in enumerate("RGB"):
+        axes[2].axvspan(c * 392, (c + 1) * 392, color="rgb"[c], alpha=0.08)
+        axes[2].text(c * 392 + 196, 1.01, name, ha="center", va="bottom", transform=axes[2].get_xaxis_transform())
+    axes[2].set_title(f"row {index} of pixel_values: 1176 numbers", pad=16)
+    axes[2].set_xlabel("position in the row (C, Tp, 14, 14 flattened)")
+    fig.suptitle(f"patch {index}: grid row {row_pos}, column {col_pos} (t = {index // (h * w)})")
+    fig.tight_layout()
+    return fig
+
+
+def show_video_patches(video: Video, patches: Patches, marker_seconds: tuple[float, float] | None = None):
+    """Sampled frames in columns of 2 (one temporal patch each), with frame numbers and timestamps."""
+    tp = patches.frames.shape[0] // int(patches.grid_thw[0])
+    grid_t = int(patches.grid_thw[0])
+    fig, axes = plt.subplots(tp, grid_t, figsize=(2.6 * grid_t, 2.3 * tp + 0.6), squeeze=False)
+    stamps = video.timestamps + [video.timestamps[-1]] * (patches.frames.shape[0] - len(video.timestamps))
+    indices = video.indices + [video.indices[-1]] * (patches.frames.shape[0] - len(video.indices))
+    for g in range(grid_t):
+        start = g * patches.second_per_grid_t
+        for k in range(tp):
+            i = g * tp + k
+            ax = axes[k, g]
+            ax.imshow(_hwc(patches.frames[i]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"frame {indices[i]}, t={stamps[i]:.3f}s", fontsize=9)
+            marked = marker_seconds is not None and marker_seconds[0] <= stamps[i] < marker_seconds[1]
+            if marked:
+                for side in ax.spines.values():
+                    side.set_edgecolor("red")
+                    side.set_linewidth(3)
+        axes[0, g].annotate(
+            f"temporal patch {g}\n[{start:.2f}, {start + patches.second_per_grid_t:.2f}) s",
+            xy=(0.5, 1.32),
+            xycoords="axes fraction",
+            ha="center",
+            fontsize=10,
+            weight="bold",
+        )
+    fig.suptitle(
+        f"{len(video.indices)} sampled frames at {video.sampled_fps:g} fps -> grid_t = {grid_t}, "
+        f"second_per_grid_t = {patches.second_per_grid_t:g} s",
+        y=1.02,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def draw_resize(height: int, width: int, min_pixels: int, max_pixels: int, ax=None) -> str:
+    """The explorer's picture: the input box, the resized box with its 28-px token grid, and a one-line summary."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    try:
+        rh, rw = smart_resize(height, width, FACTOR, min_pixels, max_pixels)
+    except ValueError as err:
+        ax.text(0.5, 0.5, textwrap.fill(str(err), 40), ha="center", va="center", color="red", transform=ax.transAxes)
+        ax.set_axis_off()
+        return str(err)
+    ax.add_patch(plt.Rectangle((0, 0), width, height, fill=False, ec="tab:blue", lw=2, ls="--", label="input"))
+    ax.add_patch(
+        plt.Rectangle((0, 0), rw, rh, fill=True, fc="tab:orange", alpha=0.15, ec="tab:orange", lw=2, label="resized")
+    )
+    if rh // FACTOR * rw // FACTOR <= 2500:  # draw the token grid while it stays readable
+        for x in range(0, rw + 1, FACTOR):
+            ax.plot([x, x], [0, rh], color="tab:orange", lw=0.5)
+        for y in range(0, rh + 1, FACTOR):
+            ax.plot([0, rw], [y, y], color="tab:orange", lw=0.5)
+    side = max(height, width, rh, rw) * 1.05  # a square view, so shapes compare at a glance
+    ax.set_xlim(0, side)
+    ax.set_ylim(side, 0)
+    ax.set_aspect("equal")
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.legend(loc="lower right")
+    grid = (1, rh // PATCH_SIZE, rw // PATCH_SIZE)
+    summary = (
+        f"{height}x{width} -> {rh}x{rw}  |  grid_thw {grid}  |  {grid[1] * grid[2]} patches  |  "
+        f"{grid[1] * grid[2] // 4} LLM tokens"
+    )
+    ax.set_title(summary, fontsize=9)
+    return summary
+
+
+def resize_explorer(height: int = 600, width: int = 512):
+    """ipywidgets: image size and min/max pixels -> resized size, grid and token count, drawn live."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    out = widgets.Output()
+    controls = {
+        "height": widgets.IntSlider(value=height, min=1, max=4000, step=1, description="height"),
+        "width": widgets.IntSlider(value=width, min=1, max=4000, step=1, description="width"),
+        "min_tokens": widgets.IntSlider(value=4, min=1, max=1024, description="min tokens"),
+        "max_tokens": widgets.IntSlider(value=1280, min=1, max=16384, description="max tokens"),
+    }
+
+    def redraw(height: int, width: int, min_tokens: int, max_tokens: int) -> None:
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(6, 5))
+            draw_resize(height, width, min_tokens * FACTOR**2, max_tokens * FACTOR**2, ax)
+            plt.show()
+
+    ui = widgets.interactive(redraw, **controls)
+    display(widgets.HBox([widgets.VBox(list(ui.children[:-1])), out]))
+    redraw(**{k: c.value for k, c in controls.items()})
+    return ui
+
+
+def qwen_vl_utils_fetch_video(path: str | Path, **options: Any) -> tuple[torch.Tensor, dict, float]:
+    """qwen-vl-utils' real `fetch_video` on a file: (frames (T, C, H, W) float, metadata, sample_fps).
+
+    Its readers need torchcodec, decord or torchvision's removed io.read_video; for the call, io.read_video is
+    a PyAV stand-in that decodes every frame and reports the stream's average rate. Frame counting, indices,
+    sample_fps and resizing are qwen-vl-utils' own code. The patch is undone afterwards.
+    """
+    import av
+    import qwen_vl_utils.vision_process as vp
+
+    def read_video(video_path, start_pts=0.0, end_pts=None, pts_unit="sec", output_format="TCHW"):
+        with av.open(str(video_path)) as container:
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            fps = float(stream.average_rate)
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.empty(0), {"video_fps": fps}
+
+    saved = vp.io.__dict__.get("read_video"), vp.get_video_reader_backend
+    vp.io.read_video, vp.get_video_reader_backend = read_video, lambda: "torchvision"
+    try:
+        ele = {"type": "video", "video": str(path), **options}
+        (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
+    finally:
+        vp.get_video_reader_backend = saved[1]
+        if saved[0] is None:
+            del vp.io.read_video
+        else:
+            vp.io.read_video = saved[0]
+    return video, meta, sample_fps

@@ -1,0 +1,394 @@
+"""qwenlite.preprocessing against transformers' Qwen2VL image/video processors and qwen-vl-utils.
+
+References: smart_resize and pixel values -> transformers (the checkpoint's AutoProcessor); frame counts and
+indices, per-frame pixel budget -> qwen-vl-utils' vision_process (its real fetch_video, with a PyAV frame reader
+plugged in because this environment has none of its decoders).
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+from qwenlite import preprocessing as pp
+from qwenlite import smart_resize
+
+SIZES = [1, 2, 5, 10, 13, 14, 15, 27, 28, 29, 42, 55, 56, 57, 100, 224, 252, 333, 336, 448, 512, 600, 1000,
+         1024, 1920, 2000, 4000, 8192, 10000, 20000, 50000]  # fmt: skip
+LIMITS = [(3136, 12845056), (100352, 602112), (3136, 12544), (56 * 56, 28 * 28 * 1280), (1000, 1000)]
+
+
+# ---------------------------------------------------------------- smart_resize
+
+
+def test_smart_resize_equals_transformers_on_a_sweep():
+    checked = 0
+    for h in SIZES:
+        for w in SIZES:
+            if max(h, w) / min(h, w) > 200:
+                continue
+            for lo, hi in LIMITS:
+                assert smart_resize(h, w, 28, lo, hi) == hf_smart_resize(h, w, 28, lo, hi), (h, w, lo, hi)
+                checked += 1
+    assert checked > 2000
+
+
+def test_smart_resize_equals_qwen_vl_utils_except_degenerate_cases():
+    """qwen-vl-utils agrees everywhere but two documented corners, and only there."""
+    from qwen_vl_utils.vision_process import smart_resize as q_smart_resize
+
+    agree = differ = 0
+    for h in SIZES:
+        for w in SIZES:
+            if max(h, w) / min(h, w) > 200:
+                continue
+            for lo, hi in LIMITS:
+                ours, theirs = smart_resize(h, w, 28, lo, hi), q_smart_resize(h, w, 28, lo, hi)
+                # corner 1: a side rounds to 0 (under 14 px, or exactly 14: round(0.5) = 0), which qwen-vl-utils
+                # clamps to 28 before testing the minimum; corner 2: shrinking floors a side to 0 px there.
+                corner = round(min(h, w) / 28) == 0 or 0 in theirs
+                if ours == theirs:
+                    agree += 1
+                else:
+                    assert corner, (h, w, lo, hi, ours, theirs)
+                    differ += 1
+    assert agree > 2000 and differ > 0
+
+
+@pytest.mark.parametrize("h, w", [(1, 201), (201, 1), (10, 2500), (3, 1000)])
+def test_aspect_ratio_over_200_raises_in_all_three(h, w):
+    from qwen_vl_utils.vision_process import smart_resize as q_smart_resize
+
+    with pytest.raises(ValueError, match="aspect ratio"):
+        smart_resize(h, w)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        hf_smart_resize(h, w)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        q_smart_resize(h, w, 28)
+
+
+def test_smart_resize_properties():
+    for h in SIZES:
+        for w in SIZES:
+            if max(h, w) / min(h, w) > 200:
+                continue
+            rh, rw = smart_resize(h, w)
+            assert rh % 28 == 0 and rw % 28 == 0 and rh >= 28 and rw >= 28
+            assert rh * rw >= 3136
+            if h % 28 == 0 and w % 28 == 0 and 3136 <= h * w <= 12845056:
+                assert (rh, rw) == (h, w)  # exact multiples inside the limits are left alone
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 100), "height must be a positive integer"),
+        ((100, -5), "width must be a positive integer"),
+        ((100.5, 100), "height must be a positive integer"),
+        ((100, 100, 28, 5000, 4000), r"min_pixels \(5000\) must not exceed max_pixels \(4000\)"),
+    ],
+)
+def test_smart_resize_rejects_bad_sizes(args, message):
+    with pytest.raises(ValueError, match=message):
+        smart_resize(*args)
+
+
+# ---------------------------------------------------------------- images
+
+
+def _images() -> dict[str, object]:
+    rng = np.random.default_rng(0)
+    images: dict[str, object] = {}
+    for h, w in [(37, 51), (224, 224), (300, 1000), (10, 10), (1000, 37), (252, 336)]:
+        images[f"rgb {h}x{w}"] = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    images["RGBA PIL"] = Image.fromarray(rng.integers(0, 256, (90, 70, 4), dtype=np.uint8), "RGBA")
+    images["grey PIL (L)"] = Image.fromarray(rng.integers(0, 256, (90, 70), dtype=np.uint8), "L")
+    images["grey+alpha PIL (LA)"] = Image.fromarray(rng.integers(0, 256, (40, 90, 2), dtype=np.uint8), "LA")
+    palette = Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).quantize(16)
+    palette.info["transparency"] = 3
+    images["palette PIL with transparency"] = palette
+    images["RGBA array"] = rng.integers(0, 256, (90, 70, 4), dtype=np.uint8)
+    images["grey array (H, W, 1)"] = rng.integers(0, 256, (64, 48, 1), dtype=np.uint8)
+    images["RGB array"] = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    return images
+
+
+@pytest.mark.parametrize("name", ["photo", *_images()])
+def test_pixel_values_equal_transformers(name, hf_processor, photo_path):
+    image = Image.open(photo_path) if name == "photo" else _images()[name]
+    ref = hf_processor.image_processor(images=[image], return_tensors="pt")
+    ours = pp.preprocess_image(image, pp.PreprocessorConfig())
+    assert torch.equal(ours.grid_thw[None], ref["image_grid_thw"])
+    assert ours.pixel_values.shape == ref["pixel_values"].shape
+    assert (ours.pixel_values - ref["pixel_values"]).abs().max() <= 1e-5
+
+
+def test_several_images_with_config_from_checkpoint(hf_processor, photo_path, ckpt):
+    config = pp.PreprocessorConfig.from_pretrained(ckpt)
+    images = [Image.open(photo_path), *list(_images().values())[:3]]
+    ref = hf_processor.image_processor(images=images, return_tensors="pt")
+    ours = [pp.preprocess_image(im, config) for im in images]
+    assert torch.equal(torch.stack([p.grid_thw for p in ours]), ref["image_grid_thw"])
+    assert (torch.cat([p.pixel_values for p in ours]) - ref["pixel_values"]).abs().max() <= 1e-5
+
+
+def test_min_max_pixels_override_equals_transformers(hf_processor, photo_path):
+    image = Image.open(photo_path)
+    size = {"shortest_edge": 20000, "longest_edge": 50000}
+    ref = hf_processor.image_processor(images=[image], size=size, return_tensors="pt")
+    ours = pp.preprocess_image(image, min_pixels=20000, max_pixels=50000)
+    assert torch.equal(ours.grid_thw[None], ref["image_grid_thw"])
+    assert (ours.pixel_values - ref["pixel_values"]).abs().max() <= 1e-5
+
+
+def test_path_pil_and_array_give_the_same_pixels(photo_path):
+    from_path = pp.preprocess_image(photo_path)
+    from_pil = pp.preprocess_image(Image.open(photo_path))
+    from_array = pp.preprocess_image(np.array(Image.open(photo_path)))
+    assert torch.equal(from_path.pixel_values, from_pil.pixel_values)
+    assert torch.equal(from_path.pixel_values, from_array.pixel_values)
+
+
+def test_exif_orientation_is_applied_like_transformers_load_image(tmp_path):
+    from transformers.image_utils import load_image as hf_load_image
+
+    raw = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.png"
+    Image.fromarray(raw).save(path, exif=exif)
+    upright = pp.load_image(path)
+    assert upright.shape == (3, 50, 30)
+    assert torch.equal(upright, torch.from_numpy(np.array(hf_load_image(str(path)))).permute(2, 0, 1))
+    assert torch.equal(pp.load_image(path, exif_transpose=False), torch.from_numpy(raw).permute(2, 0, 1))
+
+
+def test_a_still_image_fills_both_temporal_slots(photo_path):
+    out = pp.preprocess_image(photo_path)
+    t, h, w = out.grid_thw.tolist()
+    assert t == 1 and out.pixel_values.shape == (h * w, 3 * 2 * 14 * 14)
+    patches = out.pixel_values.view(-1, 3, 2, 14, 14)  # (N, C, Tp, P, P)
+    assert torch.equal(patches[:, :, 0], patches[:, :, 1])
+
+
+def test_patch_order_is_merge_blocks_first():
+    """Rows 0..3 are the 2x2 block at the top-left, read row-major; unpatchify inverts patchify."""
+    frames = torch.randn(4, 3, 56, 84)  # grid (2, 4, 6)
+    pv, grid = pp.patchify(frames)
+    assert grid == (2, 4, 6) and pv.shape == (48, 1176)
+    rows = pv.view(48, 3, 2, 14, 14)
+    expected_order = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
+    for k, (i, j) in enumerate(expected_order):
+        patch = frames[0:2, :, 14 * i : 14 * i + 14, 14 * j : 14 * j + 14].transpose(0, 1)  # (C, Tp, P, P)
+        assert torch.equal(rows[k], patch)
+    assert torch.equal(pp.unpatchify(pv, grid), frames)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not an image", "missing"])
+def test_unreadable_image_files_raise_naming_the_file(kind, tmp_path, photo_path):
+    path = tmp_path / "bad.jpg"
+    if kind == "truncated":
+        path.write_bytes(photo_path.read_bytes()[:5000])
+    elif kind == "not an image":
+        path.write_text("this is text, not a JPEG")
+    error = FileNotFoundError if kind == "missing" else ValueError
+    with pytest.raises(error, match="bad.jpg"):
+        pp.preprocess_image(path)
+
+
+def test_bad_arrays_and_extreme_images_raise():
+    with pytest.raises(ValueError, match="aspect ratio of 1x300"):
+        pp.preprocess_image(np.zeros((1, 300, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        pp.load_image(np.zeros((20, 20, 3), np.float32))
+    with pytest.raises(ValueError, match="C in 1, 3, 4"):
+        pp.load_image(np.zeros((20, 20, 2), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        pp.load_image(np.zeros((0, 20, 3), np.uint8))
+    with pytest.raises(ValueError, match="min_pixels"):
+        pp.preprocess_image(np.zeros((20, 20, 3), np.uint8), min_pixels=10000, max_pixels=5000)
+    with pytest.raises(TypeError, match="load_image"):
+        pp.load_image(42)
+
+
+# ---------------------------------------------------------------- video
+
+
+@pytest.fixture
+def qwen_fetch_video(monkeypatch):
+    """qwen-vl-utils' real fetch_video, reading frames with PyAV through its torchvision-reader hook.
+
+    torchvision 0.29 dropped io.read_video and neither torchcodec nor decord is installed; the stand-in only
+    decodes every frame (TCHW uint8) and reports the stream's average rate, as torchvision's reader did.
+    Everything after that (smart_nframes, linspace indices, sample_fps, pixel budget, resize) is theirs.
+    """
+    import qwen_vl_utils.vision_process as vp
+
+    def read_video(path, start_pts=0.0, end_pts=None, pts_unit="sec", output_format="TCHW"):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            fps = float(stream.average_rate)
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.empty(0), {"video_fps": fps}
+
+    monkeypatch.setattr(vp.io, "read_video", read_video, raising=False)
+    monkeypatch.setattr(vp, "get_video_reader_backend", lambda: "torchvision")
+
+    def fetch(path, **options):
+        ele = {"type": "video", "video": str(path), **options}
+        (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
+        return video, meta, sample_fps
+
+    return fetch
+
+
+SAMPLING = [
+    {"fps": 2.0},
+    {"fps": 4.0},
+    {"fps": 1.0},
+    {"fps": 0.5},  # below min_frames: 4 frames
+    {"fps": 8.0, "max_frames": 10},
+    {"fps": 8.0},  # every frame
+    {"nframes": 6},
+    {"nframes": 5},  # rounds to 4
+    {"nframes": 7},  # rounds to 8
+    {"fps": 2.0, "min_frames": 6},
+]
+
+
+@pytest.mark.parametrize("options", SAMPLING, ids=[str(o) for o in SAMPLING])
+def test_frame_indices_and_sizes_equal_qwen_vl_utils(options, video_path, qwen_fetch_video):
+    video, meta, sample_fps = qwen_fetch_video(video_path, **options)
+    ours = pp.load_video(video_path, **options)
+    assert ours.indices == torch.as_tensor(meta["frames_indices"]).tolist()
+    assert ours.total_frames == meta["total_num_frames"] and ours.video_fps == meta["fps"]
+    assert ours.sampled_fps == pytest.approx(sample_fps, rel=1e-12)
+    patches = pp.preprocess_video(ours)
+    assert tuple(patches.frames.shape) == tuple(video.shape)  # same frame count and resized size
+
+
+def test_pixel_budget_options_equal_qwen_vl_utils(video_path, qwen_fetch_video):
+    for options in [{"min_pixels": 3136, "max_pixels": 50000}, {"total_pixels": 20 * 28 * 28 * 8}]:
+        video, _, _ = qwen_fetch_video(video_path, fps=2.0, **options)
+        patches = pp.preprocess_video(pp.load_video(video_path), **options)
+        assert tuple(patches.frames.shape) == tuple(video.shape), options
+
+
+def _hf_video(hf_processor, video: pp.Video, min_pixels=pp.VIDEO_MIN_PIXELS, max_pixels=pp.VIDEO_MAX_PIXELS):
+    """transformers' video processor on the same chosen frames, told the same per-frame pixel budget."""
+    padded = len(video.indices) + len(video.indices) % 2
+    cap = min(max_pixels, pp.video_max_pixels(padded, min_pixels))
+    meta = {"fps": video.video_fps, "frames_indices": video.indices, "total_num_frames": video.total_frames}
+    return hf_processor.video_processor(
+        videos=[video.frames],
+        video_metadata=[meta],
+        size={"shortest_edge": min_pixels, "longest_edge": cap},
+        do_sample_frames=False,
+        cap_pixels_per_frame=False,
+        return_tensors="pt",
+    )
+
+
+@pytest.mark.parametrize("options", [{"fps": 2.0}, {"nframes": 6}, {"fps": 4.0}], ids=str)
+def test_video_pixels_equal_transformers(options, video_path, hf_processor):
+    video = pp.load_video(video_path, **options)
+    ours = pp.preprocess_video(video)
+    ref = _hf_video(hf_processor, video)
+    assert torch.equal(ours.grid_thw[None], ref["video_grid_thw"])
+    assert (ours.pixel_values - ref["pixel_values_videos"]).abs().max() <= 1e-5
+    assert ours.second_per_grid_t == pytest.approx(2 / video.sampled_fps)
+
+
+def test_sample_video_marker_lands_in_temporal_patch_2(video_path):
+    """At 2 fps the clip gives frames [0, 4, 9, 13, 18, 22, 27, 31]; the red marker (seconds [2, 3)) is in 18, 22."""
+    video = pp.load_video(video_path)
+    assert video.indices == [0, 4, 9, 13, 18, 22, 27, 31]
+    red = [bool(f[0, :24, :24].float().mean() > 200 and f[1:, :24, :24].float().mean() < 60) for f in video.frames]
+    assert [i for i, r in zip(video.indices, red, strict=True) if r] == [18, 22]
+    patches = pp.preprocess_video(video)
+    assert patches.grid_thw.tolist()[0] == 4 and patches.second_per_grid_t == 1.0
+
+
+def test_qwen_vl_utils_pixels_differ_only_by_its_resize_kernel(video_path, qwen_fetch_video):
+    """qwen-vl-utils resizes with torchvision's v1 float path; transformers (and we) with the v2 uint8 kernel.
+
+    Same frames, same size; the values differ by a few levels on some pixels. Pin down that this is the only cause.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as tv1
+
+    theirs, _, _ = qwen_fetch_video(video_path, fps=2.0)
+    ours = pp.preprocess_video(pp.load_video(video_path))
+    h, w = ours.frames.shape[-2:]
+    v1 = tv1.resize(pp.load_video(video_path).frames, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    assert torch.equal(theirs, v1.float())
+    levels = (theirs - ours.frames.float()).abs()
+    assert levels.mean() < 1 and levels.max() > 0  # a real, small, documented difference
+
+
+def test_video_from_folder_and_from_frame_list(video_path, tmp_path):
+    with av.open(str(video_path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"frame_{i:03d}.png")  # lossless
+    from_file = pp.load_video(video_path)
+    from_folder = pp.load_video(tmp_path, video_fps=8.0)
+    from_list = pp.load_video(frames, video_fps=8.0)
+    for other in (from_folder, from_list):
+        assert other.indices == from_file.indices and other.sampled_fps == from_file.sampled_fps
+        assert torch.equal(other.frames, from_file.frames)
+    already_sampled = pp.load_video(frames[:6], fps=2.0)  # no video_fps: the frames are taken as they are
+    assert already_sampled.indices == list(range(6)) and already_sampled.sampled_fps == 2.0
+
+
+def test_odd_frame_count_is_padded_by_repeating_the_last_frame(video_path, hf_processor):
+    with av.open(str(video_path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:5]
+    video = pp.load_video(frames, fps=2.0)
+    ours = pp.preprocess_video(video)
+    assert ours.grid_thw.tolist()[0] == 3
+    assert torch.equal(ours.frames[-1], ours.frames[-2])
+    ref = _hf_video(hf_processor, video)
+    assert torch.equal(ours.grid_thw[None], ref["video_grid_thw"])
+    assert (ours.pixel_values - ref["pixel_values_videos"]).abs().max() <= 1e-5
+
+
+def _empty_mp4(path):
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    container.start_encoding()
+    container.close()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not a video", "empty mp4", "empty mkv", "missing"])
+def test_unreadable_or_empty_video_files_raise_naming_the_file(kind, tmp_path, video_path):
+    path = tmp_path / ("clip.mkv" if kind == "empty mkv" else "clip.mp4")
+    if kind == "truncated":
+        path.write_bytes(video_path.read_bytes()[:3000])
+    elif kind == "not a video":
+        path.write_text("hello")
+    elif kind.startswith("empty"):
+        _empty_mp4(path)
+    error = FileNotFoundError if kind == "missing" else ValueError
+    with pytest.raises(error, match=str(path.name)):
+        pp.load_video(path)
+
+
+def test_bad_video_requests_raise(video_path, tmp_path):
+    with pytest.raises(ValueError, match="frames is empty"):
+        pp.load_video([])
+    with pytest.raises(ValueError, match="holds no frame files"):
+        pp.load_video(tmp_path)
+    with pytest.raises(ValueError, match=r"cannot sample 40 frames from a video of 32 frames"):
+        pp.load_video(video_path, nframes=40)
+    with pytest.raises(ValueError, match="either fps"):
+        pp.load_video(video_path, fps=2.0, nframes=4)
+    with pytest.raises(ValueError, match="one size"):
+        pp.load_video([np.zeros((28, 28, 3), np.uint8), np.zeros((56, 28, 3), np.uint8)])
+    with pytest.raises(ValueError, match="min_pixels"):
+        pp.preprocess_video(pp.load_video(video_path), min_pixels=700000, max_pixels=600000)

@@ -1,0 +1,186 @@
+"""qwenlite.Processor against transformers' Qwen2_5_VLProcessor on the same checkpoint and messages."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qwenlite import Processor
+from qwenlite import preprocessing as pp
+
+
+@pytest.fixture(scope="module")
+def processor(ckpt) -> Processor:
+    return Processor.from_pretrained(ckpt)
+
+
+@pytest.fixture(scope="module")
+def photo(photo_path) -> Image.Image:
+    return Image.open(photo_path).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def small() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
+
+
+def _user(*content) -> list[dict]:
+    return [{"role": "user", "content": list(content)}]
+
+
+def _image(image) -> dict:
+    return {"type": "image", "image": image}
+
+
+def _text(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def _compare(ours: dict, ref, atol: float = 1e-5) -> None:
+    """Same keys; integer tensors exactly equal, float tensors within atol."""
+    assert set(ours) == set(ref.keys()), set(ours) ^ set(ref.keys())
+    for key, value in ref.items():
+        assert ours[key].shape == value.shape, key
+        if value.is_floating_point():
+            assert (ours[key] - value).abs().max() <= atol, key
+        else:
+            assert torch.equal(ours[key], value), key
+
+
+def _hf_prompt(hf_processor, messages) -> str:
+    return hf_processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _hf_video_kwargs(video: pp.Video) -> dict:
+    """What makes transformers' video processor see the same frames with qwen-vl-utils' frame budget."""
+    cap = pp.video_max_pixels(len(video.indices) + len(video.indices) % 2)
+    return {
+        "video_metadata": [
+            {"fps": video.video_fps, "frames_indices": video.indices, "total_num_frames": video.total_frames}
+        ],
+        "videos_kwargs": {
+            "size": {"shortest_edge": pp.VIDEO_MIN_PIXELS, "longest_edge": cap},
+            "do_sample_frames": False,
+            "cap_pixels_per_frame": False,
+        },
+    }
+
+
+MESSAGES = {
+    "text only": [{"role": "user", "content": "Hello there."}],
+    "system + multi-turn": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [_text("Hi")]},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [_image("x.jpg"), _text("What is it?")]},
+    ],
+    "image and video items": _user(_image("a.jpg"), {"type": "video", "video": "v.mp4"}, _text("Compare.")),
+    "image_url key": _user({"image_url": "http://x/y.png"}, _text("?")),
+}
+
+
+@pytest.mark.parametrize("name", list(MESSAGES))
+def test_chat_template_text_equals_transformers(name, processor, hf_processor):
+    messages = MESSAGES[name]
+    assert processor.apply_chat_template(messages) == _hf_prompt(hf_processor, messages)
+    no_prompt = hf_processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    assert processor.apply_chat_template(messages, add_generation_prompt=False) == no_prompt
+
+
+def test_single_image(processor, hf_processor, photo):
+    messages = _user(_image(photo), _text("Describe this image."))
+    ref = hf_processor(text=[_hf_prompt(hf_processor, messages)], images=[photo], return_tensors="pt")
+    ours = processor.from_messages(messages)
+    _compare(ours, ref)
+    tokens = int((ours["input_ids"] == processor.image_token_id).sum())
+    assert tokens == int(ours["image_grid_thw"].prod()) // 4
+
+
+def test_two_images(processor, hf_processor, photo, small):
+    messages = _user(_image(photo), _text("and"), _image(small), _text("Which is larger?"))
+    ref = hf_processor(text=[_hf_prompt(hf_processor, messages)], images=[photo, small], return_tensors="pt")
+    _compare(processor.from_messages(messages), ref)
+
+
+def test_image_and_video(processor, hf_processor, small, video_path):
+    messages = _user(_image(small), {"type": "video", "video": str(video_path)}, _text("What happens?"))
+    video = pp.load_video(video_path)
+    ref = hf_processor(
+        text=[_hf_prompt(hf_processor, messages)],
+        images=[small],
+        videos=[video.frames],
+        return_tensors="pt",
+        **_hf_video_kwargs(video),
+    )
+    ours = processor.from_messages(messages)
+    _compare(ours, ref)
+    assert ours["second_per_grid_ts"].tolist() == [1.0]  # 2 frames per patch at 2 sampled frames per second
+
+
+def test_video_options_in_a_message(processor, hf_processor, video_path):
+    messages = _user({"type": "video", "video": str(video_path), "nframes": 6}, _text("Go."))
+    video = pp.load_video(video_path, nframes=6)
+    ref = hf_processor(
+        text=[_hf_prompt(hf_processor, messages)], videos=[video.frames], return_tensors="pt", **_hf_video_kwargs(video)
+    )
+    _compare(processor.from_messages(messages), ref)
+
+
+def test_batch_of_two_prompts_left_padded(processor, hf_processor, photo, small):
+    long = _user(_image(photo), _text("and"), _image(small), _text("Compare them in detail, please."))
+    short = _user(_image(small), _text("Hi"))
+    texts = [_hf_prompt(hf_processor, long), _hf_prompt(hf_processor, short)]
+    images = [photo, small, small]
+    ref = hf_processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+    ours = processor.from_messages([long, short])
+    _compare(ours, ref)
+    assert ours["attention_mask"][1, 0] == 0 and ours["attention_mask"][:, -1].all()  # padding on the left
+    right = hf_processor(text=texts, images=images, padding=True, padding_side="right", return_tensors="pt")
+    _compare(processor(text=texts, images=images, padding_side="right"), right)
+
+
+def test_call_with_text_images_videos(processor, hf_processor, small, video_path):
+    """The plain call: prompt text holding one pad per item, plus the raw items."""
+    prompt = "<|vision_start|><|image_pad|><|vision_end|>then<|vision_start|><|video_pad|><|vision_end|>"
+    video = pp.load_video(video_path)
+    ref = hf_processor(
+        text=[prompt], images=[small], videos=[video.frames], return_tensors="pt", **_hf_video_kwargs(video)
+    )
+    _compare(processor(text=prompt, images=[small], videos=[video_path]), ref)
+    _compare(processor(text=prompt, images=[pp.preprocess_image(small)], videos=[video]), ref)
+
+
+def test_the_same_dict_runs_both_models(processor, ours, ref, small, video_path):
+    # a short, small clip: 2 temporal patches whose time ids (0, 4) stay below max(h, w) / merge, where the
+    # released rope rule and transformers 5.24's agree (see rope_index.py)
+    clip = {"type": "video", "video": str(video_path), "nframes": 4, "min_pixels": 3136, "max_pixels": 40000}
+    inputs = processor.from_messages(_user(_image(small), clip, _text("What?")))
+    with torch.no_grad():
+        ours_logits = ours(**inputs).logits
+        ref_logits = ref(**inputs).logits
+    assert ours_logits.shape == ref_logits.shape
+    assert (ours_logits - ref_logits).abs().max() <= 1e-4
+
+
+def test_pad_count_mismatch_raises(processor, small):
+    with pytest.raises(ValueError, match=r"1 <\|image_pad\|> token\(s\) but 2 image\(s\)"):
+        processor(text="<|image_pad|>", images=[small, small])
+    with pytest.raises(ValueError, match=r"0 <\|video_pad\|> token\(s\) but 1 video"):
+        processor(text="no pads", videos=[[np.zeros((28, 28, 3), np.uint8)] * 2])
+    with pytest.raises(ValueError, match="padding_side"):
+        processor(text="hi", padding_side="middle")
+
+
+def test_from_pretrained_reads_chat_template_json(ckpt, tmp_path, processor):
+    import json
+
+    for f in ckpt.iterdir():
+        if f.name not in ("chat_template.jinja", "model.safetensors"):
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": processor.chat_template}))
+    other = Processor.from_pretrained(tmp_path)
+    assert other.chat_template == processor.chat_template and other.config == processor.config
