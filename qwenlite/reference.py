@@ -19,7 +19,9 @@ from torch import nn
 def reference_model(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """transformers' model on the same checkpoint folder, loaded offline, in eval mode."""
     from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # the "Loading weights" bar would clutter every notebook
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).eval()
 
 
