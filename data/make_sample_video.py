@@ -148,7 +148,7 @@ def write_facts(codec: str, path: Path) -> None:
 def main() -> None:
     photo = np.asarray(Image.open(PHOTO_PATH).convert("RGB"))
     assert crop_x0(NUM_FRAMES - 1) + WIDTH <= photo.shape[1], "pan leaves the photo"
-    assert CROP_Y0 + HEIGHT <= photo.shape[0], "crop leaves the photo"
+    assert photo.shape[0] >= CROP_Y0 + HEIGHT, "crop leaves the photo"
     codec = write_video(photo, VIDEO_PATH)
     write_facts(codec, FACTS_PATH)
     size_kb = VIDEO_PATH.stat().st_size / 1024

@@ -34,7 +34,11 @@ def mrope_cos_sin(
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far: list of (B, Hkv, S, Dh) pairs."""
+    """Keys and values of every layer for the tokens seen so far: list of (B, Hkv, S, Dh) pairs.
+
+    Mirrors transformers' `DynamicCache`: a decode step appends one token's k/v per layer, so its
+    attention reads S cached keys instead of recomputing them (O(S) work per step, not O(S^2)).
+    """
 
     def __init__(self) -> None:
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -42,7 +46,15 @@ class KVCache:
     def __len__(self) -> int:
         return self.layers[0][0].shape[2] if self.layers else 0
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held: 2 (k and v) x layers x B x Hkv x S x Dh x bytes per number."""
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
     def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append layer i's new keys/values (B, Hkv, L, Dh); return all of them so far (B, Hkv, S, Dh)."""
+        if i > len(self.layers):
+            raise IndexError(f"KVCache: layer {i} updated before layer {len(self.layers)}")
         if i == len(self.layers):
             self.layers.append((k, v))
         else:
@@ -52,6 +64,12 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    """Grouped-query attention with M-RoPE: H query heads share Hkv key/value heads.
+
+    Query head j reads kv head j // (H / Hkv) (transformers' `repeat_kv`; SDPA's enable_gqa does the
+    same without copying), so the cache stores Hkv heads, H / Hkv times less than full multi-head.
+    """
+
     def __init__(self, config: TextConfig, layer_idx: int) -> None:
         super().__init__()
         d, dh = config.hidden_size, config.head_dim
@@ -82,6 +100,8 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
     def __init__(self, config: TextConfig, layer_idx: int) -> None:
         super().__init__()
         self.self_attn = Attention(config, layer_idx)
@@ -89,7 +109,14 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x
@@ -113,6 +140,11 @@ class TextModel(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         c = self.config
+        if position_ids.shape != (3, *inputs_embeds.shape[:2]):
+            raise ValueError(
+                f"position_ids must be (3 axes t/h/w, batch, new tokens) = {(3, *inputs_embeds.shape[:2])}, "
+                f"got {tuple(position_ids.shape)}"
+            )
         cos, sin = mrope_cos_sin(position_ids, rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
         x = inputs_embeds

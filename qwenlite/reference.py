@@ -67,7 +67,9 @@ class Row:
             return float("inf")
         if self.exact:
             return float((self.ours != self.ref).sum())  # integer results: count of differing entries
-        return float((self.ours.double() - self.ref.double()).abs().max()) if self.ours.numel() else 0.0
+        if not self.ours.numel():
+            return 0.0
+        return float((self.ours.detach().double() - self.ref.detach().double()).abs().max())
 
     def ok(self) -> bool:
         return self.diff() == 0 if self.exact else self.diff() <= self.atol
