@@ -1,13 +1,24 @@
 """Token fusion: vision features replace the embeddings of the <|image_pad|> / <|video_pad|> tokens.
 
 Mirrors the `masked_scatter` path of transformers' `Qwen2_5_VLModel.forward` and its
-`get_placeholder_mask`: rows of the feature matrix fill the pad positions in reading order.
-Shapes: B batch, L tokens, D text hidden, F feature rows (= number of pad tokens).
+`get_placeholder_mask`: rows of the feature matrix fill the pad positions in reading order
+(row by row through the batch, left to right). Also derives `mm_token_type_ids` from the ids.
+Shapes: B batch, L tokens, D text hidden, F feature rows (= number of pad tokens of one modality).
 """
 
 from __future__ import annotations
 
 import torch
+
+from .config import QwenLiteConfig
+
+
+def mm_token_type_ids(input_ids: torch.Tensor, config: QwenLiteConfig) -> torch.Tensor:
+    """(B, L) token types as transformers' processor writes them: 0 text, 1 image pad, 2 video pad.
+
+    ids [<|vision_start|>, <|image_pad|>, <|image_pad|>, <|vision_end|>, "a"] -> [0, 1, 1, 0, 0].
+    """
+    return (input_ids == config.image_token_id).long() + 2 * (input_ids == config.video_token_id).long()
 
 
 def fuse(
@@ -17,15 +28,27 @@ def fuse(
     token_id: int,
     modality: str,
 ) -> torch.Tensor:
-    """inputs_embeds (B, L, D) with rows where input_ids == token_id replaced by features (F, D)."""
+    """inputs_embeds (B, L, D) with rows where input_ids == token_id replaced by features (F, D), in order.
+
+    ids [[a, P, P], [P, b, c]] and features [f0, f1, f2] -> [[a, f0, f1], [f2, b, c]] (P the pad token).
+    """
     if features is None:
         return inputs_embeds
+    if input_ids.shape != inputs_embeds.shape[:2]:
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)} and inputs_embeds {tuple(inputs_embeds.shape)} disagree on (B, L)"
+        )
+    if features.ndim != 2 or features.shape[1] != inputs_embeds.shape[-1]:
+        raise ValueError(
+            f"{modality} features must be (rows, {inputs_embeds.shape[-1]}) to fill the text embeddings, "
+            f"got {tuple(features.shape)}"
+        )
     mask = input_ids == token_id  # (B, L)
     n_tokens, n_rows = int(mask.sum()), features.shape[0]
     if n_tokens != n_rows:
         raise ValueError(
             f"{modality}: input_ids hold {n_tokens} <|{modality}_pad|> tokens (id {token_id}) "
-            f"but the {modality} features have {n_rows} rows; each pad token takes one feature row"
+            f"but the {modality} features have {n_rows} rows; each pad token takes exactly one feature row"
         )
     mask = mask[..., None].expand_as(inputs_embeds)  # (B, L, D)
     return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.dtype))

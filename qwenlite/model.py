@@ -17,7 +17,7 @@ from torch import nn
 from . import checkpoint
 from .config import QwenLiteConfig
 from .decoder import KVCache, TextModel
-from .fusion import fuse
+from .fusion import fuse, mm_token_type_ids
 from .rope_index import decode_position_ids, get_rope_index
 from .vision import VisionTransformer
 
@@ -156,9 +156,9 @@ class QwenLiteVL(nn.Module):
         rope_deltas: torch.Tensor | None = None,
     ) -> Output:
         """Logits for every token. With a non-empty cache, input_ids are the new tokens only."""
-        if mm_token_type_ids is not None:
-            self._check_token_types(input_ids, mm_token_type_ids)
         past = len(cache) if cache is not None else 0
+        if past == 0:
+            self._check_token_types(input_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
         # 1) embed tokens and fuse vision features into the pad positions
         x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
         # 2) 3-D positions: from the prompt's layout at prefill, text positions + rope_deltas after it
@@ -197,23 +197,31 @@ class QwenLiteVL(nn.Module):
         cache = KVCache()
         out = self(input_ids, mask, cache=cache, **vision_inputs)  # 1) prefill: the whole prompt at once
         sequence, done = input_ids, torch.zeros(b, dtype=torch.bool)
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             token = out.logits[:, -1].argmax(-1)  # (B,)
             token = torch.where(done, torch.full_like(token, pad_token_id), token)
             sequence = torch.cat([sequence, token[:, None]], dim=1)
             done = done | torch.isin(token, eos)
-            if done.all():
+            if done.all() or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype)], dim=1)
             out = self(token[:, None], mask, cache=cache, rope_deltas=out.rope_deltas)  # 2) one token at a time
         return sequence
 
-    def _check_token_types(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor) -> None:
-        derived = (input_ids == self.config.image_token_id).long() + 2 * (
-            input_ids == self.config.video_token_id
-        ).long()
-        if not torch.equal(derived, mm_token_type_ids.long().to(derived.device)):
-            bad = (derived != mm_token_type_ids).nonzero()[:5].tolist()
+    def _check_token_types(
+        self,
+        input_ids: torch.Tensor,
+        given: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        pixel_values_videos: torch.Tensor | None,
+    ) -> None:
+        """Pad tokens need pixels (no silent fallback to the pad embedding), and given types must agree."""
+        derived = mm_token_type_ids(input_ids, self.config)
+        for kind, code, pixels in (("image", 1, pixel_values), ("video", 2, pixel_values_videos)):
+            if pixels is None and (count := int((derived == code).sum())):
+                raise ValueError(f"input_ids hold {count} <|{kind}_pad|> tokens but no {kind} pixels were given")
+        if given is not None and not torch.equal(derived, given.long().to(derived.device)):
+            bad = (derived != given.to(derived.device)).nonzero()[:5].tolist()
             raise ValueError(f"mm_token_type_ids disagree with the pad tokens in input_ids at (row, col) {bad}")
 
 

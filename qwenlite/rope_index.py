@@ -5,9 +5,12 @@ deliberate difference: after a video, the next text starts at max(all positions 
 rule of the released model (transformers 4.5x, vLLM). transformers 5.24 advances by
 max(h, w) / merge only, so text after a video can restart below the video's largest temporal id.
 For images the two rules agree. Vision spans are found from the token ids themselves.
+Shapes: B batch, L tokens, N vision tokens of one span, 3 axes (t, h, w).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -15,20 +18,21 @@ from .config import QwenLiteConfig
 
 
 def vision_position_ids(
-    start: int, grid_thw: torch.Tensor, merge_size: int = 2, time_interval: float | torch.Tensor = 1
+    start: int, grid_thw: torch.Tensor | Sequence[int], merge_size: int = 2, time_interval: float | torch.Tensor = 1
 ) -> torch.Tensor:
-    """(3, T*H/m*W/m) ids of one image/video span whose first token sits at text position `start`.
+    """(3, N) ids of one image/video span whose first token sits at text position `start`.
 
-    t = floor(frame_group * time_interval) + start, h = row + start, w = col + start.
+    t = floor(frame_group * time_interval) + start, h = row + start, w = col + start, where
+    time_interval = tokens_per_second * second_per_grid_t for a video and 1 for an image.
     Image grid (1, 4, 6), start 5 -> t all 5, h = [5,5,5, 6,6,6], w = [5,6,7, 5,6,7].
-    Video grid (3, 2, 2) with second_per_grid_t 1.0 and tokens_per_second 2 -> t = [5, 7, 9].
+    Video grid (3, 2, 2) with time_interval 2.0 -> t = [5, 7, 9]; with 0.5 -> t = [5, 5, 6].
     """
     t, h, w = (int(v) for v in grid_thw)
     # parity: the product is taken in floating point before truncation (4.5x cast 0.5 s to 0 first)
-    tt = (torch.arange(t) * time_interval).long()
-    hh = torch.arange(h // merge_size)
-    ww = torch.arange(w // merge_size)
-    grid = torch.stack(torch.meshgrid(tt, hh, ww, indexing="ij")).reshape(3, -1)
+    tt = (torch.arange(t) * time_interval).long()  # (T,)
+    hh = torch.arange(h // merge_size)  # (H/m,)
+    ww = torch.arange(w // merge_size)  # (W/m,)
+    grid = torch.stack(torch.meshgrid(tt, hh, ww, indexing="ij")).reshape(3, -1)  # (3, N) frame-major, row-major
     return grid + start
 
 
@@ -36,69 +40,83 @@ def get_rope_index(
     input_ids: torch.Tensor,
     image_grid_thw: torch.Tensor | None = None,
     video_grid_thw: torch.Tensor | None = None,
-    second_per_grid_ts: torch.Tensor | list[float] | None = None,
+    second_per_grid_ts: torch.Tensor | Sequence[float] | None = None,
     attention_mask: torch.Tensor | None = None,
     config: QwenLiteConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Position ids (3, B, L) and rope_deltas (B, 1) = max position + 1 - number of real tokens.
 
-    Text tokens get the same id on all three axes, counting up. An image or video span gets a
-    (t, h, w) grid of ids offset by the position where it starts; the text after it continues at
+    Text tokens get the same id on all three axes, counting up. An image or video span (a run of
+    <|image_pad|> / <|video_pad|> tokens, as many as its grid has merged tokens) gets a (t, h, w)
+    grid of ids offset by the position where it starts; the text after it continues at
     max(all ids so far) + 1. Padding (attention_mask 0) gets id 0 and is not counted.
+    Grids are used in reading order across the whole batch, like the features they describe.
     "ab<img 2x2 merged>c" -> t = [0,1, 2,2,2,2, 4], h = [0,1, 2,2,3,3, 4], w = [0,1, 2,3,2,3, 4]; delta = 5 - 7.
     """
     if config is None:
         raise ValueError("get_rope_index needs config= (token ids, merge size, tokens_per_second)")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}"
+        )
     v = config.vision_config
-    images = iter(image_grid_thw if image_grid_thw is not None else [])
-    videos = iter(video_grid_thw if video_grid_thw is not None else [])
-    if second_per_grid_ts is None:
-        seconds = iter([1.0] * (len(video_grid_thw) if video_grid_thw is not None else 0))
-    else:
-        seconds = iter(torch.as_tensor(second_per_grid_ts, dtype=torch.float32))  # parity: float32 like the processor
+    grids = {"image": _grid_list(image_grid_thw, "image"), "video": _grid_list(video_grid_thw, "video")}
+    seconds = _seconds_per_grid(second_per_grid_ts, len(grids["video"]))
+    pad_ids = {config.image_token_id: "image", config.video_token_id: "video"}
+    used = {"image": 0, "video": 0}
     b, n = input_ids.shape
-    positions = torch.zeros(3, b, n, dtype=torch.long)
-    deltas = torch.zeros(b, 1, dtype=torch.long)
-    unit = v.spatial_merge_size**2
+    device = input_ids.device
+    positions = torch.zeros(3, b, n, dtype=torch.long, device=device)
+    deltas = torch.zeros(b, 1, dtype=torch.long, device=device)
 
     for row in range(b):
         keep = attention_mask[row].bool() if attention_mask is not None else torch.ones(n, dtype=torch.bool)
+        keep = keep.to(device)
         ids = input_ids[row][keep].tolist()
-        parts: list[torch.Tensor] = []
+        pieces: list[torch.Tensor] = []  # (3, length of the piece) each
         i, next_pos = 0, 0
         while i < len(ids):
-            token = ids[i]
-            if token in (config.image_token_id, config.video_token_id):
-                is_image = token == config.image_token_id
-                kind = "image" if is_image else "video"
-                grid = next(images if is_image else videos, None)
-                if grid is None:
-                    raise ValueError(f"row {row}: more {kind} spans in input_ids than entries in {kind}_grid_thw")
-                count = int(grid.prod()) // unit
-                span = ids[i : i + count]
-                if len(span) != count or any(t != token for t in span):
-                    run = next((j for j, t in enumerate(span) if t != token), len(span))
+            kind = pad_ids.get(ids[i])
+            if kind is None:
+                # 1) a run of text: one id per token, the same on all three axes
+                j = i
+                while j < len(ids) and ids[j] not in pad_ids:
+                    j += 1
+                pieces.append(torch.arange(next_pos, next_pos + j - i).expand(3, -1))
+            else:
+                # 2) a vision span: the next grid of its kind says how many pad tokens it covers
+                k = used[kind]
+                if k >= len(grids[kind]):
+                    raise ValueError(
+                        f"row {row}: input_ids hold more {kind} spans than the {len(grids[kind])} rows "
+                        f"of {kind}_grid_thw"
+                    )
+                used[kind] += 1
+                grid = grids[kind][k]
+                count = int(torch.as_tensor(grid).prod()) // v.spatial_merge_size**2
+                run = next((r for r, t in enumerate(ids[i : i + count]) if t != ids[i]), min(count, len(ids) - i))
+                if run != count:
                     raise ValueError(
                         f"row {row}: {kind} span at token {i} has {run} <|{kind}_pad|> tokens, "
-                        f"but its grid {grid.tolist()} needs {count}"
+                        f"but {kind}_grid_thw[{k}] = {[int(g) for g in grid]} needs {count}"
                     )
-                interval = 1 if is_image else v.tokens_per_second * next(seconds)
-                parts.append(vision_position_ids(next_pos, grid, v.spatial_merge_size, interval))
-                i += count
-            else:
-                j = i
-                while j < len(ids) and ids[j] not in (config.image_token_id, config.video_token_id):
-                    j += 1
-                parts.append(torch.arange(next_pos, next_pos + j - i).expand(3, -1))
-                i = j
-            next_pos = int(parts[-1].max()) + 1  # the released rule: continue after the largest id so far
-        if parts:
-            ids_row = torch.cat(parts, dim=1)
-            positions[:, row, keep] = ids_row
+                interval = 1 if kind == "image" else v.tokens_per_second * seconds[k]
+                pieces.append(vision_position_ids(next_pos, grid, v.spatial_merge_size, interval))
+                j = i + count
+            i = j
+            # 3) the released rule: continue after the largest id so far (the last piece holds it: each piece
+            # starts above every earlier id)
+            next_pos = int(pieces[-1].max()) + 1
+        if pieces:
+            positions[:, row, keep] = torch.cat(pieces, dim=1).to(device)
             deltas[row] = next_pos - len(ids)
-    for kind, left in (("image", images), ("video", videos)):
-        if next(left, None) is not None:
-            raise ValueError(f"{kind}_grid_thw has more entries than {kind} spans in input_ids")
+    for kind in ("image", "video"):
+        if used[kind] != len(grids[kind]):
+            raise ValueError(
+                f"{kind}_grid_thw has {len(grids[kind])} rows but input_ids hold {used[kind]} {kind} spans"
+            )
     return positions, deltas
 
 
@@ -107,12 +125,34 @@ def decode_position_ids(
 ) -> torch.Tensor:
     """(3, B, new) ids for tokens generated after a prefill: text positions shifted by rope_deltas.
 
-    Without padding this is the seed's rule `arange(new) + past + rope_deltas`. With left padding
-    a row's text position counts only its real tokens (attention_mask.cumsum - 1), matching the
-    rope_deltas above, so the first new token of every row lands at its max prefill id + 1.
+    Without a mask this is the seed's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
+    With left padding a row's text position counts only its real tokens (attention_mask.cumsum - 1),
+    matching rope_deltas = max + 1 - real tokens, so every row's first new token lands at its max
+    prefill id + 1. Prompt "ab<img 2x2>c" (delta -2), past 7 -> the next token gets 7 - 2 = 5 on all axes.
     """
     if attention_mask is None:
-        text = torch.arange(past, past + new).expand(rope_deltas.shape[0], -1)
+        text = torch.arange(past, past + new, device=rope_deltas.device).expand(rope_deltas.shape[0], -1)  # (B, new)
     else:
-        text = (attention_mask.long().cumsum(-1) - 1)[:, past : past + new]
+        if attention_mask.shape[1] < past + new:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens, but past + new = {past} + {new}")
+        text = (attention_mask.long().cumsum(-1) - 1)[:, past : past + new]  # (B, new)
     return (text + rope_deltas).expand(3, -1, -1)
+
+
+def _grid_list(grid_thw: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
+    if grid_thw is None:
+        return []
+    grid_thw = torch.as_tensor(grid_thw)
+    if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
+        raise ValueError(f"{kind}_grid_thw must be (num_{kind}s, 3) rows of (t, h, w), got {tuple(grid_thw.shape)}")
+    return list(grid_thw)
+
+
+def _seconds_per_grid(second_per_grid_ts: torch.Tensor | Sequence[float] | None, n_videos: int) -> torch.Tensor:
+    if second_per_grid_ts is None:
+        return torch.ones(n_videos)  # parity: transformers assumes 1 s per temporal patch when none is given
+    # parity: float32 like the processor's tensor, so floor(t * interval) rounds the same way
+    seconds = torch.as_tensor(second_per_grid_ts, dtype=torch.float32).reshape(-1)
+    if len(seconds) != n_videos:
+        raise ValueError(f"second_per_grid_ts has {len(seconds)} entries but video_grid_thw has {n_videos} rows")
+    return seconds

@@ -1,0 +1,323 @@
+"""Pictures and an explorer for 06_rope_index: t/h/w position ids drawn over an image and over video frames,
+the three rows of ids along a whole prompt, qwenlite's rule beside transformers 5.24's, and an ipywidgets
+explorer that rebuilds a prompt from image size, frame count, fps and layout and redraws the ids.
+
+Every function draws tensors handed to it (or computes them with qwenlite.get_rope_index) and returns a Figure.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..config import QwenLiteConfig
+from ..preprocessing import smart_resize
+from ..rope_index import get_rope_index
+from .fusion import KIND_COLOURS, token_kinds
+
+AXIS_COLOURS = {"t": "#4c78a8", "h": "#f58518", "w": "#54a24b"}
+WORD = 9707  # an ordinary text token, for layouts built from ids
+
+
+def _ids_over(ax, picture: np.ndarray, ids: np.ndarray, cmap: str, vmin: int, vmax: int) -> None:
+    """A picture (h, w, 3) with one translucent cell per merged token, coloured and labelled by its id (gh, gw)."""
+    gh, gw = ids.shape
+    ax.imshow(picture, extent=(0, gw, gh, 0))
+    ax.imshow(ids, cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1), alpha=0.55, extent=(0, gw, gh, 0))
+    for (r, c), v in np.ndenumerate(ids):
+        ax.text(c + 0.5, r + 0.5, str(v), ha="center", va="center", fontsize=9 if gw <= 10 else 7, weight="bold")
+    ax.set_xticks(np.arange(gw + 1), [])
+    ax.set_yticks(np.arange(gh + 1), [])
+    ax.grid(color="white", linewidth=0.6)
+    ax.tick_params(length=0)
+
+
+def draw_image_ids(picture: np.ndarray, ids: torch.Tensor, grid_thw: Sequence[int], merge_size: int = 2) -> Figure:
+    """Three panels over the resized image: its t, h and w ids (3, N), one cell per merged token."""
+    _, h, w = (int(v) for v in grid_thw)
+    gh, gw = h // merge_size, w // merge_size
+    grids = ids.reshape(3, gh, gw).numpy()
+    lo, hi = int(grids.min()), int(grids.max())
+    fig, axes = plt.subplots(1, 3, figsize=(13, 13 / 3 * gh / gw + 0.8))
+    for ax, axis, grid, cmap in zip(axes, "thw", grids, ("Blues", "Oranges", "Greens"), strict=True):
+        _ids_over(ax, picture, grid, cmap, lo, hi)
+        ax.set_title(f"{axis} ids", fontsize=13, color=AXIS_COLOURS[axis])
+    axes[0].set_ylabel(f"{gh} rows of merged tokens", fontsize=10)
+    axes[1].set_xlabel(f"{gw} columns of merged tokens (one per 28x28 px)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_video_ids(
+    frames: np.ndarray,
+    ids: torch.Tensor,
+    grid_thw: Sequence[int],
+    seconds: Sequence[float],
+    merge_size: int = 2,
+    max_groups: int = 4,
+) -> Figure:
+    """A column per temporal group (its first frame, shown at `seconds`), rows t, h and w: only t changes in time."""
+    t, h, w = (int(v) for v in grid_thw)
+    gh, gw = h // merge_size, w // merge_size
+    grids = ids.reshape(3, t, gh, gw).numpy()
+    lo, hi = int(grids.min()), int(grids.max())
+    shown = min(t, max_groups)
+    fig, axes = plt.subplots(3, shown, figsize=(3.3 * shown, 3 * 2.9 * gh / gw + 1.0), squeeze=False)
+    for g in range(shown):
+        for row, (axis, cmap) in enumerate(zip("thw", ("Blues", "Oranges", "Greens"), strict=True)):
+            ax = axes[row, g]
+            _ids_over(ax, frames[g], grids[row, g], cmap, lo, hi)
+            if row == 0:
+                ax.set_title(f"group {g}: frames at {seconds[g]:.2f} s\nt = {grids[0, g, 0, 0]}", fontsize=11)
+            if g == 0:
+                ax.set_ylabel(f"{axis} ids", fontsize=13, color=AXIS_COLOURS[axis])
+    fig.tight_layout()
+    return fig
+
+
+def _shade_spans(ax, kinds: Sequence[str], label: bool = True) -> None:
+    k = 0
+    while k < len(kinds):
+        if kinds[k] in ("image", "video"):
+            j = k
+            while j < len(kinds) and kinds[j] == kinds[k]:
+                j += 1
+            ax.axvspan(k - 0.5, j - 0.5, color=KIND_COLOURS[kinds[k]], alpha=0.18, linewidth=0)
+            if label:
+                ax.text(
+                    (k + j) / 2,
+                    0.98,
+                    kinds[k],
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="top",
+                    fontsize=10,
+                    color=KIND_COLOURS[kinds[k]],
+                    clip_on=True,
+                )
+            k = j
+        else:
+            k += 1
+
+
+def draw_sequence(
+    positions: torch.Tensor,
+    input_ids: torch.Tensor,
+    config: QwenLiteConfig,
+    title: str = "",
+    ax=None,
+) -> Figure:
+    """The three rows (t, h, w) of one prompt's (3, L) ids against the token index, vision spans shaded."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(13, 3.6))
+    x = np.arange(positions.shape[-1])
+    for axis, row, marker in zip("thw", positions, ("o", "s", "^"), strict=True):
+        ax.plot(x, row.numpy(), marker, ms=3.2, color=AXIS_COLOURS[axis], label=axis, alpha=0.85)
+    _shade_spans(ax, token_kinds(input_ids.tolist(), config))
+    ax.set_xlabel("token index in the prompt", fontsize=11)
+    ax.set_ylabel("position id", fontsize=11)
+    ax.legend(loc="center left", fontsize=10, markerscale=2)
+    ax.set_title(title, fontsize=12, loc="left")
+    ax.grid(alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return ax.figure
+
+
+def draw_rules_side_by_side(
+    ours: torch.Tensor, theirs: torch.Tensor, input_ids: torch.Tensor, config: QwenLiteConfig
+) -> Figure:
+    """qwenlite (released rule) and transformers 5.24 on the same (3, L) prompt, ours − theirs below them, and,
+    on the right, a zoom on the first token where they part (the t row of both, the video's largest t dashed)."""
+    diff = (ours - theirs).numpy()
+    parted = np.flatnonzero(diff.any(0))
+    fig = plt.figure(figsize=(15, 8.4))
+    grid = fig.add_gridspec(3, 2, width_ratios=[2.2, 1], height_ratios=[1, 1, 0.6])
+    top = fig.add_subplot(grid[0, 0])
+    middle = fig.add_subplot(grid[1, 0], sharex=top, sharey=top)
+    bottom = fig.add_subplot(grid[2, 0], sharex=top)
+    draw_sequence(
+        ours, input_ids, config, "qwenlite = released rule: text after a span starts at max so far + 1", ax=top
+    )
+    draw_sequence(
+        theirs, input_ids, config, "transformers 5.24: text after a span starts at start + max(h, w)/2", ax=middle
+    )
+    for ax in (top, middle):
+        ax.set_xlabel("")
+    for axis, row in zip("thw", diff, strict=True):
+        bottom.step(np.arange(len(row)), row, where="mid", color=AXIS_COLOURS[axis], label=axis, alpha=0.8)
+    _shade_spans(bottom, token_kinds(input_ids.tolist(), config))
+    bottom.set_ylabel("ours − theirs", fontsize=11)
+    bottom.set_xlabel("token index in the prompt", fontsize=11)
+    bottom.set_ylim(-0.5, max(int(diff.max()), 1) + 0.8)
+    bottom.grid(alpha=0.3)
+    if len(parted):
+        zoom = fig.add_subplot(grid[:, 1])
+        first = int(parted[0])
+        lo, hi = max(first - 14, 0), min(first + 8, ours.shape[1])
+        x = np.arange(lo, hi)
+        _shade_spans(zoom, token_kinds(input_ids.tolist(), config), label=False)
+        zoom.plot(x, ours[0, lo:hi].numpy(), "o", ms=8, color=AXIS_COLOURS["t"], label="t, qwenlite")
+        zoom.plot(
+            x, theirs[0, lo:hi].numpy(), "o", ms=11, mfc="none", mec="crimson", mew=1.6, label="t, transformers 5.24"
+        )
+        top_t = int(ours[0, :first].max())
+        zoom.axhline(top_t, ls="--", color="grey")
+        zoom.annotate(
+            f"largest id before: {top_t}",
+            (first - 0.5, top_t),
+            xytext=(-4, -10),
+            textcoords="offset points",
+            fontsize=10,
+            color="dimgrey",
+            ha="right",
+            va="top",
+        )
+        zoom.annotate(
+            f"qwenlite: {int(ours[0, first])}",
+            (first, int(ours[0, first])),
+            xytext=(-12, 6),
+            textcoords="offset points",
+            fontsize=11,
+            color=AXIS_COLOURS["t"],
+            weight="bold",
+            ha="right",
+        )
+        zoom.annotate(
+            f"transformers: {int(theirs[0, first])}",
+            (first, int(theirs[0, first])),
+            xytext=(-12, -6),
+            textcoords="offset points",
+            fontsize=11,
+            color="crimson",
+            weight="bold",
+            ha="right",
+            va="top",
+        )
+        zoom.set_xlim(lo - 0.5, hi - 0.5)
+        zoom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        zoom.yaxis.set_major_locator(MaxNLocator(integer=True))
+        zoom.set_title(f"zoom: first token after the video (index {first})", fontsize=12, loc="left")
+        zoom.set_xlabel("token index in the prompt", fontsize=11)
+        zoom.set_ylabel("t id", fontsize=11)
+        zoom.legend(loc="upper left", fontsize=10)
+        zoom.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- explorer
+
+LAYOUTS = {
+    "text image text video text": ["text", "image", "text", "video", "text"],
+    "video text": ["video", "text"],
+    "image image text": ["image", "image", "text"],
+    "text video image text": ["text", "video", "image", "text"],
+}
+
+
+def build_layout(
+    layout: Sequence[str],
+    config: QwenLiteConfig,
+    image_hw: tuple[int, int] = (224, 308),
+    frames: int = 8,
+    fps: float = 2.0,
+    frame_hw: tuple[int, int] = (112, 168),
+    text_len: int = 3,
+) -> dict[str, torch.Tensor]:
+    """Token ids of a prompt with the given items, as the processor would lay them out, and its grids.
+
+    Sizes are rounded like the processor (smart_resize, factor 28); a video of `frames` frames sampled at
+    `fps` has grid_t = ceil(frames / 2) and second_per_grid_t = 2 / fps.
+    """
+    merge, patch = config.vision_config.spatial_merge_size, 14
+    factor = merge * patch
+    ih, iw = smart_resize(*image_hw, factor=factor, min_pixels=factor**2, max_pixels=1280 * factor**2)
+    vh, vw = smart_resize(*frame_hw, factor=factor, min_pixels=factor**2, max_pixels=1280 * factor**2)
+    image_grid = [1, ih // patch, iw // patch]
+    video_grid = [-(-frames // 2), vh // patch, vw // patch]
+    ids: list[int] = []
+    images, videos = [], []
+    for item in layout:
+        if item == "text":
+            ids += [WORD] * text_len
+        else:
+            grid, pad = (image_grid, config.image_token_id) if item == "image" else (video_grid, config.video_token_id)
+            (images if item == "image" else videos).append(grid)
+            ids += (
+                [config.vision_start_token_id] + [pad] * (int(np.prod(grid)) // merge**2) + [config.vision_end_token_id]
+            )
+    return {
+        "input_ids": torch.tensor([ids]),
+        "image_grid_thw": torch.tensor(images) if images else None,
+        "video_grid_thw": torch.tensor(videos) if videos else None,
+        "second_per_grid_ts": torch.tensor([2 / fps] * len(videos), dtype=torch.float32) if videos else None,
+    }
+
+
+def draw_layout(
+    config: QwenLiteConfig,
+    layout: str = "text image text video text",
+    image_width: int = 308,
+    image_height: int = 224,
+    frames: int = 8,
+    fps: float = 2.0,
+    reference: Callable | None = None,
+) -> Figure:
+    """Rebuild a prompt and draw its ids; with `reference` (transformers' get_rope_index on the same ids),
+    draw both rules side by side."""
+    inputs = build_layout(LAYOUTS.get(layout, layout.split()), config, (image_height, image_width), frames, fps)
+    ours, deltas = get_rope_index(**inputs, config=config)
+    if reference is None:
+        fig = draw_sequence(ours[:, 0], inputs["input_ids"][0], config)
+    else:
+        theirs, _ = reference(**inputs)
+        fig = draw_rules_side_by_side(ours[:, 0], theirs[:, 0], inputs["input_ids"][0], config)
+    grids = []
+    if inputs["image_grid_thw"] is not None:
+        grids.append(f"image grid {inputs['image_grid_thw'][0].tolist()}")
+    if inputs["video_grid_thw"] is not None:
+        grids.append(f"video grid {inputs['video_grid_thw'][0].tolist()}, {2 / fps:.2f} s per group")
+    fig.suptitle(
+        f"{layout}: {', '.join(grids)}; L = {inputs['input_ids'].shape[1]}, rope_deltas = {int(deltas)}",
+        fontsize=12,
+        x=0.01,
+        ha="left",
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def explorer(config: QwenLiteConfig, reference: Callable | None = None):
+    """ipywidgets sliders for image size, frame count, fps and layout; redraws draw_layout into an Output."""
+    import ipywidgets as widgets
+    from IPython.display import Image
+
+    out = widgets.Output()
+
+    def redraw(layout: str, image_width: int, image_height: int, frames: int, fps: float) -> None:
+        # the figure goes into the Output's state, not through a `with out:` capture, which can stall
+        # headless runs (nbclient under pytest) waiting for output messages
+        fig = draw_layout(config, layout, image_width, image_height, frames, fps, reference)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        out.outputs = ()
+        out.append_display_data(Image(data=png.getvalue()))
+
+    controls = widgets.interactive(
+        redraw,
+        layout=widgets.Dropdown(options=list(LAYOUTS), description="layout"),
+        image_width=widgets.IntSlider(value=308, min=56, max=672, step=28, description="image w px"),
+        image_height=widgets.IntSlider(value=224, min=56, max=672, step=28, description="image h px"),
+        frames=widgets.IntSlider(value=8, min=2, max=32, step=2, description="frames"),
+        fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="fps"),
+    )
+    return widgets.VBox([controls, out])
