@@ -25,3 +25,33 @@ def banner(path: str | Path) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def live(draw, **controls):
+    """ipywidgets controls -> a figure from `draw(**values)`, redrawn on every change; returns the widget.
+
+    The figure is put into an Output's state (append_display_data of a PNG) rather than captured with
+    `with out:` (which `ipywidgets.interactive` uses), because that capture can stall headless runs
+    (nbclient under pytest) until the cell timeout. It is drawn once at once, so a static picture exists
+    without a live kernel.
+    """
+    import io
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    out = widgets.Output()
+
+    def redraw(_change=None) -> None:
+        fig = draw(**{name: control.value for name, control in controls.items()})
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        out.outputs = ()
+        out.append_display_data(Image(data=png.getvalue()))
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.VBox(list(controls.values())), out])

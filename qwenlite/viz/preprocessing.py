@@ -159,27 +159,21 @@ def draw_resize(height: int, width: int, min_pixels: int, max_pixels: int, ax=No
 def resize_explorer(height: int = 600, width: int = 512):
     """ipywidgets: image size and min/max pixels -> resized size, grid and token count, drawn live."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    out = widgets.Output()
-    controls = {
-        "height": widgets.IntSlider(value=height, min=1, max=4000, step=1, description="height"),
-        "width": widgets.IntSlider(value=width, min=1, max=4000, step=1, description="width"),
-        "min_tokens": widgets.IntSlider(value=4, min=1, max=1024, description="min tokens"),
-        "max_tokens": widgets.IntSlider(value=1280, min=1, max=16384, description="max tokens"),
-    }
+    from . import live
 
-    def redraw(height: int, width: int, min_tokens: int, max_tokens: int) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(6, 5))
-            draw_resize(height, width, min_tokens * FACTOR**2, max_tokens * FACTOR**2, ax)
-            plt.show()
+    def draw(height: int, width: int, min_tokens: int, max_tokens: int):
+        fig, ax = plt.subplots(figsize=(6, 5))
+        draw_resize(height, width, min_tokens * FACTOR**2, max_tokens * FACTOR**2, ax)
+        return fig
 
-    ui = widgets.interactive(redraw, **controls)
-    display(widgets.HBox([widgets.VBox(list(ui.children[:-1])), out]))
-    redraw(**{k: c.value for k, c in controls.items()})
-    return ui
+    return live(
+        draw,
+        height=widgets.IntSlider(value=height, min=1, max=4000, step=1, description="height"),
+        width=widgets.IntSlider(value=width, min=1, max=4000, step=1, description="width"),
+        min_tokens=widgets.IntSlider(value=4, min=1, max=1024, description="min tokens"),
+        max_tokens=widgets.IntSlider(value=1280, min=1, max=16384, description="max tokens"),
+    )
 
 
 def qwen_vl_utils_fetch_video(path: str | Path, **options: Any) -> tuple[torch.Tensor, dict, float]:

@@ -7,7 +7,6 @@ Every function draws tensors handed to it (or computes them with qwenlite.get_ro
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -296,28 +295,19 @@ def draw_layout(
 
 
 def explorer(config: QwenLiteConfig, reference: Callable | None = None):
-    """ipywidgets sliders for image size, frame count, fps and layout; redraws draw_layout into an Output."""
+    """ipywidgets sliders for image size, frame count, fps and layout; redraws draw_layout live."""
     import ipywidgets as widgets
-    from IPython.display import Image
 
-    out = widgets.Output()
+    from . import live
 
-    def redraw(layout: str, image_width: int, image_height: int, frames: int, fps: float) -> None:
-        # the figure goes into the Output's state, not through a `with out:` capture, which can stall
-        # headless runs (nbclient under pytest) waiting for output messages
-        fig = draw_layout(config, layout, image_width, image_height, frames, fps, reference)
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=80, bbox_inches="tight")
-        plt.close(fig)
-        out.outputs = ()
-        out.append_display_data(Image(data=png.getvalue()))
+    def draw(layout: str, image_width: int, image_height: int, frames: int, fps: float):
+        return draw_layout(config, layout, image_width, image_height, frames, fps, reference)
 
-    controls = widgets.interactive(
-        redraw,
+    return live(
+        draw,
         layout=widgets.Dropdown(options=list(LAYOUTS), description="layout"),
         image_width=widgets.IntSlider(value=308, min=56, max=672, step=28, description="image w px"),
         image_height=widgets.IntSlider(value=224, min=56, max=672, step=28, description="image h px"),
         frames=widgets.IntSlider(value=8, min=2, max=32, step=2, description="frames"),
         fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="fps"),
     )
-    return widgets.VBox([controls, out])
