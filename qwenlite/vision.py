@@ -11,6 +11,8 @@ M = merge_size**2 patches per LLM token (4), Do output width (= text hidden size
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,37 +117,45 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=True)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
 
+    def rotated_qkv(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q and k with 2-D RoPE applied, and v: each (N, H, Dh). Also used to draw attention maps."""
+        qkv = self.qkv(x).view(x.shape[0], 3, self.num_heads, -1)  # (N, 3, H, Dh)
+        # q and k rotated in one pass; parity: the rotation runs in float32 and is cast back (no-op in float32)
+        qk = apply_rotary(qkv[:, :2].float(), cos[:, None, None], sin[:, None, None]).to(qkv.dtype)
+        return qk[:, 0], qk[:, 1], qkv[:, 2]
+
     def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # 3 x (N, H, Dh)
-        q = apply_rotary(q, cos[:, None], sin[:, None])
-        k = apply_rotary(k, cos[:, None], sin[:, None])
+        q, k, v = self.rotated_qkv(x, cos, sin)
         out = segment_attention(q, k, v, cu_seqlens)  # (N, H, Dh)
-        return self.proj(out.reshape(n, -1))
+        return self.proj(out.flatten(1))  # (N, D)
 
 
 def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Softmax attention within each segment [cu[i], cu[i+1]); segments of equal length share one call.
+    """Softmax attention within each segment [cu[i], cu[i+1]) of packed q, k, v (N, H, Dh).
 
-    q, k, v: (N, H, Dh). transformers loops over segments one by one on CPU; batching equal-length
-    segments (all interior windows are 64 patches) gives the same numbers with far fewer calls.
+    transformers runs one SDPA call per segment on CPU. Consecutive segments of equal length (all
+    interior windows: 64 patches; all frames of a video) form one strided view (S, H, len, Dh) of
+    the packed tensors, so each such run is a single call, with no gather and no concatenation.
+    cu_seqlens [0, 64, 128, 160] -> one call on 2 segments of 64, one call on 1 segment of 32.
     """
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-    starts = cu_seqlens[:-1].tolist()
-    out = torch.empty_like(q)
-    by_length: dict[int, list[int]] = {}
-    for start, length in zip(starts, lengths):
+    outs, start = [], int(cu_seqlens[0])
+    for length, run in itertools.groupby((cu_seqlens[1:] - cu_seqlens[:-1]).tolist()):
+        end = start + length * len(list(run))
         if length:
-            by_length.setdefault(length, []).append(start)
-    for length, group in by_length.items():
-        rows = (torch.tensor(group)[:, None] + torch.arange(length)).flatten()  # (S*len,)
-        qs, ks, vs = (t[rows].view(len(group), length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
-        o = F.scaled_dot_product_attention(qs, ks, vs)  # (S, H, len, Dh)
-        out[rows] = o.transpose(1, 2).reshape(-1, *q.shape[1:])
-    return out
+            qs, ks, vs = (t[start:end].unflatten(0, (-1, length)).transpose(1, 2) for t in (q, k, v))
+            o = F.scaled_dot_product_attention(qs, ks, vs)  # (S, H, len, Dh), stored as (S, len, H, Dh)
+            outs.append(o.transpose(1, 2).flatten(0, 1))  # (S*len, H, Dh)
+        start = end
+    if len(outs) == 1:  # one run (e.g. all windows full): the output is a view, no copy at all
+        return outs[0]
+    return torch.cat(outs) if outs else torch.empty_like(q)
 
 
 class VisionBlock(nn.Module):
+    """Pre-norm transformer block: x + attention(RMSNorm(x)) within segments, then x + SwiGLU(RMSNorm(x))."""
+
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.norm1 = RMSNorm(config.hidden_size, eps=1e-6)
@@ -175,6 +185,8 @@ class PatchMerger(nn.Module):
 
 
 class VisionTransformer(nn.Module):
+    """pixel_values (N, 1176) of all images/videos packed, grid_thw (items, 3) -> features (N/M, Do) in prompt order."""
+
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
@@ -213,4 +225,6 @@ def check_grid(pixel_values: torch.Tensor, grid_thw: torch.Tensor, c: VisionConf
         raise ValueError(f"grid h and w must be multiples of spatial_merge_size {c.spatial_merge_size}: {grid_thw}")
     total = int(grid_thw.prod(-1).sum())
     if total != pixel_values.shape[0]:
-        raise ValueError(f"grid_thw {grid_thw.tolist()} describes {total} patches, pixel_values has {pixel_values.shape[0]}")
+        raise ValueError(
+            f"grid_thw {grid_thw.tolist()} describes {total} patches, pixel_values has {pixel_values.shape[0]}"
+        )

@@ -1,0 +1,142 @@
+"""Speed of qwenlite's vision tower against transformers' on the full-size Qwen2.5-VL-3B vision config.
+
+Both towers get the same seeded random weights (transformers' model is built from the config's
+vision_config, its state_dict is copied into qwenlite's VisionTransformer under the same key names)
+and the same inputs; times are float32 on CPU, in one process, alternating the two models.
+Also prints the share of this machine's float32 matmul peak (measured here) that each reaches.
+
+    python benchmarks/bench_vision.py                       # 448x448 and 896x896, 3 repeats
+    python benchmarks/bench_vision.py --sizes 448 --profile # where the time goes, per op
+
+Not part of the test suite: it needs ~6 GB of memory and a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from qwenlite import QwenLiteConfig
+from qwenlite.config import VisionConfig
+from qwenlite.vision import VisionTransformer, get_window_index
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "data" / "configs" / "qwen2_5_vl_3b_instruct.config.json"
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+    """Best float32 FLOP/s of one large square matmul: the ceiling the linear layers can reach."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(_time(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def vision_flops(c: VisionConfig, grid_thw: torch.Tensor) -> float:
+    """Multiply-add FLOPs of one tower forward: patch embed, linear layers, attention scores and mixing, merger."""
+    n = int(grid_thw.prod(-1).sum())
+    d, i, unit = c.hidden_size, c.intermediate_size, c.spatial_merge_size**2
+    _, cu_windows = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)
+    frames = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0])
+    window_sq = float(((cu_windows[1:] - cu_windows[:-1]).double() ** 2).sum())
+    frame_sq = float((frames.double() ** 2).sum())
+    linears = 2 * n * (d * 3 * d + d * d + 3 * d * i)  # qkv, proj, gate, up, down
+    full = len(c.fullatt_block_indexes)
+    attention = 2 * 2 * d * (full * frame_sq + (c.depth - full) * window_sq)  # q k^T and p v, all heads
+    embed = 2 * n * c.in_channels * c.temporal_patch_size * c.patch_size**2 * d
+    merger = 2 * (n // unit) * (unit * d * unit * d + unit * d * c.out_hidden_size)
+    return c.depth * linears + attention + embed + merger
+
+
+def build_models(seed: int = 0) -> tuple[torch.nn.Module, VisionTransformer, VisionConfig]:
+    """transformers' tower with a seeded init, and qwenlite's tower holding a copy of the same weights."""
+    from transformers import AutoConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    hf_config = AutoConfig.from_pretrained(CONFIG).vision_config
+    hf_config._attn_implementation = "sdpa"  # what transformers picks on CPU by default
+    torch.manual_seed(seed)
+    ref = Qwen2_5_VisionTransformerPretrainedModel(hf_config).eval()
+    with torch.no_grad():  # non-trivial weights everywhere: biases and norm gains too, not just the matrices
+        for name, p in ref.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name or "ln_q" in name else 0.02 * torch.randn_like(p))
+    config = QwenLiteConfig.from_pretrained(CONFIG).vision_config
+    with torch.device("meta"):
+        ours = VisionTransformer(config)
+    ours.load_state_dict({k: v.clone() for k, v in ref.state_dict().items()}, strict=True, assign=True)
+    return ref, ours.eval(), config
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(models: dict[str, object], pixels: torch.Tensor, grid: torch.Tensor, repeats: int, profile: bool):
+    """Warm up each model, then time them alternately (so both see the same machine state); return times and outputs."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        outputs = {name: run(pixels, grid) for name, run in models.items()}  # warm-up, and the outputs compared
+        for _ in range(repeats):
+            for name, run in models.items():
+                times[name].append(_time(lambda run=run: run(pixels, grid)))
+        if profile:
+            for name, run in models.items():
+                with torch.profiler.profile() as prof:
+                    run(pixels, grid)
+                table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
+                print(f"\n{name}, {int(grid.prod())} patches\n{table}")
+    return times, outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[448, 896], help="square image sides in pixels")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per model and size (after a warm-up)")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of one run of each model")
+    args = parser.parse_args()
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    peak = matmul_peak()
+    print(f"float32 matmul peak (4096^3): {peak / 1e9:.1f} GFLOP/s")
+    ref, ours, config = build_models()
+    models = {"transformers": lambda p, g: ref(p, g).pooler_output, "qwenlite": ours}
+
+    for side in args.sizes:
+        grid = torch.tensor([[1, side // config.patch_size, side // config.patch_size]])
+        torch.manual_seed(1)
+        pixels = torch.randn(int(grid.prod()), 3 * config.temporal_patch_size * config.patch_size**2)
+        times, outputs = compare(models, pixels, grid, args.repeats, args.profile)
+        peak = max(peak, matmul_peak())  # re-measured: the best seen in this run is the ceiling
+        flops = vision_flops(config, grid)
+        a, b = outputs["qwenlite"], outputs["transformers"]
+        rel = float((a - b).abs().max() / b.abs().max())
+        best = {name: min(t) for name, t in times.items()}
+        print(
+            f"\n{side}x{side}: {int(grid.prod())} patches -> {tuple(a.shape)} features, {flops / 1e9:.0f} GFLOP; "
+            f"matmul peak so far {peak / 1e9:.1f} GFLOP/s"
+        )
+        for name, t in times.items():
+            print(
+                f"  {name:<13} best {best[name]:6.2f} s  median {statistics.median(t):6.2f} s  "
+                f"{flops / best[name] / 1e9:6.1f} GFLOP/s = {flops / best[name] / peak:5.1%} of matmul peak"
+            )
+        print(
+            f"  speed-up (transformers / qwenlite, best): {best['transformers'] / best['qwenlite']:.3f}x; "
+            f"max |diff| / max |ref| = {rel:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""Pictures and explorers for notebooks 02-04 (the vision tower): patches and their embeddings, 2-D RoPE ids,
+windows as coloured tiles, block-diagonal attention masks, attention maps of one patch, 2x2 merge groups.
+
+Tokens inside the tower are in window order; every drawing maps them back to (h, w) patch positions with the
+same pure functions the tower uses (vision_rotary_ids, get_window_index), so nothing here is re-derived.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+
+from ..vision import VisionTransformer, full_attention_seqlens, get_window_index, vision_rotary_ids
+
+
+def _hwc(frame: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 -> (H, W, 3) for imshow."""
+    return frame.permute(1, 2, 0).numpy()
+
+
+def _tiles_cmap(n: int) -> ListedColormap:
+    colors = plt.get_cmap("tab20")(np.arange(20))
+    return ListedColormap(colors[np.arange(n) % 20])
+
+
+def patch_order(grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge: int = 2) -> torch.Tensor:
+    """Which processor-order patch sits at each position of the tower's window-ordered sequence. (N,) long."""
+    window_index, _ = get_window_index(grid_thw, window_size, patch_size, merge)
+    unit = merge * merge
+    return (window_index[:, None] * unit + torch.arange(unit)).flatten()
+
+
+def to_grid(values: torch.Tensor, grid_hw: tuple[int, int], merge: int = 2) -> torch.Tensor:
+    """Per-patch values of one frame in processor order (h*w, ...) -> an image-shaped (h, w, ...) tensor."""
+    h, w = grid_hw
+    ids = vision_rotary_ids(torch.tensor([[1, h, w]]), merge)  # (h*w, 2)
+    out = torch.zeros(h, w, *values.shape[1:], dtype=values.dtype)
+    out[ids[:, 0], ids[:, 1]] = values
+    return out
+
+
+# ------------------------------------------------------------------ notebook 02: patches and their embeddings
+
+
+def show_patches_and_embeddings(
+    frame: torch.Tensor,
+    pixel_values: torch.Tensor,
+    embeddings: torch.Tensor,
+    grid_hw: tuple[int, int],
+    patch: tuple[int, int] = (10, 10),
+    patch_size: int = 14,
+):
+    """The image with one patch outlined, that patch's 1176 numbers, and all embeddings as an RGB picture (PCA)."""
+    h, w = grid_hw
+    ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
+    row = int(((ids[:, 0] == patch[0]) & (ids[:, 1] == patch[1])).nonzero()[0, 0])
+    # 3 principal directions of the D-dim embeddings -> RGB, so similar embeddings get similar colours
+    e = embeddings - embeddings.mean(0)
+    _, _, v = torch.linalg.svd(e, full_matrices=False)
+    rgb = e @ v[:3].T
+    rgb = (rgb - rgb.min(0).values) / (rgb.max(0).values - rgb.min(0).values)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1.4, 1]})
+    axes[0].imshow(_hwc(frame))
+    y, x = patch[0] * patch_size, patch[1] * patch_size
+    axes[0].add_patch(plt.Rectangle((x, y), patch_size, patch_size, fill=False, color="red", lw=2))
+    axes[0].set_title(f"patch (h={patch[0]}, w={patch[1]}) = row {row} of pixel_values")
+    axes[1].plot(pixel_values[row].numpy(), lw=0.6)
+    for b in range(1, 6):
+        axes[1].axvline(b * 196, color="grey", lw=0.5)
+    axes[1].set_xticks([98 + 196 * i for i in range(6)], [f"{c} t{t}" for c in "RGB" for t in (0, 1)])
+    axes[1].set_title("its 1176 numbers: (channel, frame, 14x14)")
+    axes[1].set_ylabel("normalised value")
+    axes[2].imshow(to_grid(rgb, grid_hw).numpy())
+    axes[2].set_title(f"{embeddings.shape[1]}-dim embeddings, top-3 PCA as RGB")
+    axes[2].set_xlabel("w (patches)")
+    axes[2].set_ylabel("h (patches)")
+    fig.tight_layout()
+    return fig
+
+
+def show_temporal_kernel(weight: torch.Tensor, channel: int = 0):
+    """One output channel of the Conv3d kernel (D, 3, 2, 14, 14): its 3 colour planes at frame 0 and frame 1."""
+    k = weight[channel].detach()  # (3, 2, 14, 14)
+    lim = float(k.abs().max())
+    fig, axes = plt.subplots(2, 3, figsize=(6.5, 4.6))
+    for t in range(2):
+        for c in range(3):
+            im = axes[t, c].imshow(k[c, t].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axes[t, c].set_title(f"{'RGB'[c]}, frame {t}", fontsize=9)
+            axes[t, c].set_xticks([])
+            axes[t, c].set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(f"Conv3d kernel of output channel {channel}: 2 frames x 3 colours x 14x14")
+    return fig
+
+
+# ------------------------------------------------------------------ notebook 03: RoPE ids, windows, masks, attention
+
+
+def show_hw_ids(frame: torch.Tensor, grid_hw: tuple[int, int], patch_size: int = 14):
+    """The h and w rotary ids of every patch drawn over the image, and the order the processor emits patches."""
+    h, w = grid_hw
+    ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
+    order = to_grid(torch.arange(h * w), grid_hw)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, grid, title in [
+        (axes[0], to_grid(ids[:, 0], grid_hw), "h id (row) of each patch"),
+        (axes[1], to_grid(ids[:, 1], grid_hw), "w id (column) of each patch"),
+        (axes[2], order, "position in pixel_values (2x2 groups first)"),
+    ]:
+        ax.imshow(_hwc(frame), extent=(0, w * patch_size, h * patch_size, 0))
+        im = ax.imshow(grid.numpy(), cmap="viridis", alpha=0.6, extent=(0, w * patch_size, h * patch_size, 0))
+        fig.colorbar(im, ax=ax, shrink=0.75)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("x (px)")
+    for i in range(min(h, 4)):
+        for j in range(min(w, 4)):
+            axes[2].text(
+                (j + 0.5) * patch_size,
+                (i + 0.5) * patch_size,
+                int(order[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white",
+            )
+    fig.tight_layout()
+    return fig
+
+
+def window_ids(grid_hw: tuple[int, int], window_size: int = 112, patch_size: int = 14, merge: int = 2) -> torch.Tensor:
+    """(h, w) map: which window each patch of one frame attends within."""
+    grid = torch.tensor([[1, *grid_hw]])
+    _, cu = get_window_index(grid, window_size, patch_size, merge)
+    order = patch_order(grid, window_size, patch_size, merge)
+    window_of_position = torch.repeat_interleave(torch.arange(len(cu) - 1), (cu[1:] - cu[:-1]).long())
+    window_of_patch = torch.empty_like(window_of_position)
+    window_of_patch[order] = window_of_position  # processor order
+    return to_grid(window_of_patch, grid_hw, merge)
+
+
+def show_windows(frame: torch.Tensor, grid_hw: tuple[int, int], window_size: int = 112, patch_size: int = 14):
+    """Windows as coloured tiles over the image, numbered in the order the tower visits them."""
+    h, w = grid_hw
+    wid = window_ids(grid_hw, window_size, patch_size)
+    n = int(wid.max()) + 1
+    fig, ax = plt.subplots(figsize=(5.5, 5.5 * h / w))
+    ax.imshow(_hwc(frame), extent=(0, w * patch_size, h * patch_size, 0))
+    ax.imshow(
+        wid.numpy(),
+        cmap=_tiles_cmap(n),
+        alpha=0.45,
+        extent=(0, w * patch_size, h * patch_size, 0),
+        interpolation="nearest",
+    )
+    for k in range(n):
+        ys, xs = (wid == k).nonzero(as_tuple=True)
+        cy, cx = (ys.float().mean() + 0.5) * patch_size, (xs.float().mean() + 0.5) * patch_size
+        ax.text(float(cx), float(cy), f"{k}\n{len(ys)}", ha="center", va="center", fontsize=8, color="black")
+    ax.set_title(
+        f"{n} windows of up to {window_size // patch_size}x{window_size // patch_size} patches (number, patches)",
+        fontsize=10,
+    )
+    ax.set_xlabel("x (px)")
+    ax.set_ylabel("y (px)")
+    fig.tight_layout()
+    return fig
+
+
+def segment_mask(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(N, N) bool: True where query i may attend to key j (both in the same segment)."""
+    seg = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1), (cu_seqlens[1:] - cu_seqlens[:-1]).long())
+    return seg[:, None] == seg[None, :]
+
+
+def show_masks(grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge: int = 2):
+    """The block-diagonal attention masks of a windowed block and of a full-attention block, in window order."""
+    _, cu_windows = get_window_index(grid_thw, window_size, patch_size, merge)
+    cu_frames = full_attention_seqlens(grid_thw)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    for ax, cu, title in [(axes[0], cu_windows, "windowed blocks"), (axes[1], cu_frames, "full-attention blocks")]:
+        ax.imshow(segment_mask(cu).numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{title}: {len(cu) - 1} segments", fontsize=10)
+        ax.set_xlabel("key (window order)")
+        ax.set_ylabel("query (window order)")
+    fig.suptitle(f"who attends to whom, grid_thw {grid_thw.tolist()} (black = allowed)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def attention_probs(
+    tower: VisionTransformer, pixel_values: torch.Tensor, grid_thw: torch.Tensor, layer: int
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) of one block, recomputed from its qkv: (H, N, N) in window order, 0 across segments.
+
+    The block's input is captured with a forward pre-hook on its attention module (the output of norm1);
+    q and k come from `VisionAttention.rotated_qkv`, the same code the forward runs.
+    """
+    c = tower.config
+    block = tower.blocks[layer]
+    seen = {}
+
+    def keep_input(_module, args) -> None:  # returns None, so the forward's inputs stay as they are
+        seen["x"] = args[0]
+
+    handle = block.attn.register_forward_pre_hook(keep_input)
+    try:
+        tower(pixel_values, grid_thw)
+    finally:
+        handle.remove()
+    order = patch_order(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)
+    cos, sin = tower.rotary_pos_emb(vision_rotary_ids(grid_thw, c.spatial_merge_size)[order])
+    q, k, _ = block.attn.rotated_qkv(seen["x"], cos, sin)  # (N, H, Dh)
+    if layer in c.fullatt_block_indexes:
+        cu = full_attention_seqlens(grid_thw)
+    else:
+        cu = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)[1]
+    scores = torch.einsum("qhd,khd->hqk", q, k) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(~segment_mask(cu), float("-inf"))
+    return scores.softmax(-1)
+
+
+def attention_of_patch(
+    probs: torch.Tensor,
+    grid_thw: torch.Tensor,
+    head: int,
+    patch: tuple[int, int],
+    window_size: int = 112,
+    patch_size: int = 14,
+    merge: int = 2,
+) -> torch.Tensor:
+    """Where patch (h, w) of the first frame of the first item looks: an (h, w) map of its attention weights."""
+    h, w = (int(v) for v in grid_thw[0, 1:])
+    ids = vision_rotary_ids(grid_thw, merge)
+    order = patch_order(grid_thw, window_size, patch_size, merge)
+    pos_ids = ids[order]  # (h, w) of every window-order position
+    first = order < h * w  # positions that belong to the first frame of the first item
+    query = int(((pos_ids[:, 0] == patch[0]) & (pos_ids[:, 1] == patch[1]) & first).nonzero()[0, 0])
+    out = torch.zeros(h, w)
+    out[pos_ids[first, 0], pos_ids[first, 1]] = probs[head, query, first]
+    return out
+
+
+def show_attention(
+    frame: torch.Tensor,
+    probs: torch.Tensor,
+    grid_thw: torch.Tensor,
+    head: int,
+    patch: tuple[int, int],
+    layer: int | None = None,
+    patch_size: int = 14,
+):
+    """One patch's attention weights as a heat map over the image."""
+    h, w = (int(v) for v in grid_thw[0, 1:])
+    amap = attention_of_patch(probs, grid_thw, head, patch)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4 * h / w + 0.4))
+    ext = (0, w * patch_size, h * patch_size, 0)
+    axes[0].imshow(_hwc(frame), extent=ext)
+    axes[0].add_patch(
+        plt.Rectangle(
+            (patch[1] * patch_size, patch[0] * patch_size), patch_size, patch_size, fill=False, color="red", lw=2
+        )
+    )
+    axes[0].set_title(f"query patch (h={patch[0]}, w={patch[1]})", fontsize=10)
+    axes[1].imshow(_hwc(frame), extent=ext)
+    im = axes[1].imshow(amap.numpy(), cmap="magma", alpha=0.75, extent=ext, interpolation="nearest")
+    fig.colorbar(im, ax=axes[1], shrink=0.8, label="attention weight")
+    axes[1].set_title(f"block {layer}, head {head}: softmax(q k^T / sqrt(Dh)) (sums to 1)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def attention_explorer(
+    tower: VisionTransformer,
+    pixel_values: torch.Tensor,
+    grid_thw: torch.Tensor,
+    frame: torch.Tensor,
+    layers: list[int] | None = None,
+):
+    """Widgets: block (default: the full-attention ones), head, query patch row and column."""
+    import ipywidgets as widgets
+
+    from . import live
+
+    c = tower.config
+    h, w = (int(v) for v in grid_thw[0, 1:])
+    layers = list(layers if layers is not None else c.fullatt_block_indexes)
+    cache: dict[int, torch.Tensor] = {}
+
+    def draw(layer: int, head: int, row: int, col: int):
+        if layer not in cache:
+            cache[layer] = attention_probs(tower, pixel_values, grid_thw, layer)
+        return show_attention(frame, cache[layer], grid_thw, head, (row, col), layer)
+
+    return live(
+        draw,
+        layer=widgets.Dropdown(options=layers, value=layers[-1], description="block"),
+        head=widgets.IntSlider(0, 0, c.num_heads - 1, description="head"),
+        row=widgets.IntSlider(h // 2, 0, h - 1, description="patch h"),
+        col=widgets.IntSlider(w // 2, 0, w - 1, description="patch w"),
+    )
+
+
+# ------------------------------------------------------------------ notebook 04: the merger
+
+
+def show_merge_groups(frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int = 6, patch_size: int = 14):
+    """The first few LLM tokens: each is 4 consecutive rows of pixel_values, a 2x2 block of patches."""
+    h, w = grid_hw
+    ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    crop_h, crop_w = min(h, 6), min(w, 2 * tokens + 2)
+    axes[0].imshow(_hwc(frame)[: crop_h * patch_size, : crop_w * patch_size], extent=(0, crop_w, crop_h, 0))
+    cmap = plt.get_cmap("tab10")
+    for row in range(4 * tokens):
+        y, x = (int(v) for v in ids[row])
+        if y < crop_h and x < crop_w:
+            color = cmap(row // 4 % 10)
+            axes[0].add_patch(plt.Rectangle((x, y), 1, 1, color=color, alpha=0.45))
+            axes[0].text(x + 0.5, y + 0.5, str(row), ha="center", va="center", fontsize=9)
+    axes[0].set_title("rows of pixel_values over the image: 4 rows = one token", fontsize=10)
+    axes[0].set_xlabel("w (patches)")
+    axes[0].set_ylabel("h (patches)")
+    strip = np.repeat(np.arange(4 * tokens)[None] // 4, 3, axis=0)
+    axes[1].imshow(strip, cmap=ListedColormap([cmap(i % 10) for i in range(tokens)]), alpha=0.6, aspect="auto")
+    for r in range(4 * tokens):
+        axes[1].text(r, 1, str(r), ha="center", va="center", fontsize=8)
+    axes[1].set_yticks([])
+    axes[1].set_xlabel("row of the (N, D) hidden states")
+    axes[1].set_title("view(-1, 4D): rows 4k..4k+3 side by side -> token k", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_window_order(grid_hw: tuple[int, int], window_size: int = 112, patch_size: int = 14, merge: int = 2):
+    """Merged tokens numbered in processor order and in window order, and the restoring permutation."""
+    grid = torch.tensor([[1, *grid_hw]])
+    window_index, _ = get_window_index(grid, window_size, patch_size, merge)
+    gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
+    position_in_tower = torch.empty_like(window_index)
+    position_in_tower[window_index] = torch.arange(len(window_index))  # = argsort(window_index)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    for ax, values, title in [
+        (axes[0], torch.arange(gh * gw).view(gh, gw), "token index in the LLM prompt (raster)"),
+        (axes[1], position_in_tower.view(gh, gw), "its position inside the tower (window order)"),
+    ]:
+        ax.imshow(
+            window_ids(grid_hw, window_size, patch_size, merge)[::merge, ::merge].numpy(),
+            cmap="tab20",
+            alpha=0.5,
+            interpolation="nearest",
+        )
+        for i in range(gh):
+            for j in range(gw):
+                ax.text(j, i, int(values[i, j]), ha="center", va="center", fontsize=6 if gw > 12 else 8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("merged w")
+        ax.set_ylabel("merged h")
+    axes[2].plot(window_index.numpy(), ".", ms=3, label="window_index[j]: which token sits at tower position j")
+    axes[2].plot(torch.argsort(window_index).numpy(), ".", ms=3, label="argsort: where token i went")
+    axes[2].set_xlabel("j (tower position) or i (token)")
+    axes[2].legend(fontsize=8, loc="upper left")
+    axes[2].set_title("the permutation and its inverse", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_features(frame: torch.Tensor, features: torch.Tensor, grid_hw: tuple[int, int], merge: int = 2):
+    """The LLM-width features of one image: as a (tokens x dims) heat map and their norm per token over the image."""
+    gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    lim = float(features.abs().quantile(0.99))
+    im = axes[0].imshow(features.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    fig.colorbar(im, ax=axes[0])
+    axes[0].set_xlabel("token (prompt order)")
+    axes[0].set_ylabel("feature dim")
+    axes[0].set_title(f"features {tuple(features.shape)}: one column per <|image_pad|>", fontsize=10)
+    axes[1].imshow(_hwc(frame), extent=(0, gw, gh, 0))
+    im = axes[1].imshow(
+        features.norm(dim=-1).view(gh, gw).numpy(), alpha=0.65, extent=(0, gw, gh, 0), interpolation="nearest"
+    )
+    fig.colorbar(im, ax=axes[1], label="|feature|")
+    axes[1].set_title("feature norm of each 28x28-px token", fontsize=10)
+    axes[1].set_xlabel("merged w")
+    axes[1].set_ylabel("merged h")
+    fig.tight_layout()
+    return fig

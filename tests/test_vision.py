@@ -1,0 +1,260 @@
+"""The vision tower against transformers' `Qwen2_5_VisionTransformerPretrainedModel` on the same checkpoint.
+
+Inputs come from transformers' processor: the real photo, frames of the sample video, several images
+at once, and sizes whose merged grid is not a multiple of the 4x4-token window. Every intermediate
+(patch embed, rotary tables, window index, each block, merger, features) is compared; index results
+exactly, floats within DESIGN.md's float32 tolerances. Property tests need no reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
+
+from qwenlite.reference import capture
+from qwenlite.vision import (
+    PatchEmbed,
+    VisionTransformer,
+    full_attention_seqlens,
+    get_window_index,
+    segment_attention,
+    vision_rotary_ids,
+)
+
+ATOL = 1e-5  # component outputs, float32, for values of order 1
+ATOL_FEATURES = 1e-4  # the tower's output after all blocks and the merger
+
+
+def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL, what: str = "") -> None:
+    """max |ours - ref| <= atol * max(1, max |ref|): DESIGN.md's absolute tolerance, for values of order 1.
+
+    The tolerance grows with the tensor's scale because float32 rounding does: the twin's random
+    weights give patch embeddings up to ~10 and a residual stream that grows block by block.
+    """
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
+    if ours.numel() == 0:
+        return
+    scale = max(1.0, float(ref.abs().max()))
+    diff = float((ours - ref).abs().max())
+    assert diff <= atol * scale, f"{what}: max |diff| {diff:.2e} > {atol:.0e} x scale {scale:.1f}"
+
+
+# ------------------------------------------------------------------ inputs (built by transformers' processor)
+
+
+@pytest.fixture(scope="session")
+def photo(photo_path) -> Image.Image:
+    return Image.open(photo_path).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def video_frames(video_path) -> np.ndarray:
+    with av.open(str(video_path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])  # (T, H, W, 3)
+
+
+@pytest.fixture(scope="session")
+def vision_inputs(hf_processor, photo, video_frames) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (pixel_values, grid_thw). Merged grids: photo 21x18, video 4 x 9x12, odd 7x5 (none a multiple of 4)."""
+
+    def images(imgs):
+        out = hf_processor.image_processor(images=imgs, return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"]
+
+    video = hf_processor.video_processor(
+        videos=[video_frames[:8]], return_tensors="pt", do_sample_frames=False, cap_pixels_per_frame=True
+    )
+    return {
+        "photo": images([photo]),
+        "video": (video["pixel_values_videos"], video["video_grid_thw"]),
+        "three_images": images([photo, photo.resize((140, 196)), photo.crop((0, 0, 448, 448))]),
+        "odd_size": images([photo.resize((140, 196))]),
+    }
+
+
+INPUTS = ["photo", "video", "three_images", "odd_size"]
+
+
+def test_inputs_cover_windows_that_do_not_tile(vision_inputs):
+    """The inputs are chosen so that edge windows are partial: at least one merged side is not a multiple of 4."""
+    for name in ["photo", "video", "odd_size"]:
+        grid = vision_inputs[name][1]
+        assert ((grid[:, 1:] // 2) % 4 != 0).any(), name
+    assert int(vision_inputs["video"][1][0, 0]) == 4  # 8 frames -> 4 temporal patches
+
+
+# ------------------------------------------------------------------ names and weights
+
+
+def test_module_tree_has_the_checkpoint_names(ours, ref):
+    """Every parameter of transformers' tower exists in ours under the same key with the same shape and value."""
+    mine = ours.visual.state_dict()
+    theirs = ref.model.visual.state_dict()
+    assert sorted(mine) == sorted(theirs)
+    for key, value in theirs.items():
+        assert torch.equal(mine[key], value), key
+
+
+# ------------------------------------------------------------------ index bookkeeping: exact
+
+
+GRIDS = [[[1, 2, 2]], [[1, 16, 16]], [[1, 42, 36]], [[4, 18, 24]], [[1, 10, 14], [2, 8, 6], [1, 32, 32]], [[3, 6, 22]]]
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=str)
+def test_index_functions_equal_transformers(grid):
+    g = torch.tensor(grid)
+    ids = vision_rotary_ids(g, 2)
+    assert torch.equal(ids, get_vision_position_ids(g, 2))
+    wi, cu = get_window_index(g, 112, 14, 2)
+    rwi, rcu = get_vision_window_index(g, spatial_merge_size=2, window_size=112, patch_size=14)
+    assert torch.equal(wi, rwi) and wi.dtype == rwi.dtype
+    assert torch.equal(cu, rcu) and cu.dtype == rcu.dtype
+    assert torch.equal(full_attention_seqlens(g), get_vision_cu_seqlens(g))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 13), st.integers(1, 13)), min_size=1, max_size=3))
+def test_window_index_equals_transformers_on_random_grids(grids):
+    g = torch.tensor([[t, 2 * h, 2 * w] for t, h, w in grids])
+    wi, cu = get_window_index(g, 112, 14, 2)
+    rwi, rcu = get_vision_window_index(g, spatial_merge_size=2, window_size=112, patch_size=14)
+    assert torch.equal(wi, rwi) and torch.equal(cu, rcu)
+    assert torch.equal(torch.sort(wi).values, torch.arange(len(wi)))  # a permutation of all merged tokens
+
+
+def test_docstring_examples():
+    """The worked examples in vision.py's docstrings."""
+    assert vision_rotary_ids(torch.tensor([[1, 2, 4]])).T.tolist() == [
+        [0, 0, 1, 1, 0, 0, 1, 1],
+        [0, 1, 0, 1, 2, 3, 2, 3],
+    ]
+    wi, cu = get_window_index(torch.tensor([[1, 4, 12]]))
+    assert wi.tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 4, 5, 10, 11] and cu.tolist() == [0, 32, 48]
+    assert full_attention_seqlens(torch.tensor([[2, 2, 2]])).tolist() == [0, 4, 8]
+
+
+# ------------------------------------------------------------------ components against transformers
+
+
+@pytest.mark.parametrize("name", INPUTS)
+def test_patch_embed_and_rotary_tables(ours, ref, vision_inputs, name):
+    pixels, grid = vision_inputs[name]
+    with torch.no_grad():
+        assert_close(ours.visual.patch_embed(pixels), ref.model.visual.patch_embed(pixels), what="patch_embed")
+        cos, sin = ours.visual.rotary_pos_emb(vision_rotary_ids(grid, 2))
+        ref_cos, ref_sin = ref.model.visual.rotary_pos_emb(pixels, get_vision_position_ids(grid, 2))
+    assert_close(cos, ref_cos, what="cos")
+    assert_close(sin, ref_sin, what="sin")
+
+
+@pytest.mark.parametrize("name", INPUTS)
+def test_every_block_merger_and_features(ours, ref, vision_inputs, name):
+    """Forward hooks on both towers: each block's output, the merger's output, and the final features."""
+    pixels, grid = vision_inputs[name]
+    mine, theirs = ours.visual, ref.model.visual
+    names = [f"blocks.{i}" for i in range(len(mine.blocks))] + ["merger"]
+    with torch.no_grad(), capture({n: mine.get_submodule(n) for n in names}) as got:
+        features = mine(pixels, grid)
+    with torch.no_grad(), capture({n: theirs.get_submodule(n) for n in names}) as want:
+        ref_features = theirs(pixels, grid).pooler_output
+    for n in names:
+        assert_close(got[n], want[n], what=n)
+    assert_close(features, ref_features, ATOL_FEATURES, what="features")
+
+
+def test_image_and_video_features_are_per_item(ours, ref, vision_inputs):
+    pixels, grid = vision_inputs["three_images"]
+    with torch.no_grad():
+        mine = ours.get_image_features(pixels, grid)
+        theirs = ref.get_image_features(pixel_values=pixels, image_grid_thw=grid).pooler_output
+    assert len(mine) == len(theirs) == 3
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        assert a.shape[0] == int(grid[i].prod()) // 4
+        assert_close(a, b, ATOL_FEATURES, what=f"image {i}")
+    pixels, grid = vision_inputs["video"]
+    with torch.no_grad():
+        (mine,) = ours.get_video_features(pixels, grid)
+        (theirs,) = ref.get_video_features(pixel_values_videos=pixels, video_grid_thw=grid).pooler_output
+    assert_close(mine, theirs, ATOL_FEATURES, what="video")
+
+
+# ------------------------------------------------------------------ properties
+
+
+def test_conv3d_is_a_matmul_on_flattened_patches(ours, vision_inputs):
+    """PatchEmbed's matmul on 1176-vectors equals transformers-style Conv3d on (3, 2, 14, 14) cubes."""
+    pixels, _ = vision_inputs["photo"]
+    embed: PatchEmbed = ours.visual.patch_embed
+    with torch.no_grad():
+        conv = embed.proj(pixels.view(-1, 3, 2, 14, 14)).flatten(1)  # (N, D, 1, 1, 1) -> (N, D)
+        assert_close(embed(pixels), conv, what="matmul vs conv3d")
+
+
+def _variant(ours, **changes) -> VisionTransformer:
+    config = dataclasses.replace(ours.visual.config, **changes)
+    with torch.device("meta"):
+        tower = VisionTransformer(config)
+    tower.load_state_dict(ours.visual.state_dict(), assign=True)
+    return tower.eval()
+
+
+def test_a_window_covering_the_image_equals_full_attention(ours, vision_inputs):
+    """Windows as big as the image, versus full attention in every block (on the usual window order)."""
+    pixels, grid = vision_inputs["three_images"]
+    side = int(grid[:, 1:].max()) * 14  # pixels: one window per image
+    depth = ours.visual.config.depth
+    with torch.no_grad():
+        one_window = _variant(ours, window_size=side)(pixels, grid)
+        all_full = _variant(ours, fullatt_block_indexes=tuple(range(depth)))(pixels, grid)
+        windowed = ours.visual(pixels, grid)
+    assert_close(one_window, all_full, what="one window vs full attention")
+    assert (windowed - all_full).abs().max() > 1e-3  # the real windows do change the result: the test can fail
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=8), st.integers(1, 3))
+def test_segment_attention_equals_block_diagonal_masked_attention(lengths, heads):
+    n = sum(lengths)
+    cu = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+    q, k, v = torch.randn(3, max(n, 1), heads, 8)[:, :n].unbind(0)
+    segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    mask = segment[:, None] == segment[None, :]  # (N, N) block diagonal
+    dense = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask)
+    assert_close(segment_attention(q, k, v, cu), dense.transpose(0, 1), what="segments vs mask")
+
+
+def test_window_order_is_restored(ours, vision_inputs):
+    """Features come back in the processor's order: shuffling one image's position in the batch moves only its rows."""
+    pixels, grid = vision_inputs["three_images"]
+    sizes = (grid.prod(-1)).tolist()
+    parts = pixels.split(sizes)
+    with torch.no_grad():
+        together = ours.get_image_features(pixels, grid)
+        alone = [ours.visual(p, g[None]) for p, g in zip(parts, grid, strict=True)]
+    for a, b in zip(together, alone, strict=True):
+        assert_close(a, b, what="batched vs alone")
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_bad_inputs_raise_errors_that_name_the_problem(ours):
+    tower = ours.visual
+    with pytest.raises(ValueError, match="pixel_values must be"):
+        tower(torch.zeros(4, 100), torch.tensor([[1, 2, 2]]))
+    with pytest.raises(ValueError, match="describes 8 patches"):
+        tower(torch.zeros(4, 1176), torch.tensor([[2, 2, 2]]))
+    with pytest.raises(ValueError, match="multiples of spatial_merge_size"):
+        tower(torch.zeros(3, 1176), torch.tensor([[1, 1, 3]]))
+    with pytest.raises(ValueError, match="grid_thw must be"):
+        tower(torch.zeros(4, 1176), torch.tensor([1, 2, 2]))
