@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,3 +87,35 @@ def check_table(rows: Sequence[Row], title: str = "qwenlite vs transformers") ->
         print(f"{r.name:<34} {shape:<22} {shown:>12}  {tol:>10}  {'yes' if r.ok() else 'NO'}")
     bad = [r.name for r in rows if not r.ok()]
     assert not bad, f"outside tolerance: {bad}"
+
+
+def qwen_vl_utils_fetch_video(path: str | Path, **options: Any) -> tuple[torch.Tensor, dict, float]:
+    """qwen-vl-utils' real `fetch_video` on a file: (frames (T, C, H, W) float, metadata, sample_fps).
+
+    Its readers need torchcodec, decord or torchvision's removed io.read_video; for the call, io.read_video is
+    a PyAV stand-in that decodes every frame and reports the stream's average rate. Frame counting, indices,
+    sample_fps and resizing are qwen-vl-utils' own code. The patch is undone afterwards.
+    """
+    import av
+    import numpy as np
+    import qwen_vl_utils.vision_process as vp
+
+    def read_video(video_path, start_pts=0.0, end_pts=None, pts_unit="sec", output_format="TCHW"):
+        with av.open(str(video_path)) as container:
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            fps = float(stream.average_rate)
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.empty(0), {"video_fps": fps}
+
+    saved = vp.io.__dict__.get("read_video"), vp.get_video_reader_backend
+    vp.io.read_video, vp.get_video_reader_backend = read_video, lambda: "torchvision"
+    try:
+        ele = {"type": "video", "video": str(path), **options}
+        (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
+    finally:
+        vp.get_video_reader_backend = saved[1]
+        if saved[0] is None:
+            del vp.io.read_video
+        else:
+            vp.io.read_video = saved[0]
+    return video, meta, sample_fps

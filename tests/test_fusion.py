@@ -10,12 +10,12 @@ import av
 import numpy as np
 import pytest
 import torch
+from helpers import chat_inputs
 from PIL import Image
 
 from qwenlite.fusion import fuse, mm_token_type_ids
 
 SIZES = [(112, 84), (56, 84), (84, 112), (140, 56)]  # (width, height) of the test images
-QUESTION = {"type": "text", "text": "What is here?"}
 
 
 class _Stop(Exception):
@@ -37,29 +37,6 @@ def transformers_fused_embeds(ref, inputs: dict) -> torch.Tensor:
     finally:
         handle.remove()
     return seen["x"]
-
-
-def build(processor, prompts: list[list[str]], images=(), clips=(), seconds=(0.5, 1.0, 2.0)) -> dict:
-    """transformers' processor on chat prompts whose user turn lists 'image' / 'video' / 'text' items.
-
-    Several prompts are batched with left padding. Each clip is declared to have fps = 2 / seconds,
-    so the processor's second_per_grid_ts (temporal_patch_size / fps) equals `seconds`.
-    """
-    texts = [
-        processor.apply_chat_template(
-            [{"role": "user", "content": [QUESTION if k == "text" else {"type": k} for k in items]}],
-            add_generation_prompt=True,
-        )
-        for items in prompts
-    ]
-    kwargs = {}
-    if clips:
-        meta = [{"fps": 2 / s, "total_num_frames": len(c)} for s, c in zip(seconds, clips, strict=False)]
-        kwargs = {"videos": list(clips), "video_metadata": meta, "do_sample_frames": False}
-    out = processor(
-        text=texts, images=list(images) or None, padding=True, padding_side="left", return_tensors="pt", **kwargs
-    )
-    return dict(out)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +65,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_fused_embeddings_equal_transformers(case, ours, ref, hf_processor, images, clips):
     prompts, n_images, n_videos = CASES[case]
-    inputs = build(hf_processor, prompts, images[:n_images], clips[:n_videos])
+    inputs = chat_inputs(hf_processor, prompts, images[:n_images], clips[:n_videos])
     theirs = transformers_fused_embeds(ref, inputs)
     with torch.no_grad():
         mine = ours.embed(
@@ -145,7 +122,7 @@ def test_mismatch_names_both_counts_and_the_modality(modality):
 
 def test_model_embed_reports_a_missing_pad_token(ours, hf_processor, images, clips):
     """Drop one <|image_pad|> (or <|video_pad|>) from real processor output: both libraries refuse, ours says which."""
-    inputs = build(hf_processor, [["image", "video", "text"]], images[:1], clips[:1])
+    inputs = chat_inputs(hf_processor, [["image", "video", "text"]], images[:1], clips[:1])
     for token, modality, n in [
         (ours.config.image_token_id, "image", int(inputs["image_grid_thw"].prod(-1).sum()) // 4),
         (ours.config.video_token_id, "video", int(inputs["video_grid_thw"].prod(-1).sum()) // 4),

@@ -219,31 +219,11 @@ def test_bad_arrays_and_extreme_images_raise():
 
 
 @pytest.fixture
-def qwen_fetch_video(monkeypatch):
-    """qwen-vl-utils' real fetch_video, reading frames with PyAV through its torchvision-reader hook.
+def qwen_fetch_video():
+    """qwen-vl-utils' real fetch_video, reading frames with PyAV (see qwenlite.reference.qwen_vl_utils_fetch_video)."""
+    from qwenlite.reference import qwen_vl_utils_fetch_video
 
-    torchvision 0.29 dropped io.read_video and neither torchcodec nor decord is installed; the stand-in only
-    decodes every frame (TCHW uint8) and reports the stream's average rate, as torchvision's reader did.
-    Everything after that (smart_nframes, linspace indices, sample_fps, pixel budget, resize) is theirs.
-    """
-    import qwen_vl_utils.vision_process as vp
-
-    def read_video(path, start_pts=0.0, end_pts=None, pts_unit="sec", output_format="TCHW"):
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-            fps = float(stream.average_rate)
-        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.empty(0), {"video_fps": fps}
-
-    monkeypatch.setattr(vp.io, "read_video", read_video, raising=False)
-    monkeypatch.setattr(vp, "get_video_reader_backend", lambda: "torchvision")
-
-    def fetch(path, **options):
-        ele = {"type": "video", "video": str(path), **options}
-        (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
-        return video, meta, sample_fps
-
-    return fetch
+    return qwen_vl_utils_fetch_video
 
 
 SAMPLING = [

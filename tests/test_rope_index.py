@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import chat_inputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -192,27 +193,6 @@ def test_config_is_required():
 
 # ----------------------------------------------------------------------------- processor-built prompts
 
-QUESTION = {"type": "text", "text": "Describe it in one word."}
-
-
-def chat(processor, prompts, images=(), clips=(), seconds=()):
-    texts = [
-        processor.apply_chat_template(
-            [{"role": "user", "content": [QUESTION if k == "text" else {"type": k} for k in items]}],
-            add_generation_prompt=True,
-        )
-        for items in prompts
-    ]
-    kwargs = {}
-    if clips:  # fps = 2 / seconds makes the processor's second_per_grid_ts equal `seconds`
-        meta = [{"fps": 2 / s, "total_num_frames": len(c)} for s, c in zip(seconds, clips, strict=True)]
-        kwargs = {"videos": list(clips), "video_metadata": meta, "do_sample_frames": False}
-    return dict(
-        processor(
-            text=texts, images=list(images) or None, padding=True, padding_side="left", return_tensors="pt", **kwargs
-        )
-    )
-
 
 @pytest.fixture(scope="module")
 def photos(photo_path) -> list[Image.Image]:
@@ -242,7 +222,7 @@ PROMPTS = {
 def test_processor_prompts_match_transformers(case, config, ref, hf_processor, photos):
     prompts, n_images, videos = PROMPTS[case]
     clips = [clip(n, 84, 56) for n, _ in videos]
-    inputs = chat(hf_processor, prompts, photos[:n_images], clips, [s for _, s in videos])
+    inputs = chat_inputs(hf_processor, prompts, photos[:n_images], clips, [s for _, s in videos])
     args = [inputs.get(k) for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts", "attention_mask")]
     if args[1] is not None:  # the videos really are ones where the two rules agree
         assert all(video_gaps(g, float(s)) == 0 for g, s in zip(args[1].tolist(), args[2], strict=True))
@@ -347,9 +327,9 @@ def _record_positions(module, sink: list, index: int | None = None):
 @pytest.mark.parametrize("batch", ["one image", "left-padded batch of two"])
 def test_generate_matches_transformers_on_image_prompts(batch, ours, ref, hf_processor, photos, config):
     if batch == "one image":
-        inputs = chat(hf_processor, [["image", "text"]], photos[:1])
+        inputs = chat_inputs(hf_processor, [["image", "text"]], photos[:1])
     else:
-        inputs = chat(hf_processor, [["image", "text"], ["text", "image", "image", "text"]], photos[:3])
+        inputs = chat_inputs(hf_processor, [["image", "text"], ["text", "image", "image", "text"]], photos[:3])
         assert (inputs["attention_mask"][0] == 0).any()  # the first prompt really is left padded
     theirs = ref.generate(**inputs, max_new_tokens=10, do_sample=False, repetition_penalty=1.0)
     mine_positions: list[torch.Tensor] = []
@@ -370,7 +350,7 @@ def test_generate_matches_transformers_on_image_prompts(batch, ours, ref, hf_pro
 def test_video_decode_positions_differ_from_transformers(ours, ref, hf_processor, config):
     """transformers 5.24 decodes from its own (restarted) last text id + 1; qwenlite from max + 1. Both shown."""
     seconds = 1.0  # grid (4, 4, 6): t = 0, 2, 4, 6 but max(h, w) / 2 = 3 -> gap 7 - 3 = 4
-    inputs = chat(hf_processor, [["video", "text"]], clips=[clip(8, 84, 56)], seconds=[seconds])
+    inputs = chat_inputs(hf_processor, [["video", "text"]], clips=[clip(8, 84, 56)], seconds=[seconds])
     grid = inputs["video_grid_thw"][0].tolist()
     assert grid == [4, 4, 6]
     gap = video_gaps(grid, seconds)

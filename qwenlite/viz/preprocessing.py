@@ -1,14 +1,8 @@
-"""Pictures and an explorer for notebook 01 (preprocessing): patch grids, one patch, a video's temporal patches.
-
-Also `qwen_vl_utils_fetch_video`, which runs qwen-vl-utils' own `fetch_video` with a PyAV frame reader plugged in
-(this environment has none of its decoders), so the notebook can compare frame choices with the reference.
-"""
+"""Pictures and an explorer for notebook 01 (preprocessing): patch grids, one patch, a video's temporal patches."""
 
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -174,34 +168,3 @@ def resize_explorer(height: int = 600, width: int = 512):
         min_tokens=widgets.IntSlider(value=4, min=1, max=1024, description="min tokens"),
         max_tokens=widgets.IntSlider(value=1280, min=1, max=16384, description="max tokens"),
     )
-
-
-def qwen_vl_utils_fetch_video(path: str | Path, **options: Any) -> tuple[torch.Tensor, dict, float]:
-    """qwen-vl-utils' real `fetch_video` on a file: (frames (T, C, H, W) float, metadata, sample_fps).
-
-    Its readers need torchcodec, decord or torchvision's removed io.read_video; for the call, io.read_video is
-    a PyAV stand-in that decodes every frame and reports the stream's average rate. Frame counting, indices,
-    sample_fps and resizing are qwen-vl-utils' own code. The patch is undone afterwards.
-    """
-    import av
-    import qwen_vl_utils.vision_process as vp
-
-    def read_video(video_path, start_pts=0.0, end_pts=None, pts_unit="sec", output_format="TCHW"):
-        with av.open(str(video_path)) as container:
-            stream = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-            fps = float(stream.average_rate)
-        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.empty(0), {"video_fps": fps}
-
-    saved = vp.io.__dict__.get("read_video"), vp.get_video_reader_backend
-    vp.io.read_video, vp.get_video_reader_backend = read_video, lambda: "torchvision"
-    try:
-        ele = {"type": "video", "video": str(path), **options}
-        (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
-    finally:
-        vp.get_video_reader_backend = saved[1]
-        if saved[0] is None:
-            del vp.io.read_video
-        else:
-            vp.io.read_video = saved[0]
-    return video, meta, sample_fps
