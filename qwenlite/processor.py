@@ -66,7 +66,11 @@ class Processor:
     # ------------------------------------------------------------ text
 
     def apply_chat_template(
-        self, messages: Sequence[Message], add_generation_prompt: bool = True, add_vision_id: bool = False
+        self,
+        messages: Sequence[Message],
+        add_generation_prompt: bool = True,
+        add_vision_id: bool = False,
+        tokenize: bool = False,
     ) -> str:
         """Render one conversation to the prompt string (before pad expansion).
 
@@ -76,6 +80,8 @@ class Processor:
         """
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+        if tokenize:  # accepted so transformers-style calls read the same; tokens come from from_messages / __call__
+            raise ValueError("apply_chat_template returns the prompt string; use from_messages(messages) for tensors")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         template = env.from_string(self.chat_template)
         return template.render(
@@ -128,6 +134,7 @@ class Processor:
         images: Sequence[ImageSource | Patches] | None = None,
         videos: Sequence[str | Path | Sequence[ImageSource] | Video | Patches] | None = None,
         padding_side: str = "left",
+        return_tensors: str = "pt",
     ) -> dict[str, torch.Tensor]:
         """Prompt text(s) holding one <|image_pad|> per image and one <|video_pad|> per video, in order.
 
@@ -138,6 +145,8 @@ class Processor:
         pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, second_per_grid_ts.
         """
         texts = [text] if isinstance(text, str) else list(text)
+        if return_tensors != "pt":
+            raise ValueError(f"return_tensors={return_tensors!r}: qwenlite returns torch tensors only ('pt')")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         image_patches = [x if isinstance(x, Patches) else preprocess_image(x, self.config) for x in images or []]

@@ -184,3 +184,16 @@ def test_from_pretrained_reads_chat_template_json(ckpt, tmp_path, processor):
     (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": processor.chat_template}))
     other = Processor.from_pretrained(tmp_path)
     assert other.chat_template == processor.chat_template and other.config == processor.config
+
+
+def test_transformers_style_keywords(ckpt, hf_processor, photo_path):
+    """The call lines a learner copies from transformers work unchanged on the same inputs."""
+    ours = Processor.from_pretrained(ckpt)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Who?"}]}]
+    text = ours.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == hf_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    mine = ours(text=[text], images=[str(photo_path)], return_tensors="pt")
+    theirs = hf_processor(text=[text], images=[Image.open(photo_path)], return_tensors="pt")
+    assert torch.equal(mine["input_ids"], theirs["input_ids"])
+    with pytest.raises(ValueError, match="return_tensors='np'"):
+        ours(text=[text], images=[str(photo_path)], return_tensors="np")
