@@ -124,8 +124,7 @@ def write_facts(codec: str, path: Path) -> None:
         "frame_time_s": "t = i / fps  (i = 0 .. num_frames - 1)",
         "pan": {
             "description": (
-                "Each frame is a width x height crop of the photo; the crop "
-                "window slides linearly left to right."
+                "Each frame is a width x height crop of the photo; the crop window slides linearly left to right."
             ),
             "crop_x0_formula": f"x0 = {PAN_STEP_PX} * i",
             "crop_y0": CROP_Y0,
