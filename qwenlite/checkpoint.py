@@ -18,7 +18,7 @@ import torch
 
 ASSETS = Path(__file__).parent / "assets"
 REAL_REPOS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
-TWIN_VERSION = "v1"  # bump when the twin's recipe changes, so stale caches are rebuilt
+TWIN_VERSION = "v2"  # bump when the twin's recipe changes, so stale caches are rebuilt
 TWIN_SEED = 0
 
 # The tiny twin: the real architecture and token ids with shrunken widths.
@@ -130,6 +130,10 @@ def build_tiny_twin(folder: Path, save_original_format: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(TWIN_SEED)
     model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**TWIN_CONFIG)).eval()
+    with torch.no_grad():  # transformers inits biases to 0 and norm weights to 1: perturb them, so that a
+        for param in model.parameters():  # dropped bias or an ignored norm weight shows up in every check
+            if param.ndim == 1:
+                param.add_(0.1 * torch.randn_like(param))
     model.save_pretrained(folder, save_original_format=save_original_format)
     write_processor_files(folder)
     (folder / "qwenlite_twin.json").write_text(json.dumps({"version": TWIN_VERSION, "seed": TWIN_SEED}, indent=1))

@@ -21,6 +21,9 @@ def test_twin_has_the_real_architecture(ckpt, config):
     assert len(windowed) >= 2 and len(v.fullatt_block_indexes) >= 2
     assert t.num_key_value_heads < t.num_attention_heads
     assert sum(t.mrope_section) == t.head_dim // 2
+    vectors = {k: v for k, v in load_file(ckpt / "model.safetensors").items() if v.ndim == 1}
+    constant = [k for k, v in vectors.items() if v.unique().numel() == 1]
+    assert vectors and not constant, f"biases / norm weights that a wrong implementation could ignore: {constant}"
 
 
 def test_transformers_loads_the_twin_offline(ckpt, ref, hf_processor):
@@ -28,10 +31,21 @@ def test_transformers_loads_the_twin_offline(ckpt, ref, hf_processor):
     assert type(hf_processor).__name__ == "Qwen2_5_VLProcessor"
     tok = hf_processor.tokenizer
     assert tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|im_end|>"]) == [151655, 151656, 151645]
-    text = hf_processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}], tokenize=False
+    # the Qwen2.5-VL chat template, written out by hand: default system prompt, one pad per vision item
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A portrait."}]},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "And this?"}]},
+    ]
+    expected = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe this image.<|im_end|>\n"
+        "<|im_start|>assistant\nA portrait.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>And this?<|im_end|>\n"
+        "<|im_start|>assistant\n"
     )
-    assert "<|vision_start|><|image_pad|><|vision_end|>hi" in text
+    assert hf_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == expected
+    assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == expected
 
 
 def test_resolve_prefers_env(monkeypatch, ckpt, tmp_path):

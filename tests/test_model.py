@@ -138,3 +138,85 @@ def test_errors_name_the_problem(ours, photo_inputs):
         ours(**{**photo_inputs, "mm_token_type_ids": torch.zeros_like(photo_inputs["input_ids"])})
     with pytest.raises(ValueError, match="pixel_values must be"):
         ours.get_image_features(torch.zeros(4, 100), torch.tensor([[1, 2, 2]]))
+
+
+@pytest.fixture(scope="module")
+def padded_batch(hf_processor, photo_path):
+    """Two prompts of different lengths (left-padded) with different images."""
+    photo = Image.open(photo_path).convert("RGB")
+    messages = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Who is this?"}]}],
+        [{"role": "user", "content": [{"type": "text", "text": "Look closely at"}, {"type": "image"}]}],
+    ]
+    texts = [hf_processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+    images = [photo.resize((112, 140)), photo.crop((100, 100, 400, 400)).resize((84, 84))]
+    inputs = hf_processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+    assert (inputs["attention_mask"] == 0).any(), "the batch should need padding"
+    return dict(inputs)
+
+
+@torch.no_grad()
+def test_end_of_sequence_and_padding_equal_transformers(ours, ref, padded_batch):
+    """A row that emits the end token is padded afterwards; decoding stops when every row has ended."""
+    free = ours.generate(**padded_batch, max_new_tokens=8, eos_token_id=[-1])
+    prompt_len = padded_batch["input_ids"].shape[1]
+    eos = int(free[0, prompt_len + 2])  # row 0 ends at its 3rd new token
+    mine = ours.generate(**padded_batch, max_new_tokens=8, eos_token_id=eos, pad_token_id=0)
+    theirs = ref.generate(
+        **padded_batch, max_new_tokens=8, eos_token_id=eos, pad_token_id=0, do_sample=False, repetition_penalty=1.0
+    )
+    assert torch.equal(mine, theirs), (mine[:, prompt_len:].tolist(), theirs[:, prompt_len:].tolist())
+    assert (mine[0, prompt_len + 3 :] == 0).all()
+    # every row ends: decoding stops at the last row's end token, before max_new_tokens
+    both = ours.generate(**padded_batch, max_new_tokens=8, eos_token_id=[eos, int(free[1, prompt_len + 1])])
+    assert both.shape[1] <= prompt_len + 3
+
+
+@torch.no_grad()
+def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, ref, hf_processor):
+    """The only difference after a video is the position rule: hand transformers our ids and every logit agrees."""
+    from helpers import chat_inputs
+
+    from qwenlite import get_rope_index
+    from qwenlite.reference import Row, check_table
+
+    # 8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ
+    image_video_inputs = chat_inputs(
+        hf_processor, [["image", "text", "video", "text"]], [_image(1, (196, 140))], [_video(8, (112, 84))], [1.0]
+    )
+    out = ours(**image_video_inputs)
+    released, _ = get_rope_index(
+        image_video_inputs["input_ids"],
+        image_video_inputs["image_grid_thw"],
+        image_video_inputs["video_grid_thw"],
+        image_video_inputs["second_per_grid_ts"],
+        image_video_inputs["attention_mask"],
+        config=ours.config,
+    )
+    assert torch.equal(out.position_ids, released)
+    theirs = ref(**image_video_inputs, position_ids=released).logits
+    check_table([Row("all logits, released positions", out.logits, theirs, atol=1e-4)])
+    default = ref(**image_video_inputs).logits  # transformers' own 5.24 rule after the video
+    assert (out.logits - default).abs().max() > 1e-3, "the rules differ after a video, so these logits must too"
+
+
+@torch.no_grad()
+def test_more_errors_name_the_problem(ours, photo_inputs, ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"hold \d+ <\|image_pad\|> tokens but no image pixels"):
+        ours(photo_inputs["input_ids"])
+    from qwenlite.decoder import KVCache
+
+    cache = KVCache()
+    ours(**photo_inputs, cache=cache)
+    with pytest.raises(ValueError, match="needs the rope_deltas"):
+        ours(photo_inputs["input_ids"][:, :1], cache=cache)
+    if not checkpoint.is_tiny_twin(ckpt):
+        return
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(ckpt / "model.safetensors")
+    state["lm_head.weight"] = state["model.embed_tokens.weight"] + 1  # config says tied, file says otherwise
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    with pytest.raises(ValueError, match="lm_head.weight differs"):
+        QwenLiteVL.from_pretrained(tmp_path)
