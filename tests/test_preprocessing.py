@@ -7,6 +7,9 @@ plugged in because this environment has none of its decoders).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -14,12 +17,57 @@ import torch
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
 
+import qwenlite
 from qwenlite import preprocessing as pp
 from qwenlite import smart_resize
 
 SIZES = [1, 2, 5, 10, 13, 14, 15, 27, 28, 29, 42, 55, 56, 57, 100, 224, 252, 333, 336, 448, 512, 600, 1000,
          1024, 1920, 2000, 4000, 8192, 10000, 20000, 50000]  # fmt: skip
 LIMITS = [(3136, 12845056), (100352, 602112), (3136, 12544), (56 * 56, 28 * 28 * 1280), (1000, 1000)]
+
+
+# ---------------------------------------------------------------- constants: written out here, not read from our code
+
+DESIGN_PREPROCESSOR = {  # DESIGN.md "Preprocessing (hub preprocessor_config)"
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+
+def test_preprocessor_asset_and_defaults_hold_the_design_values(ckpt):
+    asset = Path(qwenlite.__file__).parent / "assets" / "preprocessor_config.json"
+    raw = json.loads(asset.read_text())
+    for key, value in DESIGN_PREPROCESSOR.items():
+        assert raw[key] == value, (key, raw[key], value)
+    for config in [pp.PreprocessorConfig(), pp.PreprocessorConfig.from_pretrained(asset.parent)]:
+        for key, value in DESIGN_PREPROCESSOR.items():
+            got = getattr(config, key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, (key, got, value)
+        assert config.rescale_factor == 1 / 255 and config.factor == 28
+    assert pp.PreprocessorConfig.from_pretrained(ckpt) == pp.PreprocessorConfig()  # the checkpoint in use agrees
+
+
+def test_constants_equal_qwen_vl_utils():
+    """Every image/video default, recomputed from qwen-vl-utils' own names (vision_process, 0.0.14)."""
+    import qwen_vl_utils.vision_process as q
+
+    factor = 14 * q.SPATIAL_MERGE_SIZE  # fetch_image / fetch_video: image_factor = image_patch_size * merge
+    assert factor == pp.FACTOR and pp.MERGE_SIZE == q.SPATIAL_MERGE_SIZE
+    assert pp.MAX_RATIO == q.MAX_RATIO
+    assert q.IMAGE_MIN_TOKEN_NUM * factor * factor == pp.MIN_PIXELS
+    assert q.IMAGE_MAX_TOKEN_NUM * factor * factor == pp.MAX_PIXELS
+    assert pp.VIDEO_FPS == q.FPS
+    assert pp.VIDEO_MIN_FRAMES == q.FPS_MIN_FRAMES and pp.VIDEO_MAX_FRAMES == q.FPS_MAX_FRAMES
+    assert pp.TEMPORAL_PATCH_SIZE == q.FRAME_FACTOR  # frame counts are rounded to multiples of this
+    assert q.VIDEO_MIN_TOKEN_NUM * factor * factor == pp.VIDEO_MIN_PIXELS
+    assert q.VIDEO_MAX_TOKEN_NUM * factor * factor == pp.VIDEO_MAX_PIXELS
+    assert q.MODEL_SEQ_LEN == 128000, "MODEL_SEQ_LEN is set in the environment: qwen-vl-utils' budget changed"
+    assert q.MODEL_SEQ_LEN * factor * factor * 0.9 == pp.VIDEO_TOTAL_PIXELS  # fetch_video's total_pixels default
 
 
 # ---------------------------------------------------------------- smart_resize
@@ -236,6 +284,10 @@ SAMPLING = [
     {"nframes": 6},
     {"nframes": 5},  # rounds to 4
     {"nframes": 7},  # rounds to 8
+    {"nframes": 3},  # round(1.5) = 2: 4
+    {"nframes": 9},  # round(4.5) = 4 (halves to even): 8
+    {"nframes": 11},  # round(5.5) = 6: 12
+    {"nframes": 33},  # round(16.5) = 16: 32, every frame of the clip
     {"fps": 2.0, "min_frames": 6},
 ]
 
@@ -244,11 +296,21 @@ SAMPLING = [
 def test_frame_indices_and_sizes_equal_qwen_vl_utils(options, video_path, qwen_fetch_video):
     video, meta, sample_fps = qwen_fetch_video(video_path, **options)
     ours = pp.load_video(video_path, **options)
+    assert len(ours.indices) == video.shape[0] and len(ours.indices) % 2 == 0  # the count is even in both
     assert ours.indices == torch.as_tensor(meta["frames_indices"]).tolist()
     assert ours.total_frames == meta["total_num_frames"] and ours.video_fps == meta["fps"]
     assert ours.sampled_fps == pytest.approx(sample_fps, rel=1e-12)
     patches = pp.preprocess_video(ours)
     assert tuple(patches.frames.shape) == tuple(video.shape)  # same frame count and resized size
+
+
+@pytest.mark.parametrize("nframes", [1, 40])
+def test_impossible_frame_counts_raise_in_both(nframes, video_path, qwen_fetch_video):
+    """nframes 1 rounds to 0 (below 2); 40 exceeds the clip's 32 frames."""
+    with pytest.raises(ValueError, match="nframes should in interval"):
+        qwen_fetch_video(video_path, nframes=nframes)
+    with pytest.raises(ValueError, match="cannot sample"):
+        pp.load_video(video_path, nframes=nframes)
 
 
 def test_pixel_budget_options_equal_qwen_vl_utils(video_path, qwen_fetch_video):
