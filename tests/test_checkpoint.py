@@ -127,28 +127,23 @@ def _rewrite(ckpt, tmp_path, edit) -> str:
     return str(tmp_path)
 
 
-def test_missing_key_is_named(ckpt, tmp_path):
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.pop("visual.blocks.0.attn.qkv.bias"), r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"),
+        (
+            lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}),
+            r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]",
+        ),
+        (lambda s: s.update({"model.norm.weight": torch.ones(3)}), r"model.norm.weight: checkpoint \(3,\)"),
+    ],
+    ids=["missing", "unexpected", "wrong-shape"],
+)
+def test_bad_keys_are_named(ckpt, tmp_path, edit, message):
     if not checkpoint.is_tiny_twin(ckpt):
         pytest.skip("twin only")
-    folder = _rewrite(ckpt, tmp_path, lambda s: s.pop("visual.blocks.0.attn.qkv.bias"))
-    with pytest.raises(KeyError, match=r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"):
-        QwenLiteVL.from_pretrained(folder)
-
-
-def test_unexpected_key_is_named(ckpt, tmp_path):
-    if not checkpoint.is_tiny_twin(ckpt):
-        pytest.skip("twin only")
-    folder = _rewrite(ckpt, tmp_path, lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}))
-    with pytest.raises(KeyError, match=r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]"):
-        QwenLiteVL.from_pretrained(folder)
-
-
-def test_wrong_shape_is_named(ckpt, tmp_path):
-    if not checkpoint.is_tiny_twin(ckpt):
-        pytest.skip("twin only")
-    folder = _rewrite(ckpt, tmp_path, lambda s: s.update({"model.norm.weight": torch.ones(3)}))
-    with pytest.raises(KeyError, match=r"model.norm.weight: checkpoint \(3,\)"):
-        QwenLiteVL.from_pretrained(folder)
+    with pytest.raises(KeyError, match=message):
+        QwenLiteVL.from_pretrained(_rewrite(ckpt, tmp_path, edit))
 
 
 def test_only_safetensors(tmp_path, ckpt):

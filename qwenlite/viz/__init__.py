@@ -6,6 +6,18 @@ import platform
 from pathlib import Path
 
 
+def data_dir() -> Path:
+    """The repository's data/ folder (photo, sample video, configs), found from the installed package.
+
+    qwenlite is installed editable (`pip install -e .`), so the package sits inside the repository;
+    this works whatever folder the notebook runs in (JupyterLab and nbmake both use notebooks/).
+    """
+    folder = Path(__file__).resolve().parents[2] / "data"
+    if not (folder / "grace_hopper.jpg").is_file():
+        raise FileNotFoundError(f"no data/grace_hopper.jpg at {folder}: install qwenlite editable from the repository")
+    return folder
+
+
 def banner(path: str | Path) -> str:
     """The first thing every notebook prints: versions and which checkpoint is in use."""
     import torch
