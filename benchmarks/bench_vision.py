@@ -3,9 +3,12 @@
 Both towers get the same seeded random weights (transformers' model is built from the config's
 vision_config, its state_dict is copied into qwenlite's VisionTransformer under the same key names)
 and the same inputs; times are float32 on CPU, in one process, alternating the two models.
-Also prints the share of this machine's float32 matmul peak (measured here) that each reaches.
+Also prints the share of this machine's float32 matmul peak (measured here) that each reaches, the
+page faults each run takes, and the "linear floor": the time of the tower's linear layers alone, which
+bounds the speed-up any implementation of the same arithmetic can reach.
 
     python benchmarks/bench_vision.py                       # 448x448 and 896x896, 3 repeats
+    python benchmarks/bench_vision.py --steady-allocator    # the same with page faults taken out (glibc)
     python benchmarks/bench_vision.py --sizes 448 --profile # where the time goes, per op
 
 Not part of the test suite: it needs ~6 GB of memory and a few minutes.
@@ -14,8 +17,11 @@ Not part of the test suite: it needs ~6 GB of memory and a few minutes.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +42,45 @@ def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
     a @ b  # warm-up
     best = min(_time(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best
+
+
+def linear_floor(tower: VisionTransformer, patches: int, repeats: int = 3) -> float:
+    """Seconds for the blocks' linear layers alone (qkv, proj, gate, up, down: ~97% of the FLOPs), on the
+    tower's own weights, writing into reused buffers. An implementation that calls the same matmul kernel
+    cannot run faster than this, so transformers' time / this floor is the ceiling of its speed-up."""
+    c = tower.config
+    inputs = {
+        c.hidden_size: torch.randn(patches, c.hidden_size),
+        c.intermediate_size: torch.randn(patches, c.intermediate_size),
+    }
+    outs: dict[int, torch.Tensor] = {}
+
+    def run() -> None:
+        for block in tower.blocks:
+            attn, mlp = block.attn, block.mlp
+            for linear in (attn.qkv, attn.proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+                out = outs.setdefault(linear.out_features, torch.empty(patches, linear.out_features))
+                torch.addmm(linear.bias, inputs[linear.in_features], linear.weight.T, out=out)
+
+    with torch.inference_mode():
+        run()  # warm-up: the output buffers are touched once here
+        return min(_time(run) for _ in range(repeats))
+
+
+def steady_allocator() -> None:
+    """Take page faults out of the comparison (glibc only): serve every tensor from the heap and never give
+    freed memory back to the OS. By default each fresh tensor over a few MB is a new mmap whose pages fault
+    in on first touch; on this VM that costs up to ~1 s per forward at 896x896, and how much of it a run pays
+    varies from run to run. After the warm-up, this mode leaves both towers only their arithmetic."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from <malloc.h>
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
+        raise RuntimeError("mallopt failed: --steady-allocator needs glibc")
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (first touches of freshly mapped memory)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def vision_flops(c: VisionConfig, grid_thw: torch.Tensor) -> float:
@@ -80,20 +125,25 @@ def _time(fn) -> float:
 
 
 def compare(models: dict[str, object], pixels: torch.Tensor, grid: torch.Tensor, repeats: int, profile: bool):
-    """Warm up each model, then time them alternately (so both see the same machine state); return times and outputs."""
+    """Warm up each model, then time them alternately (so both see the same machine state).
+
+    Returns the times and page faults of every run, and the outputs."""
     times: dict[str, list[float]] = {name: [] for name in models}
+    faults: dict[str, list[int]] = {name: [] for name in models}
     with torch.inference_mode():
         outputs = {name: run(pixels, grid) for name, run in models.items()}  # warm-up, and the outputs compared
         for _ in range(repeats):
             for name, run in models.items():
+                before = page_faults()
                 times[name].append(_time(lambda run=run: run(pixels, grid)))
+                faults[name].append(page_faults() - before)
         if profile:
             for name, run in models.items():
                 with torch.profiler.profile() as prof:
                     run(pixels, grid)
                 table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
                 print(f"\n{name}, {int(grid.prod())} patches\n{table}")
-    return times, outputs
+    return times, faults, outputs
 
 
 def main() -> None:
@@ -101,12 +151,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[448, 896], help="square image sides in pixels")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model and size (after a warm-up)")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one run of each model")
+    parser.add_argument("--steady-allocator", action="store_true", help="no page faults after warm-up (glibc)")
     args = parser.parse_args()
+    if args.steady_allocator:
+        steady_allocator()
 
     torch.set_num_threads(os.cpu_count() or 1)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, allocator: {'steady' if args.steady_allocator else 'default'}"
     )
     peak = matmul_peak()
     print(f"float32 matmul peak (4096^3): {peak / 1e9:.1f} GFLOP/s")
@@ -117,8 +170,9 @@ def main() -> None:
         grid = torch.tensor([[1, side // config.patch_size, side // config.patch_size]])
         torch.manual_seed(1)
         pixels = torch.randn(int(grid.prod()), 3 * config.temporal_patch_size * config.patch_size**2)
-        times, outputs = compare(models, pixels, grid, args.repeats, args.profile)
+        times, faults, outputs = compare(models, pixels, grid, args.repeats, args.profile)
         peak = max(peak, matmul_peak())  # re-measured: the best seen in this run is the ceiling
+        floor = linear_floor(ours, int(grid.prod()))
         flops = vision_flops(config, grid)
         a, b = outputs["qwenlite"], outputs["transformers"]
         rel = float((a - b).abs().max() / b.abs().max())
@@ -130,11 +184,19 @@ def main() -> None:
         for name, t in times.items():
             print(
                 f"  {name:<13} best {best[name]:6.2f} s  median {statistics.median(t):6.2f} s  "
-                f"{flops / best[name] / 1e9:6.1f} GFLOP/s = {flops / best[name] / peak:5.1%} of matmul peak"
+                f"{flops / best[name] / 1e9:6.1f} GFLOP/s = {flops / best[name] / peak:5.1%} of matmul peak; "
+                f"page faults per run {statistics.median(faults[name]) / 1e3:,.0f}k (median)"
             )
+        paired = [tf / ql for tf, ql in zip(times["transformers"], times["qwenlite"], strict=True)]
         print(
-            f"  speed-up (transformers / qwenlite, best): {best['transformers'] / best['qwenlite']:.3f}x; "
+            f"  speed-up (transformers / qwenlite): best {best['transformers'] / best['qwenlite']:.3f}x, "
+            f"median of paired runs {statistics.median(paired):.3f}x (range {min(paired):.3f}-{max(paired):.3f}); "
             f"max |diff| / max |ref| = {rel:.1e}"
+        )
+        print(
+            f"  linear floor {floor:.2f} s (the blocks' linear layers alone): ceiling of any speed-up "
+            f"{best['transformers'] / floor:.2f}x; time beyond the floor: transformers "
+            f"{best['transformers'] - floor:.2f} s, qwenlite {best['qwenlite'] - floor:.2f} s"
         )
 
 

@@ -9,6 +9,7 @@ exactly, floats within DESIGN.md's float32 tolerances. Property tests need no re
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
+from qwenlite.layers import MLP
 from qwenlite.reference import capture
 from qwenlite.vision import (
     PatchEmbed,
@@ -197,6 +199,24 @@ def test_conv3d_is_a_matmul_on_flattened_patches(ours, vision_inputs):
     with torch.no_grad():
         conv = embed.proj(pixels.view(-1, 3, 2, 14, 14)).flatten(1)  # (N, D, 1, 1, 1) -> (N, D)
         assert_close(embed(pixels), conv, what="matmul vs conv3d")
+
+
+def test_mlp_in_row_chunks_equals_transformers_mlp():
+    """Without autograd, MLP runs 2**22 // hidden rows at a time. A wide hidden layer makes the chunks
+    16 rows, so 21 rows take two chunks; the result equals transformers' MLP on the same weights."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLMLP
+
+    hidden = 2**18
+    torch.manual_seed(0)
+    theirs = Qwen2_5_VLMLP(SimpleNamespace(hidden_size=8, intermediate_size=hidden, hidden_act="silu"), bias=True)
+    mine = MLP(8, hidden, "silu", bias=True)
+    mine.load_state_dict(theirs.state_dict())
+    calls = []
+    mine.gate_proj.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
+    x = torch.randn(3, 7, 8)  # 21 rows
+    with torch.no_grad():
+        assert_close(mine(x), theirs(x), what="chunked MLP")
+    assert calls == [16, 5]  # the chunked path really ran
 
 
 def _variant(ours, **changes) -> VisionTransformer:
