@@ -99,19 +99,19 @@ def vision_flops(c: VisionConfig, grid_thw: torch.Tensor) -> float:
     return c.depth * linears + attention + embed + merger
 
 
-def build_models(seed: int = 0) -> tuple[torch.nn.Module, VisionTransformer, VisionConfig]:
+def build_models(config_file: Path = CONFIG, seed: int = 0) -> tuple[torch.nn.Module, VisionTransformer, VisionConfig]:
     """transformers' tower with a seeded init, and qwenlite's tower holding a copy of the same weights."""
     from transformers import AutoConfig
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
-    hf_config = AutoConfig.from_pretrained(CONFIG).vision_config
+    hf_config = AutoConfig.from_pretrained(config_file).vision_config
     hf_config._attn_implementation = "sdpa"  # what transformers picks on CPU by default
     torch.manual_seed(seed)
     ref = Qwen2_5_VisionTransformerPretrainedModel(hf_config).eval()
     with torch.no_grad():  # non-trivial weights everywhere: biases and norm gains too, not just the matrices
         for name, p in ref.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name or "ln_q" in name else 0.02 * torch.randn_like(p))
-    config = QwenLiteConfig.from_pretrained(CONFIG).vision_config
+    config = QwenLiteConfig.from_pretrained(config_file).vision_config
     with torch.device("meta"):
         ours = VisionTransformer(config)
     ours.load_state_dict({k: v.clone() for k, v in ref.state_dict().items()}, strict=True, assign=True)
@@ -146,13 +146,15 @@ def compare(models: dict[str, object], pixels: torch.Tensor, grid: torch.Tensor,
     return times, faults, outputs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="model config.json (default: the real 3B)")
+    parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmul that measures the peak")
     parser.add_argument("--sizes", type=int, nargs="+", default=[448, 896], help="square image sides in pixels")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model and size (after a warm-up)")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one run of each model")
     parser.add_argument("--steady-allocator", action="store_true", help="no page faults after warm-up (glibc)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.steady_allocator:
         steady_allocator()
 
@@ -161,9 +163,9 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, allocator: {'steady' if args.steady_allocator else 'default'}"
     )
-    peak = matmul_peak()
-    print(f"float32 matmul peak (4096^3): {peak / 1e9:.1f} GFLOP/s")
-    ref, ours, config = build_models()
+    peak = matmul_peak(args.peak_size)
+    print(f"float32 matmul peak ({args.peak_size}^3): {peak / 1e9:.1f} GFLOP/s")
+    ref, ours, config = build_models(args.config)
     models = {"transformers": lambda p, g: ref(p, g).pooler_output, "qwenlite": ours}
 
     for side in args.sizes:
@@ -171,7 +173,7 @@ def main() -> None:
         torch.manual_seed(1)
         pixels = torch.randn(int(grid.prod()), 3 * config.temporal_patch_size * config.patch_size**2)
         times, faults, outputs = compare(models, pixels, grid, args.repeats, args.profile)
-        peak = max(peak, matmul_peak())  # re-measured: the best seen in this run is the ceiling
+        peak = max(peak, matmul_peak(args.peak_size))  # re-measured: the best seen in this run is the ceiling
         floor = linear_floor(ours, int(grid.prod()))
         flops = vision_flops(config, grid)
         a, b = outputs["qwenlite"], outputs["transformers"]

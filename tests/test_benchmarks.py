@@ -1,0 +1,61 @@
+"""The speed benchmark's own arithmetic and a smoke run, on the tiny twin's config (seconds, not minutes).
+
+`benchmarks/bench_vision.py` is run by hand on the full-size config (`make bench`); these tests keep it
+from rotting: its FLOP count is what torch's own counter sees, and it runs end to end with both towers
+agreeing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from qwenlite.checkpoint import tiny_twin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_vision", ROOT / "benchmarks" / "bench_vision.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_vision"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def twin_config() -> Path:
+    return tiny_twin() / "config.json"
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [[[1, 8, 8]], [[1, 12, 20]], [[2, 10, 6]], [[1, 4, 4], [3, 10, 14]]],
+    ids=["one-window", "windows-that-do-not-tile", "video", "image-and-video"],
+)
+def test_vision_flops_equal_torch_flop_counter(bench, twin_config, grid):
+    """The analytic count behind the printed GFLOP/s equals torch's FlopCounterMode on a real forward
+    (SDPA's math backend, so that attention runs as countable matmuls)."""
+    _, tower, config = bench.build_models(twin_config)
+    grid = torch.tensor(grid)
+    patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
+    pixels = torch.randn(int(grid.prod(-1).sum()), patch_dim)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        tower(pixels, grid)
+    assert counter.get_total_flops() == bench.vision_flops(config, grid)
+
+
+def test_bench_runs_and_both_towers_agree(bench, twin_config, capsys):
+    bench.main(["--config", str(twin_config), "--sizes", "56", "168", "--repeats", "1", "--peak-size", "512"])
+    out = capsys.readouterr().out
+    diffs = [float(d) for d in re.findall(r"max \|diff\| / max \|ref\| = (\S+)", out)]
+    assert len(diffs) == 2 and max(diffs) < 1e-4, out
+    assert out.count("linear floor") == 2 and out.count("page faults per run") == 4, out
