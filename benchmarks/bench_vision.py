@@ -11,7 +11,8 @@ bounds the speed-up any implementation of the same arithmetic can reach.
     python benchmarks/bench_vision.py --steady-allocator    # the same with page faults taken out (glibc)
     python benchmarks/bench_vision.py --sizes 448 --profile # where the time goes, per op
 
-Not part of the test suite: it needs ~6 GB of memory and a few minutes.
+The full-size run needs ~6 GB of memory and a few minutes, so the test suite only runs it on the tiny
+twin's config (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations

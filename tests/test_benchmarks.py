@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def bench():
     spec = importlib.util.spec_from_file_location("bench_vision", ROOT / "benchmarks" / "bench_vision.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_vision"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -36,15 +34,21 @@ def twin_config() -> Path:
     return tiny_twin() / "config.json"
 
 
+@pytest.fixture(scope="module")
+def twin_tower(bench, twin_config):
+    _, tower, config = bench.build_models(twin_config)
+    return tower, config
+
+
 @pytest.mark.parametrize(
     "grid",
     [[[1, 8, 8]], [[1, 12, 20]], [[2, 10, 6]], [[1, 4, 4], [3, 10, 14]]],
     ids=["one-window", "windows-that-do-not-tile", "video", "image-and-video"],
 )
-def test_vision_flops_equal_torch_flop_counter(bench, twin_config, grid):
+def test_vision_flops_equal_torch_flop_counter(bench, twin_tower, grid):
     """The analytic count behind the printed GFLOP/s equals torch's FlopCounterMode on a real forward
     (SDPA's math backend, so that attention runs as countable matmuls)."""
-    _, tower, config = bench.build_models(twin_config)
+    tower, config = twin_tower
     grid = torch.tensor(grid)
     patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
     pixels = torch.randn(int(grid.prod(-1).sum()), patch_dim)
