@@ -90,8 +90,11 @@ def find_hf_snapshot() -> Path | None:
     for repo in REAL_REPOS:
         snapshots = Path(hub) / ("models--" + repo.replace("/", "--")) / "snapshots"
         for snap in sorted(snapshots.glob("*"), reverse=True):
-            if (snap / "config.json").is_file() and any(snap.glob("*.safetensors")):
-                return snap
+            try:
+                _check_folder(snap, "the Hugging Face cache")  # config.json and every safetensors shard present
+            except FileNotFoundError:
+                continue  # a partial download: try the next snapshot, else the tiny twin
+            return snap
     return None
 
 
@@ -200,9 +203,9 @@ def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
                     if name in state:
                         raise ValueError(f"{file}: key {key} maps to {name}, which an earlier file already holds")
                     state[name] = f.get_tensor(key)
+        except FileNotFoundError:
+            raise
         except (SafetensorError, OSError, RuntimeError) as err:  # truncated or foreign files
-            if isinstance(err, FileNotFoundError):
-                raise
             raise ValueError(f"cannot read {file} as safetensors: {err}") from err
     return state
 

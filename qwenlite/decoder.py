@@ -146,6 +146,8 @@ class TextModel(nn.Module):
                 f"got {tuple(position_ids.shape)}"
             )
         cos, sin = mrope_cos_sin(position_ids, rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
+        # parity: angles in float32, cos/sin then cast to the activations' dtype (as transformers' rotary does)
+        cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
         x = inputs_embeds
         for layer in self.layers:

@@ -8,13 +8,20 @@ Shapes: B batch, L tokens, D text hidden, F feature rows (= number of pad tokens
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .config import QwenLiteConfig
 
+if TYPE_CHECKING:
+    from .processor import Processor
 
-def mm_token_type_ids(input_ids: torch.Tensor, config: QwenLiteConfig) -> torch.Tensor:
+
+def mm_token_type_ids(input_ids: torch.Tensor, config: QwenLiteConfig | Processor) -> torch.Tensor:
     """(B, L) token types as transformers' processor writes them: 0 text, 1 image pad, 2 video pad.
+
+    Only config.image_token_id and config.video_token_id are read (a Processor has them too).
 
     ids [<|vision_start|>, <|image_pad|>, <|image_pad|>, <|vision_end|>, "a"] -> [0, 1, 1, 0, 0].
     """
@@ -31,8 +38,13 @@ def fuse(
     """inputs_embeds (B, L, D) with rows where input_ids == token_id replaced by features (F, D), in order.
 
     ids [[a, P, P], [P, b, c]] and features [f0, f1, f2] -> [[a, f0, f1], [f2, b, c]] (P the pad token).
+    features None means no pixels of this modality: fine without pads, an error with them (never a
+    silent fallback to the pad embedding).
     """
+    mask = input_ids == token_id  # (B, L)
     if features is None:
+        if n_tokens := int(mask.sum()):
+            raise ValueError(f"input_ids hold {n_tokens} <|{modality}_pad|> tokens but no {modality} pixels were given")
         return inputs_embeds
     if input_ids.shape != inputs_embeds.shape[:2]:
         raise ValueError(
@@ -43,7 +55,6 @@ def fuse(
             f"{modality} features must be (rows, {inputs_embeds.shape[-1]}) to fill the text embeddings, "
             f"got {tuple(features.shape)}"
         )
-    mask = input_ids == token_id  # (B, L)
     n_tokens, n_rows = int(mask.sum()), features.shape[0]
     if n_tokens != n_rows:
         raise ValueError(

@@ -90,7 +90,9 @@ class QwenLiteVL(nn.Module):
                 f"  unexpected keys ({len(unexpected)}): {unexpected}\n"
                 f"  wrong shapes ({len(wrong)}): {wrong}"
             )
-        self.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+        for k, v in state.items():  # one tensor at a time: never two full copies of the weights
+            state[k] = v.to(dtype)
+        self.load_state_dict(state, strict=False, assign=True)
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # assign=True replaced the shared tensor
 
@@ -122,24 +124,16 @@ class QwenLiteVL(nn.Module):
     ) -> torch.Tensor:
         """Token embeddings (B, L, D) with image and video features scattered into their pad tokens."""
         x = self.model.embed_tokens(input_ids)
-        if pixel_values is not None:
-            _require(image_grid_thw, "image_grid_thw", "pixel_values")
-            x = fuse(
-                x,
-                input_ids,
-                torch.cat(self.get_image_features(pixel_values, image_grid_thw)),
-                self.config.image_token_id,
-                "image",
-            )
-        if pixel_values_videos is not None:
-            _require(video_grid_thw, "video_grid_thw", "pixel_values_videos")
-            x = fuse(
-                x,
-                input_ids,
-                torch.cat(self.get_video_features(pixel_values_videos, video_grid_thw)),
-                self.config.video_token_id,
-                "video",
-            )
+        c = self.config
+        for pixels, grid, token_id, kind, names in (
+            (pixel_values, image_grid_thw, c.image_token_id, "image", ("image_grid_thw", "pixel_values")),
+            (pixel_values_videos, video_grid_thw, c.video_token_id, "video", ("video_grid_thw", "pixel_values_videos")),
+        ):
+            features = None
+            if pixels is not None:
+                _require(grid, *names)
+                features = self.visual(pixels, grid)  # (pad tokens, D), all items in prompt order
+            x = fuse(x, input_ids, features, token_id, kind)  # pads without pixels raise here
         return x
 
     def forward(
@@ -154,11 +148,13 @@ class QwenLiteVL(nn.Module):
         mm_token_type_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         rope_deltas: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Output:
-        """Logits for every token. With a non-empty cache, input_ids are the new tokens only."""
+        """Logits for every token, or for the last logits_to_keep only (as in transformers; 0 = all).
+        With a non-empty cache, input_ids are the new tokens only."""
         past = len(cache) if cache is not None else 0
-        if past == 0:
-            self._check_token_types(input_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
+        if past == 0 and mm_token_type_ids is not None:
+            self._check_token_types(input_ids, mm_token_type_ids)
         # 1) embed tokens and fuse vision features into the pad positions
         x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
         # 2) 3-D positions: from the prompt's layout at prefill, text positions + rope_deltas after it
@@ -172,7 +168,7 @@ class QwenLiteVL(nn.Module):
             position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)
         # 3) decoder and the language-model head
         hidden = self.model(x, position_ids, attention_mask, cache)  # (B, L, D)
-        return Output(self.lm_head(hidden), cache, position_ids, rope_deltas)
+        return Output(self.lm_head(hidden[:, -logits_to_keep:]), cache, position_ids, rope_deltas)
 
     @torch.no_grad()
     def generate(
@@ -195,7 +191,8 @@ class QwenLiteVL(nn.Module):
         b = input_ids.shape[0]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         cache = KVCache()
-        out = self(input_ids, mask, cache=cache, **vision_inputs)  # 1) prefill: the whole prompt at once
+        # 1) prefill: the whole prompt at once; only the last position's logits pick the next token
+        out = self(input_ids, mask, cache=cache, logits_to_keep=1, **vision_inputs)
         sequence, done = input_ids, torch.zeros(b, dtype=torch.bool)
         for step in range(max_new_tokens):
             token = out.logits[:, -1].argmax(-1)  # (B,)
@@ -208,19 +205,10 @@ class QwenLiteVL(nn.Module):
             out = self(token[:, None], mask, cache=cache, rope_deltas=out.rope_deltas)  # 2) one token at a time
         return sequence
 
-    def _check_token_types(
-        self,
-        input_ids: torch.Tensor,
-        given: torch.Tensor | None,
-        pixel_values: torch.Tensor | None,
-        pixel_values_videos: torch.Tensor | None,
-    ) -> None:
-        """Pad tokens need pixels (no silent fallback to the pad embedding), and given types must agree."""
+    def _check_token_types(self, input_ids: torch.Tensor, given: torch.Tensor) -> None:
+        """mm_token_type_ids, when given, must agree with the pad tokens in input_ids."""
         derived = mm_token_type_ids(input_ids, self.config)
-        for kind, code, pixels in (("image", 1, pixel_values), ("video", 2, pixel_values_videos)):
-            if pixels is None and (count := int((derived == code).sum())):
-                raise ValueError(f"input_ids hold {count} <|{kind}_pad|> tokens but no {kind} pixels were given")
-        if given is not None and not torch.equal(derived, given.long().to(derived.device)):
+        if not torch.equal(derived, given.long().to(derived.device)):
             bad = (derived != given.to(derived.device)).nonzero()[:5].tolist()
             raise ValueError(f"mm_token_type_ids disagree with the pad tokens in input_ids at (row, col) {bad}")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .fusion import mm_token_type_ids
 from .preprocessing import (
     VIDEO_MAX_PIXELS,
     VIDEO_MIN_PIXELS,
@@ -161,7 +162,7 @@ class Processor:
         out = {
             "input_ids": input_ids,
             "attention_mask": enc["attention_mask"],
-            "mm_token_type_ids": (input_ids == self.image_token_id).long() + 2 * (input_ids == self.video_token_id),
+            "mm_token_type_ids": mm_token_type_ids(input_ids, self),  # reads self.image/video_token_id
         }
         # 3) pixels: every item's patches one after another, with its grid
         if image_patches:

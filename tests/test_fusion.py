@@ -106,9 +106,11 @@ def test_fuse_fills_pads_in_reading_order():
         assert torch.equal(fused, expected)
 
 
-def test_fuse_without_features_is_identity():
+def test_fuse_without_features_is_identity_only_without_pads():
     x = torch.randn(1, 3, 4)
-    assert fuse(x, torch.tensor([[1, 2, 3]]), None, token_id=2, modality="image") is x
+    assert fuse(x, torch.tensor([[1, 4, 3]]), None, token_id=2, modality="image") is x
+    with pytest.raises(ValueError, match=r"hold 1 <\|image_pad\|> tokens but no image pixels"):
+        fuse(x, torch.tensor([[1, 2, 3]]), None, token_id=2, modality="image")
 
 
 @pytest.mark.parametrize("modality", ["image", "video"])
@@ -120,7 +122,7 @@ def test_mismatch_names_both_counts_and_the_modality(modality):
         fuse(torch.zeros(1, 5, 8), ids, torch.zeros(3, 7), token_id=9, modality=modality)
 
 
-def test_model_embed_reports_a_missing_pad_token(ours, hf_processor, images, clips):
+def test_model_embed_reports_a_missing_pad_token(ours, ref, hf_processor, images, clips):
     """Drop one <|image_pad|> (or <|video_pad|>) from real processor output: both libraries refuse, ours says which."""
     inputs = chat_inputs(hf_processor, [["image", "video", "text"]], images[:1], clips[:1])
     for token, modality, n in [
@@ -138,3 +140,6 @@ def test_model_embed_reports_a_missing_pad_token(ours, hf_processor, images, cli
                 inputs["pixel_values_videos"],
                 inputs["video_grid_thw"],
             )
+        vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}
+        with pytest.raises(ValueError, match=rf"(?i){modality} features and {modality} tokens do not match"):
+            ref(input_ids=broken, **vision)

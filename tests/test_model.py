@@ -110,6 +110,30 @@ def test_generation_equals_transformers_on_the_photo(ours, ref, photo_inputs):
 
 
 @torch.no_grad()
+def test_bfloat16_is_as_close_to_float32_as_transformers_bfloat16(ours, ref, ckpt, photo_inputs):
+    """dtype=torch.bfloat16 runs end to end (image, decoder, generate), and rounds no worse than transformers:
+    both bf16 models' logits are measured against their own float32 run on the same weights and inputs."""
+    from qwenlite.reference import reference_model
+
+    ours_bf16 = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16)
+    ref_bf16 = reference_model(ckpt, dtype=torch.bfloat16)
+    mine = (ours_bf16(**photo_inputs).logits.float() - ours(**photo_inputs).logits).abs().max()
+    theirs = (ref_bf16(**photo_inputs).logits.float() - ref(**photo_inputs).logits).abs().max()
+    assert mine <= 1.5 * theirs + 1e-3, (float(mine), float(theirs))
+    assert ours_bf16.generate(**photo_inputs, max_new_tokens=2).shape[1] == photo_inputs["input_ids"].shape[1] + 2
+
+
+@torch.no_grad()
+def test_logits_to_keep_equals_transformers(ours, ref, photo_inputs):
+    from qwenlite.reference import Row, check_table
+
+    mine = ours(**photo_inputs, logits_to_keep=3).logits
+    theirs = ref(**photo_inputs, logits_to_keep=3).logits
+    assert mine.shape[1] == 3
+    check_table([Row("last 3 logits", mine, theirs, atol=1e-4)])
+
+
+@torch.no_grad()
 def test_cached_decoding_equals_full_recomputation(ours, photo_inputs):
     from qwenlite.decoder import KVCache
 
@@ -204,6 +228,8 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
 def test_more_errors_name_the_problem(ours, photo_inputs, ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"hold \d+ <\|image_pad\|> tokens but no image pixels"):
         ours(photo_inputs["input_ids"])
+    with pytest.raises(ValueError, match=r"hold \d+ <\|image_pad\|> tokens but no image pixels"):
+        ours.embed(photo_inputs["input_ids"])  # embed alone refuses too
     from qwenlite.decoder import KVCache
 
     cache = KVCache()

@@ -273,16 +273,17 @@ def test_window_order_is_restored_against_a_raster_order_reference(ours, vision_
         assert (by_hand[window_index] - by_hand).abs().max() > 1e-3, name  # a missing argsort would show
 
 
-def test_window_order_is_restored(ours, vision_inputs):
-    """Features come back in the processor's order: shuffling one image's position in the batch moves only its rows."""
+def test_images_in_a_batch_do_not_interact(ours, vision_inputs):
+    """Each image's features are the same whether it runs with the others, alone, or with the batch reversed."""
     pixels, grid = vision_inputs["three_images"]
-    sizes = (grid.prod(-1)).tolist()
-    parts = pixels.split(sizes)
+    parts = pixels.split(grid.prod(-1).tolist())
     with torch.no_grad():
         together = ours.get_image_features(pixels, grid)
         alone = [ours.visual(p, g[None]) for p, g in zip(parts, grid, strict=True)]
-    for a, b in zip(together, alone, strict=True):
+        reversed_batch = ours.get_image_features(torch.cat(parts[::-1]), grid.flip(0))[::-1]
+    for a, b, c in zip(together, alone, reversed_batch, strict=True):
         assert_close(a, b, what="batched vs alone")
+        assert_close(c, b, what="reversed batch vs alone")
 
 
 # ------------------------------------------------------------------ errors
