@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lab test lint format bench clean
+.PHONY: setup lab test lint format bench full-size clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ format: setup
 
 bench: setup  ## speed of qwenlite vs transformers on the full-size 3B vision tower
 	$(BIN)/python benchmarks/bench_vision.py
+
+full-size: setup  ## dress rehearsal: seeded 3B in the hub's layout (7.5 GB in build/), every notebook on it in bf16
+	$(BIN)/python benchmarks/full_size.py build && $(BIN)/python benchmarks/full_size.py run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
