@@ -3,7 +3,8 @@
 `resolve()` returns a checkpoint folder: `QWENLITE_CHECKPOINT`, else an offline Hugging Face cache
 snapshot of Qwen/Qwen2.5-VL-3B-Instruct or -7B-Instruct, else the tiny twin, which transformers
 itself builds from a seeded random init (`Qwen2_5_VLForConditionalGeneration.save_pretrained`).
-`load_state_dict()` reads either key layout (hub or transformers 5.x in-memory) into hub names.
+`read_tensors()` reads the safetensors once, at the dtype and on the device asked for; `load_state_dict()`
+maps either key layout (hub or transformers 5.x in-memory) onto hub names.
 """
 
 from __future__ import annotations
@@ -190,23 +191,92 @@ def to_hub_key(key: str) -> str:
     return key
 
 
-def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint, keyed by hub names whatever layout the files use."""
-    from safetensors import SafetensorError, safe_open
+SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
 
+
+def read_tensors(
+    folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's safetensors files under the key its file uses, read once.
+
+    Each model maps these keys itself (qwenlite through `to_hub_key`, transformers through its own
+    loader), so one read can feed both without either deciding where the other's tensors go.
+    - Stored dtype on the CPU: memory-mapped, no copy. The pages belong to the page cache, and a second
+      model handed the same tensors adds nothing (a 3B in bfloat16: 7.5 GB, once).
+    - Another dtype or device: read and converted one tensor at a time with plain file reads, so the
+      peak is the converted weights plus one tensor, with no mapped copy of the files on top.
+    """
+    device = torch.device(device)
     state: dict[str, torch.Tensor] = {}
     for file in safetensors_files(folder):
+        offset, header = _safetensors_header(file)
+        stored = {SAFETENSORS_DTYPES.get(v["dtype"]) for k, v in header.items() if k != "__metadata__"}
+        if device.type == "cpu" and (dtype is None or stored <= {dtype}):
+            _read_mapped(file, state)
+            continue
+        with open(file, "rb") as f:
+            for key, info in header.items():
+                if key == "__metadata__":
+                    continue
+                if (src := SAFETENSORS_DTYPES.get(info["dtype"])) is None:
+                    raise ValueError(
+                        f"{file}: tensor {key} has dtype {info['dtype']}, not one of {list(SAFETENSORS_DTYPES)}"
+                    )
+                begin, end = info["data_offsets"]
+                f.seek(offset + begin)
+                raw = f.read(end - begin)
+                if len(raw) != end - begin:
+                    raise ValueError(f"cannot read {file} as safetensors: tensor {key} is cut short (file truncated)")
+                tensor = torch.frombuffer(bytearray(raw), dtype=src) if raw else torch.empty(0, dtype=src)
+                state[key] = tensor.reshape(info["shape"]).to(device=device, dtype=dtype or src)
+    return state
+
+
+def _safetensors_header(file: Path) -> tuple[int, dict]:
+    """(offset of the data, the JSON header): a safetensors file is an 8-byte length, JSON, then raw bytes."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if size < 8 or n > size - 8:
+            raise ValueError(f"cannot read {file} as safetensors: header of {n} bytes in a {size}-byte file")
         try:
-            with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                    name = to_hub_key(key)
-                    if name in state:
-                        raise ValueError(f"{file}: key {key} maps to {name}, which an earlier file already holds")
-                    state[name] = f.get_tensor(key)
-        except FileNotFoundError:
-            raise
-        except (SafetensorError, OSError, RuntimeError) as err:  # truncated or foreign files
-            raise ValueError(f"cannot read {file} as safetensors: {err}") from err
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read {file} as safetensors: the header is not JSON ({err})") from err
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ValueError(
+            f"cannot read {file} as safetensors: the header needs {8 + n + end} bytes, the file has {size}"
+        )
+    return 8 + n, header
+
+
+def _read_mapped(file: Path, state: dict[str, torch.Tensor]) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                state[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, RuntimeError) as err:  # foreign files
+        raise ValueError(f"cannot read {file} as safetensors: {err}") from err
+
+
+def load_state_dict(
+    folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint, keyed by hub names whatever layout the files use."""
+    return hub_names(read_tensors(folder, dtype, device), source=str(folder))
+
+
+def hub_names(tensors: dict[str, torch.Tensor], source: str = "") -> dict[str, torch.Tensor]:
+    """The same tensors keyed by hub names (qwenlite's key map); two file keys on one name is an error."""
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        name = to_hub_key(key)
+        if name in state:
+            raise ValueError(f"{source}: key {key} maps to {name}, which another key already holds")
+        state[name] = tensor
     return state
 
 

@@ -145,7 +145,8 @@ class TextModel(nn.Module):
                 f"position_ids must be (3 axes t/h/w, batch, new tokens) = {(3, *inputs_embeds.shape[:2])}, "
                 f"got {tuple(position_ids.shape)}"
             )
-        cos, sin = mrope_cos_sin(position_ids, rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
+        inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, inputs_embeds.device)
+        cos, sin = mrope_cos_sin(position_ids, inv_freq, c.mrope_section)
         # parity: angles in float32, cos/sin then cast to the activations' dtype (as transformers' rotary does)
         cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
@@ -162,12 +163,12 @@ def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int)
     """
     b, n = x.shape[:2]
     s = past + n
-    allowed = torch.ones(n, s, dtype=torch.bool).tril(diagonal=past)[None, None]  # (1, 1, L, S)
+    allowed = torch.ones(n, s, dtype=torch.bool, device=x.device).tril(diagonal=past)[None, None]  # (1, 1, L, S)
     if attention_mask is not None:
         if attention_mask.shape != (b, s):
             raise ValueError(
                 f"attention_mask must be (batch, cached + new) = {(b, s)}, got {tuple(attention_mask.shape)}"
             )
         allowed = allowed & attention_mask.bool()[:, None, None, :]
-    mask = torch.zeros(allowed.shape, dtype=x.dtype)
+    mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
     return mask.masked_fill(~allowed, torch.finfo(x.dtype).min)

@@ -65,9 +65,9 @@ class MLP(nn.Module):
         return self.down_proj(gate.mul_(self.up_proj(x)))
 
 
-def rope_inv_freq(dim: int, theta: float) -> torch.Tensor:
+def rope_inv_freq(dim: int, theta: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """Rotation speed of each of the dim/2 pairs: theta ** (-2i / dim). Cheap, so computed on use (no buffers)."""
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,25 @@ class Output:
     rope_deltas: torch.Tensor  # (B, 1) what decode positions add to text positions
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What `generate` uses when not told otherwise: the checkpoint's generation_config.json, if any.
+
+    The hub's file for Qwen2.5-VL says do_sample with top_k 1, temperature 0.1, top_p 0.001 and
+    repetition_penalty 1.05. Sampling from the top 1 token is taking the argmax, so those settings
+    are greedy decoding with a repetition penalty of 1.05; temperature and top_p change nothing.
+    """
+
+    eos_token_id: tuple[int, ...]
+    pad_token_id: int | None = None
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_json(cls, settings: dict, config: QwenLiteConfig) -> GenerationSettings:
+        eos = _as_tuple(settings.get("eos_token_id", config.text_config.eos_token_id))
+        return cls(eos, settings.get("pad_token_id"), float(settings.get("repetition_penalty", 1.0)))
+
+
 class QwenLiteVL(nn.Module):
     def __init__(self, config: QwenLiteConfig) -> None:
         super().__init__()
@@ -39,23 +58,33 @@ class QwenLiteVL(nn.Module):
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.generation_eos: tuple[int, ...] = _as_tuple(config.text_config.eos_token_id)
-        self.generation_pad: int | None = None
+        self.generation_config = GenerationSettings.from_json({}, config)
 
     # ------------------------------------------------------------ weights
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> QwenLiteVL:
-        """Build the tree on the meta device, then fill every parameter from the checkpoint's safetensors."""
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> QwenLiteVL:
+        """Build the tree on the meta device, then fill every parameter from the checkpoint's safetensors.
+
+        tensors: the checkpoint's tensors as `checkpoint.read_tensors(path, dtype, device)` returns them
+        (file keys), to share one read of the weights with another model; read from path when None.
+        """
         path = Path(path)
         config = QwenLiteConfig.from_pretrained(path)
         with torch.device("meta"):
             model = cls(config)
-        model.load_checkpoint(checkpoint.load_state_dict(path), dtype=dtype, source=str(path))
+        if tensors is None:
+            tensors = checkpoint.read_tensors(path, dtype, device)
+        state = checkpoint.hub_names(tensors, source=str(path))  # qwenlite's own key map
+        model.load_checkpoint(state, dtype=dtype, device=device, source=str(path))
         if (gen := path / "generation_config.json").is_file():
-            gen_cfg = json.loads(gen.read_text())
-            model.generation_eos = _as_tuple(gen_cfg.get("eos_token_id", config.text_config.eos_token_id))
-            model.generation_pad = gen_cfg.get("pad_token_id")
+            model.generation_config = GenerationSettings.from_json(json.loads(gen.read_text()), config)
         return model.eval()
 
     def expected_keys(self) -> dict[str, torch.Size]:
@@ -66,7 +95,11 @@ class QwenLiteVL(nn.Module):
         return shapes
 
     def load_checkpoint(
-        self, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, source: str = ""
+        self,
+        state: dict[str, torch.Tensor],
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        source: str = "",
     ) -> None:
         """Strict load: every expected key present with its shape, nothing unexpected, else one error listing all."""
         expected = self.expected_keys()
@@ -90,8 +123,8 @@ class QwenLiteVL(nn.Module):
                 f"  unexpected keys ({len(unexpected)}): {unexpected}\n"
                 f"  wrong shapes ({len(wrong)}): {wrong}"
             )
-        for k, v in state.items():  # one tensor at a time: never two full copies of the weights
-            state[k] = v.to(dtype)
+        for k, v in state.items():  # one tensor at a time (a no-op when read at this dtype and device)
+            state[k] = v.to(device=device, dtype=dtype)
         self.load_state_dict(state, strict=False, assign=True)
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # assign=True replaced the shared tensor
@@ -175,33 +208,61 @@ class QwenLiteVL(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        *,
         max_new_tokens: int = 16,
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
-        **vision_inputs: torch.Tensor,
+        repetition_penalty: float | None = None,
     ) -> torch.Tensor:
         """Greedy decoding with a KV cache. Returns (B, L + new): the prompt followed by the new tokens.
 
         Rows that have produced an end-of-sequence token are filled with pad_token_id afterwards,
         and decoding stops once every row has ended (as transformers' greedy search does).
+        Settings left None come from the checkpoint's generation_config.json (`self.generation_config`).
+        repetition_penalty p (transformers' `RepetitionPenaltyLogitsProcessor`): before each argmax, the
+        logit of every token already in the sequence, prompt included, is divided by p if positive and
+        multiplied by p if negative, so repeats become less likely; 1.0 turns it off.
         """
-        eos = torch.tensor(_as_tuple(eos_token_id) if eos_token_id is not None else self.generation_eos)
+        settings = self.generation_config
+        device = input_ids.device
+        eos_ids = _as_tuple(eos_token_id) if eos_token_id is not None else settings.eos_token_id
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
         if pad_token_id is None:
-            pad_token_id = self.generation_pad if self.generation_pad is not None else int(eos[0])
+            pad_token_id = settings.pad_token_id if settings.pad_token_id is not None else eos_ids[0]
+        penalty = settings.repetition_penalty if repetition_penalty is None else float(repetition_penalty)
+        if penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got {penalty}")
         b = input_ids.shape[0]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        vision_inputs = {
+            "pixel_values": pixel_values,
+            "image_grid_thw": image_grid_thw,
+            "pixel_values_videos": pixel_values_videos,
+            "video_grid_thw": video_grid_thw,
+            "second_per_grid_ts": second_per_grid_ts,
+            "mm_token_type_ids": mm_token_type_ids,
+        }
         cache = KVCache()
         # 1) prefill: the whole prompt at once; only the last position's logits pick the next token
         out = self(input_ids, mask, cache=cache, logits_to_keep=1, **vision_inputs)
-        sequence, done = input_ids, torch.zeros(b, dtype=torch.bool)
+        sequence, done = input_ids, torch.zeros(b, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
-            token = out.logits[:, -1].argmax(-1)  # (B,)
+            logits = out.logits[:, -1].float()  # (B, V) parity: transformers scores in float32
+            if penalty != 1.0:
+                logits = penalise_repeats(logits, sequence, penalty)
+            token = logits.argmax(-1)  # (B,)
             token = torch.where(done, torch.full_like(token, pad_token_id), token)
             sequence = torch.cat([sequence, token[:, None]], dim=1)
             done = done | torch.isin(token, eos)
             if done.all() or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = self(token[:, None], mask, cache=cache, rope_deltas=out.rope_deltas)  # 2) one token at a time
         return sequence
 
@@ -211,6 +272,12 @@ class QwenLiteVL(nn.Module):
         if not torch.equal(derived, given.long().to(derived.device)):
             bad = (derived != given.to(derived.device)).nonzero()[:5].tolist()
             raise ValueError(f"mm_token_type_ids disagree with the pad tokens in input_ids at (row, col) {bad}")
+
+
+def penalise_repeats(logits: torch.Tensor, sequence: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (B, V) with every token id in sequence (B, S) made less likely: / penalty if > 0, else * penalty."""
+    seen = logits.gather(1, sequence)  # (B, S), a token seen twice is penalised once
+    return logits.scatter(1, sequence, torch.where(seen < 0, seen * penalty, seen / penalty))
 
 
 def _as_tuple(ids: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...]:

@@ -18,7 +18,11 @@ from .config import QwenLiteConfig
 
 
 def vision_position_ids(
-    start: int, grid_thw: torch.Tensor | Sequence[int], merge_size: int = 2, time_interval: float | torch.Tensor = 1
+    start: int,
+    grid_thw: torch.Tensor | Sequence[int],
+    merge_size: int = 2,
+    time_interval: float | torch.Tensor = 1,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """(3, N) ids of one image/video span whose first token sits at text position `start`.
 
@@ -29,9 +33,9 @@ def vision_position_ids(
     """
     t, h, w = (int(v) for v in grid_thw)
     # parity: the product is taken in floating point before truncation (4.5x cast 0.5 s to 0 first)
-    tt = (torch.arange(t) * time_interval).long()  # (T,)
-    hh = torch.arange(h // merge_size)  # (H/m,)
-    ww = torch.arange(w // merge_size)  # (W/m,)
+    tt = (torch.arange(t, device=device) * time_interval).long()  # (T,)
+    hh = torch.arange(h // merge_size, device=device)  # (H/m,)
+    ww = torch.arange(w // merge_size, device=device)  # (W/m,)
     grid = torch.stack(torch.meshgrid(tt, hh, ww, indexing="ij")).reshape(3, -1)  # (3, N) frame-major, row-major
     return grid + start
 
@@ -72,7 +76,11 @@ def get_rope_index(
     deltas = torch.zeros(b, 1, dtype=torch.long, device=device)
 
     for row in range(b):
-        keep = attention_mask[row].bool() if attention_mask is not None else torch.ones(n, dtype=torch.bool)
+        keep = (
+            attention_mask[row].bool()
+            if attention_mask is not None
+            else torch.ones_like(input_ids[row], dtype=torch.bool)
+        )
         keep = keep.to(device)
         ids = input_ids[row][keep].tolist()
         pieces: list[torch.Tensor] = []  # (3, length of the piece) each
@@ -84,7 +92,7 @@ def get_rope_index(
                 j = i
                 while j < len(ids) and ids[j] not in pad_ids:
                     j += 1
-                pieces.append(torch.arange(next_pos, next_pos + j - i).expand(3, -1))
+                pieces.append(torch.arange(next_pos, next_pos + j - i, device=device).expand(3, -1))
             else:
                 # 2) a vision span: the next grid of its kind says how many pad tokens it covers
                 k = used[kind]
@@ -103,7 +111,7 @@ def get_rope_index(
                         f"but {kind}_grid_thw[{k}] = {[int(g) for g in grid]} needs {count}"
                     )
                 interval = 1 if kind == "image" else v.tokens_per_second * seconds[k]
-                pieces.append(vision_position_ids(next_pos, grid, v.spatial_merge_size, interval))
+                pieces.append(vision_position_ids(next_pos, grid, v.spatial_merge_size, interval, device))
                 j = i + count
             i = j
             # 3) the released rule: continue after the largest id so far (the last piece holds it: each piece
@@ -148,11 +156,11 @@ def _grid_list(grid_thw: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
     return list(grid_thw)
 
 
-def _seconds_per_grid(second_per_grid_ts: torch.Tensor | Sequence[float] | None, n_videos: int) -> torch.Tensor:
+def _seconds_per_grid(second_per_grid_ts: torch.Tensor | Sequence[float] | None, n_videos: int) -> list[float]:
     if second_per_grid_ts is None:
-        return torch.ones(n_videos)  # parity: transformers assumes 1 s per temporal patch when none is given
-    # parity: float32 like the processor's tensor, so floor(t * interval) rounds the same way
-    seconds = torch.as_tensor(second_per_grid_ts, dtype=torch.float32).reshape(-1)
+        return [1.0] * n_videos  # parity: transformers assumes 1 s per temporal patch when none is given
+    # parity: float32 like the processor's tensor, so floor(t * interval) rounds the same way (host-side numbers)
+    seconds = torch.as_tensor(second_per_grid_ts, dtype=torch.float32, device="cpu").reshape(-1)
     if len(seconds) != n_videos:
         raise ValueError(f"second_per_grid_ts has {len(seconds)} entries but video_grid_thw has {n_videos} rows")
-    return seconds
+    return seconds.tolist()

@@ -28,11 +28,11 @@ def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = 2) -> torch.Tens
 
     grid (1, 2, 2) -> [[0, 0], [0, 1], [1, 0], [1, 1]]; grid (1, 2, 4) with merge 2 ->
     h = [0,0,1,1, 0,0,1,1], w = [0,1,0,1, 2,3,2,3] (each 2x2 group is 4 consecutive patches).
-    Frames of a video repeat the same coordinates.  Returns (N, 2) long.
+    Frames of a video repeat the same coordinates.  Returns (N, 2) long, on grid_thw's device.
     """
-    ids = []
+    ids, device = [], grid_thw.device
     for t, h, w in grid_thw.tolist():
-        hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        hh, ww = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
         blocks = (h // merge_size, merge_size, w // merge_size, merge_size)
         hh = hh.reshape(blocks).transpose(1, 2).flatten()
         ww = ww.reshape(blocks).transpose(1, 2).flatten()
@@ -50,14 +50,14 @@ def get_window_index(
     and the padding dropped, so windows on the right and bottom edges can be smaller.
     grid (1, 4, 12) with 112-px windows: merged grid 2x6 -> windows of 2x4 and 2x2 merged tokens,
     window_index = [0,1,2,3,6,7,8,9, 4,5,10,11], cu_window_seqlens = [0, 32, 48] (in patches).
-    Returns window_index (N/M,) long and cu_window_seqlens (num_windows + 1,) int32.
+    Returns window_index (N/M,) long and cu_window_seqlens (num_windows + 1,) int32, on grid_thw's device.
     """
     side = window_size // merge_size // patch_size
     unit = merge_size * merge_size
-    index, cu, offset = [], [0], 0
+    index, cu, offset, device = [], [0], 0, grid_thw.device
     for t, h, w in grid_thw.tolist():
         gh, gw = h // merge_size, w // merge_size
-        ids = torch.arange(t * gh * gw).reshape(t, gh, gw)
+        ids = torch.arange(t * gh * gw, device=device).reshape(t, gh, gw)
         ph, pw = -gh % side, -gw % side
         ids = F.pad(ids, (0, pw, 0, ph), value=-1)
         nh, nw = (gh + ph) // side, (gw + pw) // side
@@ -67,7 +67,7 @@ def get_window_index(
         for n in lengths.tolist():
             cu.append(cu[-1] + n * unit)
         offset += t * gh * gw
-    return torch.cat(index), torch.tensor(cu, dtype=torch.int32)
+    return torch.cat(index), torch.tensor(cu, dtype=torch.int32, device=device)
 
 
 def full_attention_seqlens(grid_thw: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,9 @@ class VisionRotaryEmbedding(nn.Module):
         self.theta = config.rope_theta
 
     def forward(self, hw_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = hw_ids[..., None].float() * rope_inv_freq(self.half_head_dim, self.theta)  # (N, 2, Dh/4)
+        angles = hw_ids[..., None].float() * rope_inv_freq(
+            self.half_head_dim, self.theta, hw_ids.device
+        )  # (N, 2, Dh/4)
         angles = angles.flatten(1)  # (N, Dh/2): h angles then w angles
         angles = torch.cat([angles, angles], dim=-1)  # (N, Dh): rotate_half pairs i with i + Dh/2
         return angles.cos(), angles.sin()
@@ -203,10 +205,13 @@ class VisionTransformer(nn.Module):
         c = self.config
         unit = c.spatial_merge_size**2
         check_grid(pixel_values, grid_thw, c)
+        grid_thw = grid_thw.to(pixel_values.device)  # index tensors are built where the pixels are
         # 1) index bookkeeping: window order, window and frame segments, rotary angles
         window_index, cu_windows = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)
         cu_frames = full_attention_seqlens(grid_thw)
-        patch_order = (window_index[:, None] * unit + torch.arange(unit)).flatten()  # whole 2x2 groups move together
+        patch_order = (
+            window_index[:, None] * unit + torch.arange(unit, device=grid_thw.device)
+        ).flatten()  # whole 2x2 groups move together
         cos, sin = self.rotary_pos_emb(vision_rotary_ids(grid_thw, c.spatial_merge_size)[patch_order])  # (N, Dh)
         # 2) embed patches and put them in window order
         x = self.patch_embed(pixel_values)[patch_order]  # (N, D)

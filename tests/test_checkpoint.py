@@ -162,3 +162,39 @@ def test_truncated_safetensors(tmp_path, ckpt):
 
 def test_config_roundtrip_of_twin(ckpt):
     assert QwenLiteConfig.from_pretrained(ckpt) == QwenLiteConfig.from_pretrained(ckpt / "config.json")
+
+
+def test_read_tensors_maps_or_converts_once(ckpt, tmp_path):
+    """Stored dtype: memory-mapped, no copy. Another dtype: converted tensor by tensor, equal to torch's cast."""
+    from safetensors.torch import load_file
+
+    from qwenlite.checkpoint import read_tensors
+
+    stored = load_file(str(ckpt / "model.safetensors"))
+    mapped = read_tensors(ckpt)
+    cast = read_tensors(ckpt, torch.bfloat16)
+    assert set(mapped) == set(cast) == set(stored)
+    for k, v in stored.items():
+        assert torch.equal(mapped[k], v) and mapped[k].dtype == v.dtype
+        assert torch.equal(cast[k], v.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[:4], "header of"),
+        (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header of 1000000000 bytes"),
+        (lambda b: b[:8] + b"\xff" * (len(b) - 8), "the header is not JSON"),
+        (lambda b: b[:-100], "the header needs"),
+    ],
+)
+def test_read_tensors_names_the_damaged_file(ckpt, tmp_path, damage, message):
+    import shutil
+
+    from qwenlite.checkpoint import read_tensors
+
+    for name in ("config.json",):
+        shutil.copy(ckpt / name, tmp_path / name)
+    (tmp_path / "model.safetensors").write_bytes(damage((ckpt / "model.safetensors").read_bytes()))
+    with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
+        read_tensors(tmp_path, torch.bfloat16)

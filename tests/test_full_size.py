@@ -155,7 +155,8 @@ def test_both_models_load_the_snapshot(built, hf_home):
     assert ours.model.embed_tokens.weight.dtype == torch.bfloat16 and theirs.dtype == torch.bfloat16
     assert torch.equal(ours.visual.blocks[0].attn.qkv.weight, theirs.model.visual.blocks[0].attn.qkv.weight)
     assert theirs.lm_head.weight.data_ptr() == theirs.model.language_model.embed_tokens.weight.data_ptr()
-    assert ours.generation_eos == (151645, 151643)  # read from the hub's generation_config.json
+    assert ours.generation_config.eos_token_id == (151645, 151643)  # read from the hub's generation_config.json
+    assert ours.generation_config.repetition_penalty == 1.05
 
 
 def test_rebuild_is_skipped_and_foreign_folders_left_alone(full_size, built, config_file, tmp_path):

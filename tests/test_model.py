@@ -246,3 +246,81 @@ def test_more_errors_name_the_problem(ours, photo_inputs, ckpt, tmp_path):
     (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
     with pytest.raises(ValueError, match="lm_head.weight differs"):
         QwenLiteVL.from_pretrained(tmp_path)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("penalty", [1.05, 0.5])
+def test_repetition_penalty_equals_transformers(ours, ref, padded_batch, penalty):
+    """Greedy decoding with transformers' RepetitionPenaltyLogitsProcessor, on a left-padded batch.
+    (Below 1 the penalty rewards repeats: on random weights that is what makes it change the tokens.)"""
+    new = 10
+    mine = ours.generate(**padded_batch, max_new_tokens=new, repetition_penalty=penalty, eos_token_id=[-1])
+    theirs = ref.generate(
+        **padded_batch, max_new_tokens=new, do_sample=False, repetition_penalty=penalty, eos_token_id=-1
+    )
+    assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
+    if penalty == 0.5:  # the penalty does something here, so the comparison above could fail
+        plain = ours.generate(**padded_batch, max_new_tokens=new, repetition_penalty=1.0, eos_token_id=[-1])
+        assert not torch.equal(plain, mine)
+
+
+@torch.no_grad()
+def test_hub_sampling_settings_are_greedy_with_a_penalty(ours, ref, photo_inputs):
+    """The hub's generation_config.json samples with top_k 1: the same tokens as greedy with the penalty."""
+    hub = {"do_sample": True, "top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05}
+    theirs = ref.generate(**photo_inputs, max_new_tokens=8, **hub)
+    assert torch.equal(ours.generate(**photo_inputs, max_new_tokens=8, repetition_penalty=1.05), theirs)
+
+
+@torch.no_grad()
+def test_generate_defaults_come_from_generation_config(ckpt, photo_inputs, tmp_path):
+    """A checkpoint's generation_config.json sets the defaults, as in transformers; nothing is written to ckpt."""
+    import json
+
+    from qwenlite.reference import reference_model
+
+    for item in ckpt.iterdir():
+        (tmp_path / item.name).symlink_to(item)
+    (tmp_path / "generation_config.json").unlink(missing_ok=True)
+    settings = {"eos_token_id": [-1], "pad_token_id": 0, "repetition_penalty": 1.4, "do_sample": False}
+    (tmp_path / "generation_config.json").write_text(json.dumps(settings))
+    ours = QwenLiteVL.from_pretrained(tmp_path)
+    assert ours.generation_config.repetition_penalty == 1.4 and ours.generation_config.eos_token_id == (-1,)
+    theirs = reference_model(tmp_path).generate(**photo_inputs, max_new_tokens=6)
+    assert torch.equal(ours.generate(**photo_inputs, max_new_tokens=6), theirs)
+
+
+def test_generate_refuses_what_it_does_not_do(ours, photo_inputs):
+    with pytest.raises(TypeError, match="do_sample"):
+        ours.generate(**photo_inputs, do_sample=True)
+    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
+        ours.generate(**photo_inputs, repetition_penalty=0.0)
+
+
+def test_weights_read_in_bfloat16_equal_transformers_bfloat16(ckpt):
+    """The float32 twin read with a cast (one tensor at a time) gives transformers' own bfloat16 weights."""
+    from qwenlite.reference import reference_model
+
+    ours = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16)
+    theirs = {k: v for k, v in reference_model(ckpt, dtype=torch.bfloat16).state_dict().items()}
+    from qwenlite.checkpoint import to_hub_key
+
+    theirs = {to_hub_key(k): v for k, v in theirs.items()}
+    for name, p in ours.state_dict().items():
+        assert p.dtype == torch.bfloat16 and torch.equal(p, theirs[name]), name
+
+
+def test_run_settings_read_the_environment_and_refuse_bad_values():
+    from qwenlite.reference import RunSettings, run_settings
+
+    assert run_settings({}) == RunSettings(torch.float32, torch.device("cpu"))
+    assert run_settings({"QWENLITE_DTYPE": "bfloat16"}).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="QWENLITE_DTYPE='float16' is not supported"):
+        run_settings({"QWENLITE_DTYPE": "float16"})
+    with pytest.raises(ValueError, match="QWENLITE_DEVICE='gpu0' is not a device"):
+        run_settings({"QWENLITE_DEVICE": "gpu0"})
+    with pytest.raises(ValueError, match="QWENLITE_DEVICE='meta': qwenlite runs on cpu or cuda"):
+        run_settings({"QWENLITE_DEVICE": "meta"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="QWENLITE_DEVICE='cuda', but torch sees no CUDA device"):
+            run_settings({"QWENLITE_DEVICE": "cuda"})

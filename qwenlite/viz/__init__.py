@@ -18,8 +18,8 @@ def data_dir() -> Path:
     return folder
 
 
-def banner(path: str | Path) -> str:
-    """The first thing every notebook prints: versions and which checkpoint is in use."""
+def banner(path: str | Path, settings=None) -> str:
+    """The first thing every notebook prints: versions, which checkpoint, and the dtype and device of both models."""
     import torch
     import transformers
 
@@ -29,6 +29,8 @@ def banner(path: str | Path) -> str:
         f"python {platform.python_version()} | torch {torch.__version__} | transformers {transformers.__version__}",
         f"checkpoint: {checkpoint.describe(path)}",
     ]
+    if settings is not None:
+        lines.append(f"qwenlite and transformers run in {settings} (QWENLITE_DTYPE, QWENLITE_DEVICE)")
     if checkpoint.is_tiny_twin(path):
         lines.append(
             "  (no real Qwen2.5-VL checkpoint found: set QWENLITE_CHECKPOINT to one to see real text; "

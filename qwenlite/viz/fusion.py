@@ -192,9 +192,9 @@ def masked_scatter_figure(
     and the result. Pad rows are framed; each is labelled with the feature row that filled it."""
     b, n, d = inputs_embeds.shape
     mask = (input_ids == token_id).reshape(-1)
-    before = inputs_embeds.reshape(-1, d).detach().numpy()
-    after = fused.reshape(-1, d).detach().numpy()
-    feats = features.detach().numpy()
+    before = inputs_embeds.reshape(-1, d).detach().float().cpu().numpy()
+    after = fused.reshape(-1, d).detach().float().cpu().numpy()
+    feats = features.detach().float().cpu().numpy()
     vmax = float(max(np.abs(before).max(), np.abs(feats).max()))
     fig, axes = plt.subplots(1, 3, figsize=(13, 0.42 * b * n + 1.6), width_ratios=[1, 1, 1])
     row_names = [f"b{r // n} pos{r % n}" for r in range(b * n)]
@@ -224,7 +224,7 @@ def masked_scatter_figure(
 def fused_heatmap(fused: torch.Tensor, input_ids: Sequence[int], config: QwenLiteConfig) -> Figure:
     """The fused (L, D) embeddings of one prompt as a heat map, tokens along x, with the token-kind strip above."""
     kinds = token_kinds(list(input_ids), config)
-    values = fused.detach().T.numpy()  # (D, L)
+    values = fused.detach().T.float().cpu().numpy()  # (D, L)
     vmax = float(np.quantile(np.abs(values), 0.99))
     fig, (strip, ax) = plt.subplots(2, 1, figsize=(13, 3.8), sharex=True, height_ratios=[0.12, 1])
     for k, kind in enumerate(kinds):

@@ -56,6 +56,7 @@ def show_patches_and_embeddings(
     h, w = grid_hw
     ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
     row = int(((ids[:, 0] == patch[0]) & (ids[:, 1] == patch[1])).nonzero()[0, 0])
+    pixel_values, embeddings = pixel_values.detach().float().cpu(), embeddings.detach().float().cpu()
     # 3 principal directions of the D-dim embeddings -> RGB, so similar embeddings get similar colours
     e = embeddings - embeddings.mean(0)
     _, _, v = torch.linalg.svd(e, full_matrices=False)
@@ -72,7 +73,7 @@ def show_patches_and_embeddings(
     axes[1].set_xticks([98 + 196 * i for i in range(6)], [f"{c} t{t}" for c in "RGB" for t in (0, 1)])
     axes[1].set_title("its 1176 numbers: (channel, frame, 14x14)")
     axes[1].set_ylabel("normalised value")
-    axes[2].imshow(to_grid(rgb, grid_hw).numpy())
+    axes[2].imshow(to_grid(rgb, grid_hw).detach().float().cpu().numpy())
     axes[2].set_title(f"{embeddings.shape[1]}-dim embeddings, top-3 PCA as RGB")
     axes[2].set_xlabel("w (patches)")
     axes[2].set_ylabel("h (patches)")
@@ -87,7 +88,7 @@ def show_temporal_kernel(weight: torch.Tensor, channel: int = 0):
     fig, axes = plt.subplots(2, 3, figsize=(6.5, 4.6))
     for t in range(2):
         for c in range(3):
-            im = axes[t, c].imshow(k[c, t].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            im = axes[t, c].imshow(k[c, t].detach().float().cpu().numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
             axes[t, c].set_title(f"{'RGB'[c]}, frame {t}", fontsize=9)
             axes[t, c].set_xticks([])
             axes[t, c].set_yticks([])
@@ -218,8 +219,9 @@ def attention_probs(
         cu = full_attention_seqlens(grid_thw)
     else:
         cu = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)[1]
+    q, k = q.float().cpu(), k.float().cpu()  # probabilities to draw: float32 on the CPU, like SDPA's softmax
     scores = torch.einsum("qhd,khd->hqk", q, k) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~segment_mask(cu), float("-inf"))
+    scores = scores.masked_fill(~segment_mask(cu.cpu()), float("-inf"))
     return scores.softmax(-1)
 
 
@@ -266,7 +268,9 @@ def show_attention(
     )
     axes[0].set_title(f"query patch (h={patch[0]}, w={patch[1]})", fontsize=10)
     axes[1].imshow(_hwc(frame), extent=ext)
-    im = axes[1].imshow(amap.numpy(), cmap="magma", alpha=0.75, extent=ext, interpolation="nearest")
+    im = axes[1].imshow(
+        amap.detach().float().cpu().numpy(), cmap="magma", alpha=0.75, extent=ext, interpolation="nearest"
+    )
     fig.colorbar(im, ax=axes[1], shrink=0.8, label="attention weight")
     axes[1].set_title(f"block {layer}, head {head}: softmax(q k^T / sqrt(Dh)) (sums to 1)", fontsize=10)
     fig.tight_layout()
@@ -372,15 +376,25 @@ def show_features(frame: torch.Tensor, features: torch.Tensor, grid_hw: tuple[in
     """The LLM-width features of one image: as a (tokens x dims) heat map and their norm per token over the image."""
     gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    lim = float(features.abs().quantile(0.99))
-    im = axes[0].imshow(features.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    lim = float(features.float().abs().quantile(0.99))
+    im = axes[0].imshow(
+        features.T.detach().float().cpu().numpy(),
+        aspect="auto",
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+        interpolation="nearest",
+    )
     fig.colorbar(im, ax=axes[0])
     axes[0].set_xlabel("token (prompt order)")
     axes[0].set_ylabel("feature dim")
     axes[0].set_title(f"features {tuple(features.shape)}: one column per <|image_pad|>", fontsize=10)
     axes[1].imshow(_hwc(frame), extent=(0, gw, gh, 0))
     im = axes[1].imshow(
-        features.norm(dim=-1).view(gh, gw).numpy(), alpha=0.65, extent=(0, gw, gh, 0), interpolation="nearest"
+        features.norm(dim=-1).view(gh, gw).detach().float().cpu().numpy(),
+        alpha=0.65,
+        extent=(0, gw, gh, 0),
+        interpolation="nearest",
     )
     fig.colorbar(im, ax=axes[1], label="|feature|")
     axes[1].set_title("feature norm of each 28x28-px token", fontsize=10)
