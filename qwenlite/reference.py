@@ -250,37 +250,26 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
     new token, so the cache, the decode positions and rope_deltas are all checked against a full recompute.
     """
     from .decoder import KVCache
+    from .fusion import mm_token_type_ids
 
     config = ours.config
     ids, mask = inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-    vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw") if k in inputs}
-    video = {k: inputs[k] for k in ("pixel_values_videos", "video_grid_thw") if k in inputs}
     types = inputs.get("mm_token_type_ids")
-    types = (
-        types.long()
-        if types is not None
-        else ((ids == config.image_token_id).long() + 2 * (ids == config.video_token_id).long())
-    )
+    types = mm_token_type_ids(ids, config) if types is None else types.long()
+    video = "pixel_values_videos" in inputs
     rows: list[Row] = []
     with torch.no_grad():
-        if vision:
-            for i, (a, b) in enumerate(
-                zip(
-                    ours.get_image_features(vision["pixel_values"], vision["image_grid_thw"]),
-                    ref.get_image_features(**vision).pooler_output,
-                    strict=True,
-                )
-            ):
-                rows.append(Row(f"image features [{i}]", a, b))
-        if video:
-            for i, (a, b) in enumerate(
-                zip(
-                    ours.get_video_features(video["pixel_values_videos"], video["video_grid_thw"]),
-                    ref.get_video_features(**video).pooler_output,
-                    strict=True,
-                )
-            ):
-                rows.append(Row(f"video features [{i}]", a, b))
+        for kind, pixels, grid in (
+            ("image", "pixel_values", "image_grid_thw"),
+            ("video", "pixel_values_videos", "video_grid_thw"),
+        ):
+            if pixels in inputs:
+                mine = getattr(ours, f"get_{kind}_features")(inputs[pixels], inputs[grid])
+                theirs = getattr(ref, f"get_{kind}_features")(**{pixels: inputs[pixels], grid: inputs[grid]})
+                rows += [
+                    Row(f"{kind} features [{i}]", a, b)
+                    for i, (a, b) in enumerate(zip(mine, theirs.pooler_output, strict=True))
+                ]
         cache = KVCache()
         out = ours(**inputs, cache=cache)
         ref_pos, ref_deltas = ref.model.get_rope_index(
