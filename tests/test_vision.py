@@ -189,6 +189,27 @@ def test_image_and_video_features_are_per_item(ours, ref, vision_inputs):
     assert_close(mine, theirs, what="video")
 
 
+@torch.no_grad()
+def test_bfloat16_tower_is_as_close_to_float32_as_transformers_bfloat16(ours, ref, ckpt, vision_inputs):
+    """Both towers loaded in bfloat16 from the same checkpoint: qwenlite's features are no further from
+    transformers' float32 features than transformers' own bfloat16 features are (max |x - ref| / max |ref|,
+    with 1.5x slack). A rounding step that transformers avoids (a table or a sum kept in bfloat16) fails it."""
+    from qwenlite import QwenLiteVL
+    from qwenlite.reference import reference_model
+
+    mine_bf16 = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16).visual
+    theirs_bf16 = reference_model(ckpt, dtype=torch.bfloat16).model.visual
+    assert mine_bf16.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    for name in ["photo", "video"]:
+        pixels, grid = vision_inputs[name]
+        truth = ref.model.visual(pixels, grid).pooler_output  # float32
+        mine, theirs = (
+            float((features.float() - truth).abs().max() / truth.abs().max())
+            for features in (mine_bf16(pixels, grid), theirs_bf16(pixels, grid).pooler_output)
+        )
+        assert 0 < theirs < 0.05 and mine <= 1.5 * theirs, (name, mine, theirs)
+
+
 # ------------------------------------------------------------------ properties
 
 
