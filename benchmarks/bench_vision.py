@@ -2,12 +2,14 @@
 
 Both towers get the same seeded random weights (transformers' model is built from the config's
 vision_config, its state_dict is copied into qwenlite's VisionTransformer under the same key names)
-and the same inputs; times are float32 on CPU, in one process, alternating the two models.
-Also prints the share of this machine's float32 matmul peak (measured here) that each reaches, the
+and the same inputs; times are on CPU, in one process, alternating the two models, in float32 and then
+bfloat16 (a table each; --dtype picks one). Each dtype's error is measured against transformers in float32.
+Also prints the share of this machine's matmul peak in that dtype (measured here) that each reaches, the
 page faults each run takes, and the "linear floor": the time of the tower's linear layers alone, which
 bounds the speed-up any implementation of the same arithmetic can reach.
 
-    python benchmarks/bench_vision.py                       # 448x448 and 896x896, 3 repeats
+    python benchmarks/bench_vision.py                       # 448x448 and 896x896, 3 repeats, both dtypes
+    python benchmarks/bench_vision.py --dtype bfloat16      # one dtype
     python benchmarks/bench_vision.py --steady-allocator    # the same with page faults taken out (glibc)
     python benchmarks/bench_vision.py --sizes 448 --profile # where the time goes, per op
 
