@@ -2,12 +2,14 @@
 
 Both towers get the same seeded random weights (transformers' model is built from the config's
 vision_config, its state_dict is copied into qwenlite's VisionTransformer under the same key names)
-and the same inputs; times are float32 on CPU, in one process, alternating the two models.
-Also prints the share of this machine's float32 matmul peak (measured here) that each reaches, the
+and the same inputs; times are on CPU, in one process, alternating the two models, in float32 and then
+bfloat16 (a table each; --dtype picks one). Each dtype's error is measured against transformers in float32.
+Also prints the share of this machine's matmul peak in that dtype (measured here) that each reaches, the
 page faults each run takes, and the "linear floor": the time of the tower's linear layers alone, which
 bounds the speed-up any implementation of the same arithmetic can reach.
 
-    python benchmarks/bench_vision.py                       # 448x448 and 896x896, 3 repeats
+    python benchmarks/bench_vision.py                       # 448x448 and 896x896, 3 repeats, both dtypes
+    python benchmarks/bench_vision.py --dtype bfloat16      # one dtype
     python benchmarks/bench_vision.py --steady-allocator    # the same with page faults taken out (glibc)
     python benchmarks/bench_vision.py --sizes 448 --profile # where the time goes, per op
 
@@ -35,13 +37,15 @@ from qwenlite.vision import VisionTransformer, get_window_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "data" / "configs" / "qwen2_5_vl_3b_instruct.config.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of one large square matmul: the ceiling the linear layers can reach."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    best = min(_time(lambda: a @ b) for _ in range(repeats))
+def matmul_peak(n: int = 4096, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best FLOP/s of one large square matmul in dtype, in nn.Linear's layout (x @ W^T): the ceiling the
+    linear layers can reach."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b.T  # warm-up
+    best = min(_time(lambda: a @ b.T) for _ in range(repeats))
     return 2 * n**3 / best
 
 
@@ -49,10 +53,10 @@ def linear_floor(tower: VisionTransformer, patches: int, repeats: int = 3) -> fl
     """Seconds for the blocks' linear layers alone (qkv, proj, gate, up, down: ~97% of the FLOPs), on the
     tower's own weights, writing into reused buffers. An implementation that calls the same matmul kernel
     cannot run faster than this, so transformers' time / this floor is the ceiling of its speed-up."""
-    c = tower.config
+    c, dtype = tower.config, tower.blocks[0].attn.qkv.weight.dtype  # the floor in the tower's own dtype
     inputs = {
-        c.hidden_size: torch.randn(patches, c.hidden_size),
-        c.intermediate_size: torch.randn(patches, c.intermediate_size),
+        c.hidden_size: torch.randn(patches, c.hidden_size, dtype=dtype),
+        c.intermediate_size: torch.randn(patches, c.intermediate_size, dtype=dtype),
     }
     outs: dict[int, torch.Tensor] = {}
 
@@ -60,7 +64,7 @@ def linear_floor(tower: VisionTransformer, patches: int, repeats: int = 3) -> fl
         for block in tower.blocks:
             attn, mlp = block.attn, block.mlp
             for linear in (attn.qkv, attn.proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-                out = outs.setdefault(linear.out_features, torch.empty(patches, linear.out_features))
+                out = outs.setdefault(linear.out_features, torch.empty(patches, linear.out_features, dtype=dtype))
                 torch.addmm(linear.bias, inputs[linear.in_features], linear.weight.T, out=out)
 
     with torch.inference_mode():
@@ -119,6 +123,14 @@ def build_models(config_file: Path = CONFIG, seed: int = 0) -> tuple[torch.nn.Mo
     return ref, ours.eval(), config
 
 
+def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Parameters in dtype, buffers left alone: what from_pretrained(dtype=...) gives. (Module.to would also
+    round transformers' rotary inv_freq buffer to bfloat16, which its from_pretrained keeps in float32.)"""
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+    return model
+
+
 def _time(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG, help="model config.json (default: the real 3B)")
     parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmul that measures the peak")
     parser.add_argument("--sizes", type=int, nargs="+", default=[448, 896], help="square image sides in pixels")
+    parser.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES), help="default: both, a table each")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model and size (after a warm-up)")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one run of each model")
     parser.add_argument("--steady-allocator", action="store_true", help="no page faults after warm-up (glibc)")
@@ -161,46 +174,79 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, allocator: {'steady' if args.steady_allocator else 'default'}"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
+        f"allocator: {'steady' if args.steady_allocator else 'default'}"
     )
-    peak = matmul_peak(args.peak_size)
-    print(f"float32 matmul peak ({args.peak_size}^3): {peak / 1e9:.1f} GFLOP/s")
     ref, ours, config = build_models(args.config)
     models = {"transformers": lambda p, g: ref(p, g).pooler_output, "qwenlite": ours}
-
+    inputs = {}
     for side in args.sizes:
         grid = torch.tensor([[1, side // config.patch_size, side // config.patch_size]])
         torch.manual_seed(1)
-        pixels = torch.randn(int(grid.prod()), 3 * config.temporal_patch_size * config.patch_size**2)
-        times, faults, outputs = compare(models, pixels, grid, args.repeats, args.profile)
-        peak = max(peak, matmul_peak(args.peak_size))  # re-measured: the best seen in this run is the ceiling
-        floor = linear_floor(ours, int(grid.prod()))
-        flops = vision_flops(config, grid)
-        a, b = outputs["qwenlite"], outputs["transformers"]
-        rel = float((a - b).abs().max() / b.abs().max())
-        best = {name: min(t) for name, t in times.items()}
-        print(
-            f"\n{side}x{side}: {int(grid.prod())} patches -> {tuple(a.shape)} features, {flops / 1e9:.0f} GFLOP; "
-            f"matmul peak so far {peak / 1e9:.1f} GFLOP/s"
-        )
-        for name, t in times.items():
+        inputs[side] = torch.randn(int(grid.prod()), 3 * config.temporal_patch_size * config.patch_size**2), grid
+    # Every dtype's error is measured against transformers in float32: its warm-up output when float32 is timed
+    # (it runs first), else one run here before the weights are cast.
+    reference: dict[int, torch.Tensor] = {}
+    if "float32" not in args.dtype:
+        with torch.inference_mode():
+            reference = {side: ref(*inputs[side]).pooler_output for side in args.sizes}
+
+    tables: dict[str, list[str]] = {}
+    for name in sorted(set(args.dtype), key=list(DTYPES).index):
+        dtype = DTYPES[name]
+        cast(ref, dtype), cast(ours, dtype)
+        peak = matmul_peak(args.peak_size, dtype=dtype)
+        print(f"\n{name}: matmul peak ({args.peak_size}^3) {peak / 1e9:.1f} GFLOP/s")
+        tables[name] = []
+        for side, (pixels, grid) in inputs.items():
+            times, faults, outputs = compare(models, pixels, grid, args.repeats, args.profile)
+            peak = max(peak, matmul_peak(args.peak_size, dtype=dtype))  # re-measured: the best seen is the ceiling
+            floor = linear_floor(ours, int(grid.prod()))
+            flops = vision_flops(config, grid)
+            truth = reference.setdefault(side, outputs["transformers"])
+            error = {k: float((out.float() - truth).abs().max() / truth.abs().max()) for k, out in outputs.items()}
+            a, b = outputs["qwenlite"].float(), outputs["transformers"].float()
+            rel = float((a - b).abs().max() / b.abs().max())
+            best = {k: min(t) for k, t in times.items()}
+            median = {k: statistics.median(t) for k, t in times.items()}
             print(
-                f"  {name:<13} best {best[name]:6.2f} s  median {statistics.median(t):6.2f} s  "
-                f"{flops / best[name] / 1e9:6.1f} GFLOP/s = {flops / best[name] / peak:5.1%} of matmul peak; "
-                f"page faults per run {statistics.median(faults[name]) / 1e3:,.0f}k (median)"
+                f"\n{name} {side}x{side}: {int(grid.prod())} patches -> {tuple(a.shape)} features, "
+                f"{flops / 1e9:.0f} GFLOP; matmul peak so far {peak / 1e9:.1f} GFLOP/s"
             )
-        paired = [tf / ql for tf, ql in zip(times["transformers"], times["qwenlite"], strict=True)]
+            for k in times:
+                print(
+                    f"  {k:<13} best {best[k]:6.2f} s  median {median[k]:6.2f} s  "
+                    f"{flops / best[k] / 1e9:6.1f} GFLOP/s = {flops / best[k] / peak:5.1%} of matmul peak; "
+                    f"page faults per run {statistics.median(faults[k]) / 1e3:,.0f}k (median)"
+                )
+            paired = [tf / ql for tf, ql in zip(times["transformers"], times["qwenlite"], strict=True)]
+            speedup = statistics.median(paired)
+            print(
+                f"  speed-up (transformers / qwenlite): best {best['transformers'] / best['qwenlite']:.3f}x, "
+                f"median of paired runs {speedup:.3f}x (range {min(paired):.3f}-{max(paired):.3f}); "
+                f"max |diff| / max |ref| = {rel:.1e}"
+            )
+            print(
+                f"  linear floor {floor:.2f} s (the blocks' linear layers alone): ceiling of any speed-up "
+                f"{best['transformers'] / floor:.2f}x; time beyond the floor: transformers "
+                f"{best['transformers'] - floor:.2f} s, qwenlite {best['qwenlite'] - floor:.2f} s"
+            )
+            print(
+                f"  error vs transformers float32 (max |x - ref| / max |ref|): transformers "
+                f"{error['transformers']:.1e}, qwenlite {error['qwenlite']:.1e}"
+            )
+            tables[name].append(
+                f"| {side}x{side} | {best['transformers']:.2f} / {median['transformers']:.2f} s "
+                f"| {best['qwenlite']:.2f} / {median['qwenlite']:.2f} s | {speedup:.2f}x | {floor:.2f} s "
+                f"| {best['qwenlite'] / floor:.2f} | {error['transformers']:.1e} / {error['qwenlite']:.1e} |"
+            )
+    for name, rows in tables.items():
         print(
-            f"  speed-up (transformers / qwenlite): best {best['transformers'] / best['qwenlite']:.3f}x, "
-            f"median of paired runs {statistics.median(paired):.3f}x (range {min(paired):.3f}-{max(paired):.3f}); "
-            f"max |diff| / max |ref| = {rel:.1e}"
+            f"\n{name}\n| input | transformers best / median | qwenlite best / median | speed-up (median of pairs) "
+            "| linear floor | qwenlite / floor | error vs float32 (tf / ql) |\n|---|---|---|---|---|---|---|"
         )
-        print(
-            f"  linear floor {floor:.2f} s (the blocks' linear layers alone): ceiling of any speed-up "
-            f"{best['transformers'] / floor:.2f}x; time beyond the floor: transformers "
-            f"{best['transformers'] - floor:.2f} s, qwenlite {best['qwenlite'] - floor:.2f} s"
-        )
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -123,11 +123,7 @@ class VisionAttention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q and k with 2-D RoPE applied, and v: each (N, H, Dh). Also used to draw attention maps."""
-        # The checkpoint stacks q, k and v in one (3D, D) matrix. One matmul per third gives three separate
-        # (N, D) tensors instead of one (N, 3D): same arithmetic, and each piece is small enough for the
-        # allocator to reuse freed memory (a fresh tensor over 32 MB page-faults in: benchmarks/README.md).
-        thirds = zip(self.qkv.weight.chunk(3), self.qkv.bias.chunk(3), strict=True)
-        q, k, v = (F.linear(x, w, b).view(x.shape[0], self.num_heads, -1) for w, b in thirds)  # (N, H, Dh)
+        q, k, v = self.qkv(x).view(x.shape[0], 3, self.num_heads, -1).unbind(1)  # the checkpoint stacks q, k, v
         # parity: the rotation runs in float32 and is cast back (a no-op in float32)
         q, k = (apply_rotary(t.float(), cos[:, None], sin[:, None]).to(t.dtype) for t in (q, k))
         return q, k, v

@@ -58,8 +58,26 @@ def test_vision_flops_equal_torch_flop_counter(bench, twin_tower, grid):
 
 
 def test_bench_runs_and_both_towers_agree(bench, twin_config, capsys):
+    """Both dtypes by default: in float32 the towers agree; in bfloat16 each is about as far from transformers'
+    float32 features as the other, and both are printed in their own table."""
     bench.main(["--config", str(twin_config), "--sizes", "56", "168", "--repeats", "1", "--peak-size", "512"])
     out = capsys.readouterr().out
     diffs = [float(d) for d in re.findall(r"max \|diff\| / max \|ref\| = (\S+)", out)]
-    assert len(diffs) == 2 and max(diffs) < 1e-4, out
-    assert out.count("linear floor") == 2 and out.count("page faults per run") == 4, out
+    assert len(diffs) == 4 and max(diffs[:2]) < 1e-4, out  # float32 first, then bfloat16
+    rows = re.findall(r"^\| \d+x\d+ \|.*\| (\S+) / (\S+) \|$", out, flags=re.M)
+    assert len(rows) == 4, out
+    (tf32, ql32), _, (tf16, ql16), _ = [tuple(map(float, r)) for r in rows]
+    assert tf32 == 0 and ql32 < 1e-5, out
+    assert 0 < tf16 < 0.05 and ql16 <= 1.5 * tf16, out
+    assert len(re.findall(r"linear floor \d", out)) == 4 and out.count("page faults per run") == 8, out
+    assert "\nfloat32\n| input" in out and "\nbfloat16\n| input" in out, out
+
+
+def test_bench_times_one_dtype_against_the_float32_reference(bench, twin_config, capsys):
+    """--dtype bfloat16 alone still measures the error against transformers in float32 (run before the cast)."""
+    bench.main(
+        ["--config", str(twin_config), "--sizes", "56", "--repeats", "1", "--peak-size", "256", "--dtype", "bfloat16"]
+    )
+    out = capsys.readouterr().out
+    (row,) = re.findall(r"^\| 56x56 \|.*\| (\S+) / (\S+) \|$", out, flags=re.M)
+    assert 0 < float(row[0]) < 0.05 and "\nfloat32\n| input" not in out, out
