@@ -32,8 +32,9 @@ format: setup
 bench: setup  ## speed of qwenlite vs transformers on the full-size 3B vision tower
 	$(BIN)/python benchmarks/bench_vision.py
 
-full-size: setup  ## dress rehearsal: seeded 3B in the hub's layout (7.5 GB in build/), every notebook on it in bf16
-	$(BIN)/python benchmarks/full_size.py build && $(BIN)/python benchmarks/full_size.py run
+DTYPE ?= bfloat16
+full-size: setup  ## dress rehearsal: seeded 3B in the hub's layout (7.5 GB in build/), every notebook on it (DTYPE=bfloat16|float32)
+	$(BIN)/python benchmarks/full_size.py build && $(BIN)/python benchmarks/full_size.py run --dtype $(DTYPE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -347,8 +347,12 @@ def run(root: Path, size: str, dtype: str, notebooks: list[Path], timeout: int, 
     found = checkpoint.resolve()
     if found != snap:
         raise SystemExit(f"checkpoint.resolve() finds {found}, not the built snapshot {snap}")
-    weights = sum(f.stat().st_size for f in checkpoint.safetensors_files(snap))
-    print(f"snapshot {snap}\nweights on disk {weights / 1e9:.2f} GB; dtype {dtype}; checkpoint.resolve() finds it")
+    on_disk = sum(f.stat().st_size for f in checkpoint.safetensors_files(snap))  # bfloat16: 2 bytes a number
+    weights = on_disk * torch.finfo(getattr(torch, dtype)).bits // 16  # the weights at the dtype the notebooks use
+    print(
+        f"snapshot {snap}\nweights on disk {on_disk / 1e9:.2f} GB, {weights / 1e9:.2f} GB in {dtype}; "
+        "checkpoint.resolve() finds it"
+    )
     head = f"{'notebook':<26} {'wall s':>7} {'peak PSS GB':>12} {'peak/weights':>13}  result"
     print(head + "\n" + "-" * len(head), flush=True)
     ok = True
@@ -360,6 +364,40 @@ def run(root: Path, size: str, dtype: str, notebooks: list[Path], timeout: int, 
         result = f"FAIL {r['error']}" if r["error"] else "pass"
         print(f"{r['name']:<26} {r['wall']:>7.1f} {r['peak'] / 1e9:>12.2f} {r['peak'] / weights:>13.2f}  {result}")
     return ok
+
+
+PROBE = [
+    """import time
+
+from PIL import Image
+
+from qwenlite import Processor, checkpoint
+from qwenlite.reference import check_table, end_to_end_rows, load_models, run_settings
+from qwenlite.viz import banner, data_dir
+
+settings = run_settings()
+path = checkpoint.resolve()
+banner(path, settings)
+start = time.perf_counter()
+model, ref = load_models(path, settings)
+print(f"both models loaded in {time.perf_counter() - start:.1f} s")""",
+    """processor = Processor.from_pretrained(path)
+photo = Image.open(data_dir() / "grace_hopper.jpg").convert("RGB").resize((56, 56))
+inputs = settings.put(processor(text="<|vision_start|><|image_pad|><|vision_end|>Who is this?", images=[photo]))
+start = time.perf_counter()
+check_table(end_to_end_rows(model, ref, inputs), title="the whole model, full size")
+print(f"checked in {time.perf_counter() - start:.1f} s")""",
+]
+
+
+def write_probe(folder: Path) -> Path:
+    """The cheapest whole-model check as a notebook: both models loaded, end_to_end_rows on a 56x56 photo."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in PROBE])
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / "probe.ipynb")
+    return folder / "probe.ipynb"
 
 
 def main() -> None:
@@ -376,6 +414,7 @@ def main() -> None:
     r.add_argument("--notebooks", type=Path, nargs="+", default=sorted((ROOT / "notebooks").glob("*.ipynb")))
     r.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     r.add_argument("--save", type=Path, default=ROOT / "build/full-size/executed", help="executed copies go here")
+    r.add_argument("--probe", action="store_true", help="instead: load both models, check one small photo prompt")
     args = parser.parse_args()
     repo, config_name, hub_shards = SIZES[args.size]
     root = args.root or DEFAULT_ROOT[args.size]
@@ -383,7 +422,8 @@ def main() -> None:
         config = args.config or ROOT / "data" / "configs" / config_name
         print(build(root, config, repo, args.shards or hub_shards))
     else:
-        sys.exit(0 if run(root, args.size, args.dtype, args.notebooks, args.timeout, args.save) else 1)
+        notebooks = [write_probe(ROOT / "build/full-size/probe")] if args.probe else args.notebooks
+        sys.exit(0 if run(root, args.size, args.dtype, notebooks, args.timeout, args.save) else 1)
 
 
 if __name__ == "__main__":
