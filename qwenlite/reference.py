@@ -162,11 +162,12 @@ TOLERANCES = {
     # model's does, by up to 4e-5. 1e-4 holds there, and each of ten deliberate bugs still breaks it: the
     # mildest (a wrong mrope_section split) moves the twin's logits by 4.2e-2 (tests/test_tolerance_policy.py).
     torch.float32: Tolerance(1e-4, "float32: the same sums in another order"),
-    # bfloat16 keeps 8 bits of mantissa. The bar: qwenlite-bf16 is about as far from a float32 run as
-    # transformers-bf16 is. Measured on the tiny twin: transformers-bf16 is up to 1.9e-2 x max|ref| from
-    # float32, qwenlite-bf16 up to 1.7e-2, and the two bf16 runs differ by up to 1.6e-2. 3e-2 leaves twice
-    # that, and stays below the mildest bug's 4.7e-2.
-    torch.bfloat16: Tolerance(3e-2, "bfloat16: 8-bit mantissas, rounded differently"),
+    # bfloat16 keeps 8 bits of mantissa, and the two libraries round in different places, so two bf16 runs drift
+    # apart with depth. Measured, as max |diff| / max(1, max |ref|) of the logits: tiny twin 1.6e-2; the 3B's widths
+    # with massive activations, 4 vision blocks and 4 / 16 / 36 decoder layers 1.5e-2 / 1.5e-2 / 5.0e-2; the whole
+    # seeded 3B 9.6e-2. 1.5e-1 holds at full size; it catches only bugs bigger than that noise. The sharp bf16
+    # check needs a float32 run and is `float32_bar` below (tests/test_tolerance_policy.py).
+    torch.bfloat16: Tolerance(1.5e-1, "bfloat16: two runs that each round differently"),
 }
 
 
@@ -236,6 +237,35 @@ def check_table(rows: Sequence[Row], title: str = "qwenlite vs transformers") ->
         shown = f"{int(d)} differ" if r.exact and math.isfinite(d) else f"{d:.2e}"
         ok = r.ok(d)
         print(f"{r.name:<34} {shape:<22} {shown:>12}  {tol:>10}  {'yes' if ok else 'NO'}")
+        if not ok:
+            bad.append(r.name)
+    assert not bad, f"outside tolerance: {bad}"
+
+
+BAR = 1.5  # in bfloat16, qwenlite may be at most this many times as far from float32 as transformers is
+
+
+def float32_bar(ours_bf16: Sequence[Row], theirs_bf16: Sequence[Row], title: str = "bfloat16 vs a float32 run") -> None:
+    """The bar for bfloat16: qwenlite-bf16 about as close to float32 as transformers-bf16 is.
+
+    ours_bf16 rows compare qwenlite-bf16 with transformers-fp32, theirs_bf16 the same checks for transformers-bf16
+    against float32 (qwenlite-fp32 will do: it equals transformers-fp32 to ~1e-6). A float row passes when
+    max |qwenlite-bf16 - fp32| <= BAR x max |transformers-bf16 - fp32| + 2^-9 x max(1, max |ref|); integer rows
+    must be exact. Prints one line per row and raises AssertionError if any is outside.
+    """
+    print(f"{title}: qwenlite-bf16 within {BAR} x transformers-bf16's distance from float32 (+ 2^-9 of the scale)")
+    print(f"{'tensor':<40} {'transformers-bf16':>18} {'qwenlite-bf16':>14}  ok")
+    theirs = {r.name: r for r in theirs_bf16}
+    bad = []
+    for r in ours_bf16:
+        if r.exact:
+            ok = r.ok()
+            print(f"{r.name:<40} {'exact':>18} {('equal' if ok else 'DIFFER'):>14}  {'yes' if ok else 'NO'}")
+        else:
+            scale = max(1.0, float(r.ref.detach().abs().max()))
+            ql, tf = r.diff() / scale, theirs[r.name].diff() / scale
+            ok = ql <= BAR * tf + 2**-9
+            print(f"{r.name:<40} {tf:>18.2e} {ql:>14.2e}  {'yes' if ok else 'NO'}")
         if not ok:
             bad.append(r.name)
     assert not bad, f"outside tolerance: {bad}"

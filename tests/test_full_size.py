@@ -195,3 +195,13 @@ def test_run_reports_time_memory_and_failures(full_size, built, hf_home, tmp_pat
     assert rows["bad"][4:] == ["FAIL", "ValueError:", "boom"]
     executed = nbformat.read(tmp_path / "out" / "good.ipynb", as_version=4)
     assert full_size.reported_checkpoint(executed) == str(built[1])  # the kernel found the snapshot too
+
+
+def test_probe_checks_the_whole_model_on_the_snapshot(full_size, built, hf_home, tmp_path, capsys):
+    """`run --probe`: both models on one read of the snapshot, end_to_end_rows on a small photo, in bfloat16."""
+    probe = full_size.write_probe(tmp_path / "probe")
+    assert full_size.run(hf_home, "3b", "bfloat16", [probe], timeout=300, save_to=tmp_path / "out")
+    assert "probe" in capsys.readouterr().out
+    executed = nbformat.read(tmp_path / "out" / "probe.ipynb", as_version=4)
+    printed = "".join(out.get("text", "") for cell in executed.cells for out in cell.get("outputs", []))
+    assert "decode step logits (KV cache)" in printed and "bfloat16: |ours - ref| <=" in printed

@@ -20,7 +20,7 @@ import qwenlite.model
 import qwenlite.rope_index
 from qwenlite import checkpoint
 from qwenlite.preprocessing import load_video, preprocess_image, preprocess_video
-from qwenlite.reference import TOLERANCES, RunSettings, check_table, end_to_end_rows, load_models
+from qwenlite.reference import TOLERANCES, RunSettings, check_table, end_to_end_rows, float32_bar, load_models
 from qwenlite.vision import get_window_index
 
 DTYPES = (torch.float32, torch.bfloat16)
@@ -62,26 +62,14 @@ def _renamed(rows, prefix):
 
 
 def test_bfloat16_qwenlite_is_as_close_to_float32_as_transformers_is(pairs, prompts):
-    """|qwenlite-bf16 - transformers-fp32| <= 1.5 x |transformers-bf16 - transformers-fp32| + 2^-9 x scale.
-
-    (transformers-bf16 is measured against qwenlite-fp32, which equals transformers-fp32 to ~1e-6.)"""
+    """The sharp bfloat16 bar (`float32_bar`): qwenlite-bf16's distance from float32 within 1.5x transformers'."""
     ql32, tf32 = pairs[torch.float32]
     ql16, tf16 = pairs[torch.bfloat16]
-    ql_err = {r.name: r for r in rows((ql16, tf32), prompts)}
-    tf_err = {r.name: r for r in rows((ql32, tf16), prompts)}
-    print(f"\n{'check':<46} {'transformers-bf16':>18} {'qwenlite-bf16':>14}   (max |diff| / max(1, max|fp32|))")
-    worst = {"tf": 0.0, "ql": 0.0}
-    for name, r in ql_err.items():
-        if r.exact:
-            continue
-        scale = max(1.0, float(r.ref.abs().max()))
-        ql, tf = r.diff() / scale, tf_err[name].diff() / scale
-        worst["ql"], worst["tf"] = max(worst["ql"], ql), max(worst["tf"], tf)
-        print(f"{name:<46} {tf:>18.2e} {ql:>14.2e}")
-        assert ql <= 1.5 * tf + 2**-9, f"{name}: qwenlite-bf16 is {ql:.2e} from float32, transformers-bf16 {tf:.2e}"
-    print(f"{'worst':<46} {worst['tf']:>18.2e} {worst['ql']:>14.2e}")
-    # each bf16 run alone is within the bf16 bar of float32, with room (the bar is for two bf16 runs)
-    assert max(worst.values()) <= TOLERANCES[torch.bfloat16].rtol / 1.5
+    theirs = rows((ql32, tf16), prompts)  # transformers-bf16 vs float32
+    float32_bar(rows((ql16, tf32), prompts), theirs)
+    # two bf16 runs differ by less than the direct bf16 bound, with room
+    worst = max(r.diff() / max(1.0, float(r.ref.abs().max())) for r in rows((ql16, tf16), prompts) if not r.exact)
+    assert worst <= TOLERANCES[torch.bfloat16].rtol / 3, worst
 
 
 # ---------------------------------------------------------------- 2. the check passes
@@ -187,10 +175,16 @@ MUTATIONS = [
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__)
 def test_each_bug_fails_the_check(pairs, prompts, dtype, mutation, monkeypatch):
+    """float32: the check table against transformers. bfloat16: the float32 bar (the direct bf16 bound is
+    wide enough for a 36-layer model's rounding, so only the comparison with a float32 run is sharp)."""
     ours, ref = pairs[dtype]
+    theirs = rows((pairs[torch.float32][0], pairs[torch.bfloat16][1]), prompts) if dtype == torch.bfloat16 else None
     mutation(ours, monkeypatch)
     with pytest.raises(AssertionError, match="outside tolerance"):
-        check_table(rows((ours, ref), prompts), title=f"{mutation.__name__}, {dtype}")
+        if dtype == torch.float32:
+            check_table(rows((ours, ref), prompts), title=f"{mutation.__name__}, float32")
+        else:
+            float32_bar(rows((ours, pairs[torch.float32][1]), prompts), theirs, title=mutation.__name__)
 
 
 # ---------------------------------------------------------------- 4. one copy of the weights
