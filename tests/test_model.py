@@ -12,7 +12,7 @@ from PIL import Image
 from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
-FULL_SIZE = {  # meta-device counts with transformers, from DESIGN.md
+FULL_SIZE = {  # meta-device counts with transformers 5.24 (Qwen2_5_VLForConditionalGeneration on the meta device)
     "qwen2_5_vl_3b_instruct": 3_754_622_976,
     "qwen2_5_vl_7b_instruct": 8_292_166_656,
 }

@@ -28,7 +28,7 @@ LIMITS = [(3136, 12845056), (100352, 602112), (3136, 12544), (56 * 56, 28 * 28 *
 
 # ---------------------------------------------------------------- constants: written out here, not read from our code
 
-DESIGN_PREPROCESSOR = {  # DESIGN.md "Preprocessing (hub preprocessor_config)"
+HUB_PREPROCESSOR = {  # the hub's preprocessor_config.json for Qwen2.5-VL, written out by hand
     "min_pixels": 3136,
     "max_pixels": 12845056,
     "patch_size": 14,
@@ -42,10 +42,10 @@ DESIGN_PREPROCESSOR = {  # DESIGN.md "Preprocessing (hub preprocessor_config)"
 def test_preprocessor_asset_and_defaults_hold_the_design_values(ckpt):
     asset = Path(qwenlite.__file__).parent / "assets" / "preprocessor_config.json"
     raw = json.loads(asset.read_text())
-    for key, value in DESIGN_PREPROCESSOR.items():
+    for key, value in HUB_PREPROCESSOR.items():
         assert raw[key] == value, (key, raw[key], value)
     for config in [pp.PreprocessorConfig(), pp.PreprocessorConfig.from_pretrained(asset.parent)]:
-        for key, value in DESIGN_PREPROCESSOR.items():
+        for key, value in HUB_PREPROCESSOR.items():
             got = getattr(config, key)
             assert (list(got) if isinstance(got, tuple) else got) == value, (key, got, value)
         assert config.rescale_factor == 1 / 255 and config.factor == 28

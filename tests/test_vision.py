@@ -3,7 +3,7 @@
 Inputs come from transformers' processor: the real photo, frames of the sample video, several images
 at once, and sizes whose merged grid is not a multiple of the 4x4-token window. Every intermediate
 (patch embed, rotary tables, window index, each block, merger, features) is compared; index results
-exactly, floats within DESIGN.md's float32 tolerances. Property tests need no reference.
+exactly, floats within the float32 tolerances. Property tests need no reference.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ATOL = 1e-5  # component outputs (features included), float32, for values of ord
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL, what: str = "") -> None:
-    """max |ours - ref| <= atol * max(1, max |ref|): DESIGN.md's absolute tolerance, for values of order 1.
+    """max |ours - ref| <= atol * max(1, max |ref|): an absolute tolerance for values of order 1, scaled above.
 
     The tolerance grows with the tensor's scale because float32 rounding does: the twin's random
     weights give patch embeddings up to ~10 and a residual stream that grows block by block.
