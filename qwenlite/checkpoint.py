@@ -224,10 +224,10 @@ def read_tensors(
                     )
                 begin, end = info["data_offsets"]
                 f.seek(offset + begin)
-                raw = f.read(end - begin)
-                if len(raw) != end - begin:
+                raw = bytearray(end - begin)  # read straight into the tensor's buffer: one copy of the bytes
+                if f.readinto(raw) != len(raw):
                     raise ValueError(f"cannot read {file} as safetensors: tensor {key} is cut short (file truncated)")
-                tensor = torch.frombuffer(bytearray(raw), dtype=src) if raw else torch.empty(0, dtype=src)
+                tensor = torch.frombuffer(raw, dtype=src) if raw else torch.empty(0, dtype=src)
                 state[key] = tensor.reshape(info["shape"]).to(device=device, dtype=dtype or src)
     return state
 
