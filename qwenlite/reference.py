@@ -332,6 +332,55 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
     return rows
 
 
+def greedy_with_positions(
+    ref: nn.Module, inputs: Mapping[str, torch.Tensor], position_ids: torch.Tensor, max_new_tokens: int
+) -> torch.Tensor:
+    """transformers' model stepped greedily with its own KV cache and the position ids it is given.
+
+    The prompt gets position_ids (3, B, L); the k-th new token gets max(prompt ids) + 1 + k on all three
+    axes (the released rule, stated without rope_deltas). No end-of-sequence stop: (B, L + max_new_tokens).
+    This is how qwenlite's `generate` is checked where transformers 5.24's own positions differ (after a video).
+    """
+    from transformers import DynamicCache
+
+    ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask", torch.ones_like(ids))
+    cache = DynamicCache(config=ref.config)
+    tokens = []
+    with torch.no_grad():
+        out = ref(**dict(inputs, attention_mask=mask), position_ids=position_ids, past_key_values=cache, use_cache=True)
+        after = position_ids.amax(dim=(0, 2)) + 1  # (B,) left padding has id 0, so the max is the real tokens'
+        for step in range(max_new_tokens):
+            token = out.logits[:, -1].float().argmax(-1, keepdim=True)  # (B, 1)
+            tokens.append(token)
+            if step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+            step_ids = (after + step)[None, :, None].expand(3, -1, 1)  # (3, B, 1)
+            out = ref(
+                input_ids=token, attention_mask=mask, position_ids=step_ids, past_key_values=cache, use_cache=True
+            )
+    return torch.cat([ids, *tokens], dim=1)
+
+
+def reference_attentions(
+    ref: nn.Module, inputs: Mapping[str, torch.Tensor], position_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """transformers' attention probabilities, one (B, H, L, S) per decoder layer, from its eager attention.
+
+    SDPA cannot return its weights, so the model is switched to "eager" for this one call and back after.
+    position_ids, when given, replace transformers' own (needed after a video, where the rules differ).
+    """
+    before = ref.config._attn_implementation
+    ref.set_attn_implementation("eager")
+    try:
+        given = {} if position_ids is None else {"position_ids": position_ids}
+        with torch.no_grad():
+            return ref(**inputs, **given, output_attentions=True).attentions
+    finally:
+        ref.set_attn_implementation(before)
+
+
 def qwen_vl_utils_fetch_video(path: str | Path, **options: Any) -> tuple[torch.Tensor, dict, float]:
     """qwen-vl-utils' real `fetch_video` on a file: (frames (T, C, H, W) float, metadata, sample_fps).
 

@@ -1,0 +1,211 @@
+"""Attention from text tokens to the image and video tokens of a prompt, drawn over the pixels (07 and 08).
+
+The decoder returns its attention probabilities when asked (`model(**inputs, output_attentions=True)`:
+one (B, H, L, S) tensor per layer). A vision span's tokens are the merger's output in (t, row, column)
+order, the order `get_rope_index` gives them ids in, so one query's row over a span reshapes to
+(grid_t, h / merge, w / merge): one heat map per temporal patch, one cell per merged 28 x 28 px token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..config import QwenLiteConfig
+
+
+@dataclass(frozen=True)
+class VisionSpan:
+    """One image or video in a prompt row: its columns [start, end) and its grid (t, h, w) of patches."""
+
+    modality: str  # "image" or "video"
+    start: int
+    end: int
+    grid_thw: tuple[int, int, int]
+    merge_size: int
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(grid_t, h / merge, w / merge): how the span's tokens fold back onto its frames."""
+        t, h, w = self.grid_thw
+        return t, h // self.merge_size, w // self.merge_size
+
+
+def vision_spans(
+    input_ids: torch.Tensor,
+    config: QwenLiteConfig,
+    image_grid_thw: torch.Tensor | None = None,
+    video_grid_thw: torch.Tensor | None = None,
+) -> list[VisionSpan]:
+    """The image and video spans of one prompt row (L,), in prompt order, each with its own grid.
+
+    Grids are consumed in order, images from image_grid_thw and videos from video_grid_thw, as
+    `get_rope_index` and the processor's expansion do. A span whose length is not its grid's token
+    count is an error (the prompt and the grids do not belong together).
+    """
+    ids = input_ids.tolist()
+    grids = {
+        "image": iter([] if image_grid_thw is None else image_grid_thw.tolist()),
+        "video": iter([] if video_grid_thw is None else video_grid_thw.tolist()),
+    }
+    pad = {config.image_token_id: "image", config.video_token_id: "video"}
+    merge = config.vision_config.spatial_merge_size
+    spans, i = [], 0
+    while i < len(ids):
+        modality = pad.get(ids[i])
+        if modality is None:
+            i += 1
+            continue
+        end = i
+        while end < len(ids) and ids[end] == ids[i]:
+            end += 1
+        grid = next(grids[modality], None)
+        if grid is None:
+            raise ValueError(f"{modality} span at column {i} has no grid: more {modality} spans than grids")
+        span = VisionSpan(modality, i, end, tuple(grid), merge)
+        t, gh, gw = span.token_grid
+        if end - i != t * gh * gw:
+            raise ValueError(f"{modality} span at column {i} has {end - i} tokens, its grid {grid} needs {t * gh * gw}")
+        spans.append(span)
+        i = end
+    return spans
+
+
+def attention_to_span(
+    weights: torch.Tensor, queries: Sequence[int], span: VisionSpan, head: int | None = None
+) -> torch.Tensor:
+    """One row's attention (H, L, S) from the query columns to a span: (grid_t, h/merge, w/merge).
+
+    head None averages over heads; the queries are always averaged. Each cell is a probability mass,
+    so the map sums to the share of attention the queries give this span.
+    """
+    rows = weights[:, list(queries), span.start : span.end].float()  # (H, Q, span tokens)
+    rows = rows.mean(0) if head is None else rows[head]
+    return rows.mean(0).reshape(span.token_grid).cpu()
+
+
+def _overlay(ax, picture: torch.Tensor, heat: np.ndarray, vmax: float, title: str) -> None:
+    """picture (3, H, W) uint8 with heat (h, w) stretched over it."""
+    ax.imshow(picture.permute(1, 2, 0).cpu().numpy())
+    height, width = picture.shape[1:]
+    ax.imshow(heat, cmap="magma", alpha=0.6, vmin=0, vmax=vmax, extent=(0, width, height, 0), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_attention_over_image(picture: torch.Tensor, heat: torch.Tensor, title: str = "") -> Figure:
+    """An image (3, H, W) uint8 as fed to the model, and a (1, h, w) map of one span over it."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2 * picture.shape[1] / picture.shape[2] + 0.5))
+    _overlay(ax, picture, heat[0].numpy(), float(heat.max()), f"{title}\nshare of attention: {float(heat.sum()):.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def draw_attention_over_frames(
+    frames: torch.Tensor,
+    heat: torch.Tensor,
+    seconds_per_patch: float,
+    marker_seconds: tuple[float, float] | None = None,
+    title: str = "",
+) -> Figure:
+    """A strip of temporal patches: the first of each patch's frames (T frames, 3, H, W) with its (h, w) map.
+
+    heat (grid_t, h, w); all panels share one colour scale, so a brighter patch holds more attention.
+    The patch covering marker_seconds, if given, is framed in red.
+    """
+    grid_t = heat.shape[0]
+    frames_per_patch = frames.shape[0] // grid_t
+    fig, axes = plt.subplots(1, grid_t, figsize=(2.5 * grid_t, 2.5 * frames.shape[2] / frames.shape[3] + 1.0))
+    axes = np.atleast_1d(axes)
+    vmax = float(heat.max())
+    for k, ax in enumerate(axes):
+        start = k * seconds_per_patch
+        _overlay(
+            ax,
+            frames[k * frames_per_patch],
+            heat[k].numpy(),
+            vmax,
+            f"patch {k}: [{start:g}, {start + seconds_per_patch:g}) s\nshare {float(heat[k].sum()):.3f}",
+        )
+        if marker_seconds is not None and start < marker_seconds[1] and marker_seconds[0] < start + seconds_per_patch:
+            for side in ax.spines.values():
+                side.set_edgecolor("red")
+                side.set_linewidth(3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def attention_explorer(
+    attentions: Sequence[torch.Tensor],
+    span: VisionSpan,
+    pictures: torch.Tensor,
+    queries: Sequence[int],
+    labels: Sequence[str],
+    seconds_per_patch: float | None = None,
+    marker_seconds: tuple[float, float] | None = None,
+):
+    """Sliders for layer, head (-1 = mean over heads) and query token; draws that token's attention to the span.
+
+    attentions: one (B, H, L, S) tensor per layer (row 0 is drawn); pictures: the span's frames (T, 3, H, W)
+    uint8 as fed to the model (one frame for an image); queries: prompt columns to choose from, with labels.
+    """
+    import ipywidgets as widgets
+
+    from . import live
+
+    heads = attentions[0].shape[1]
+
+    def draw(layer: int, head: int, token: int) -> Figure:
+        heat = attention_to_span(attentions[layer][0], [queries[token]], span, None if head < 0 else head)
+        who = "mean of heads" if head < 0 else f"head {head}"
+        title = f"layer {layer}, {who}: token {labels[token]!r} (column {queries[token]})"
+        if span.modality == "image":
+            return draw_attention_over_image(pictures[0], heat, title)
+        return draw_attention_over_frames(pictures, heat, seconds_per_patch, marker_seconds, title)
+
+    return live(
+        draw,
+        layer=widgets.IntSlider(value=len(attentions) - 1, min=0, max=len(attentions) - 1, description="layer"),
+        head=widgets.IntSlider(value=-1, min=-1, max=heads - 1, description="head (-1 mean)"),
+        token=widgets.IntSlider(value=0, min=0, max=len(queries) - 1, description="token"),
+    )
+
+
+def draw_share_by_layer(
+    attentions: Sequence[torch.Tensor],
+    queries: Sequence[int],
+    span: VisionSpan,
+    seconds_per_patch: float | None = None,
+    marker_seconds: tuple[float, float] | None = None,
+) -> Figure:
+    """Layers x temporal patches: the share of the queries' attention (mean over heads) each patch receives.
+
+    The last column is the rest of the prompt (text and other spans), so each row sums to 1.
+    """
+    shares = torch.stack(
+        [attention_to_span(a[0], queries, span).sum(dim=(1, 2)) for a in attentions]
+    )  # (layers, grid_t)
+    table = torch.cat([shares, 1 - shares.sum(1, keepdim=True)], dim=1).numpy()
+    grid_t = shares.shape[1]
+    step = seconds_per_patch
+    names = [f"patch {k}" if step is None else f"{k * step:g}-{(k + 1) * step:g} s" for k in range(grid_t)]
+    fig, ax = plt.subplots(figsize=(1.2 * (grid_t + 1) + 2, 0.32 * len(attentions) + 1.5))
+    image = ax.imshow(table, cmap="magma", aspect="auto", vmin=0)
+    ax.set_xticks(range(grid_t + 1), [*names, "rest of\nthe prompt"], fontsize=9)
+    ax.set_yticks(range(len(attentions)))
+    ax.set_ylabel("decoder layer")
+    for k in range(grid_t):
+        start = k * (seconds_per_patch or 0)
+        if marker_seconds is not None and start < marker_seconds[1] and marker_seconds[0] < start + seconds_per_patch:
+            ax.add_patch(plt.Rectangle((k - 0.5, -0.5), 1, len(attentions), fill=False, edgecolor="red", linewidth=2.5))
+    fig.colorbar(image, ax=ax, label="share of attention")
+    ax.set_title(f"where {len(queries)} query tokens look, per layer (mean over heads)", fontsize=10)
+    fig.tight_layout()
+    return fig
