@@ -23,7 +23,7 @@ from .vision import VisionTransformer
 
 
 @dataclass
-class Output:
+class VLOutput:
     logits: torch.Tensor  # (B, L, V)
     cache: KVCache | None  # keys/values for decoding, when asked for
     position_ids: torch.Tensor  # (3, B, L) the M-RoPE ids used
@@ -182,7 +182,7 @@ class QwenLiteVL(nn.Module):
         cache: KVCache | None = None,
         rope_deltas: torch.Tensor | None = None,
         logits_to_keep: int = 0,
-    ) -> Output:
+    ) -> VLOutput:
         """Logits for every token, or for the last logits_to_keep only (as in transformers; 0 = all).
         With a non-empty cache, input_ids are the new tokens only."""
         past = len(cache) if cache is not None else 0
@@ -201,7 +201,7 @@ class QwenLiteVL(nn.Module):
             position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)
         # 3) decoder and the language-model head
         hidden = self.model(x, position_ids, attention_mask, cache)  # (B, L, D)
-        return Output(self.lm_head(hidden[:, -logits_to_keep:]), cache, position_ids, rope_deltas)
+        return VLOutput(self.lm_head(hidden[:, -logits_to_keep:]), cache, position_ids, rope_deltas)
 
     @torch.no_grad()
     def generate(
