@@ -2,7 +2,7 @@
 
 from . import checkpoint
 from .config import QwenLiteConfig, TextConfig, VisionConfig
-from .model import QwenLiteVL
+from .model import QwenLiteVL, VLOutput
 from .preprocessing import smart_resize
 from .processor import Processor
 from .rope_index import get_rope_index
@@ -12,6 +12,7 @@ __all__ = [
     "QwenLiteConfig",
     "QwenLiteVL",
     "TextConfig",
+    "VLOutput",
     "VisionConfig",
     "checkpoint",
     "get_rope_index",

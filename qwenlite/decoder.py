@@ -2,13 +2,16 @@
 
 Mirrors transformers' `Qwen2_5_VLTextModel`, `Qwen2_5_VLDecoderLayer`, `Qwen2_5_VLAttention`,
 `Qwen2MLP` and `Qwen2_5_VLRotaryEmbedding` (whose `mrope_section` splits the rotary pairs
-between the temporal, height and width position ids).
+between the temporal, height and width position ids); `attention_weights` and `repeat_kv` mirror
+its `eager_attention_forward` and `repeat_kv`, used when the attention maps are asked for.
 
 Shapes: B batch, L new tokens, S cached + new tokens, D hidden, H query heads,
 Hkv key/value heads, Dh head dim.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,47 @@ def mrope_cos_sin(
     angles = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)  # (B, L, Dh/2)
     angles = torch.cat([angles, angles], dim=-1)  # (B, L, Dh)
     return angles.cos(), angles.sin()
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, Hkv, S, Dh) -> (B, Hkv * n_rep, S, Dh), each kv head repeated n_rep times in place: h0 h0 h1 h1.
+
+    Query head j then sits beside kv head j // n_rep, as in grouped-query attention (not h0 h1 h0 h1).
+    """
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities (B, H, L, S) = softmax over keys of q k^T / sqrt(Dh) + mask.
+
+    q (B, H, L, Dh), k (B, Hkv, S, Dh), mask additive (B, 1, L, S). Row l of head h says how much query
+    l reads each key; masked keys (future, padding) get exactly 0 and every row sums to 1.
+    """
+    k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, S, Dh)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, S) in the activations' dtype
+    # parity: transformers' eager attention adds the mask, takes the softmax in float32, then casts back
+    return F.softmax(scores + mask, dim=-1, dtype=torch.float32).to(q.dtype)
+
+
+def attention_layers(output_attentions: bool | Collection[int], num_layers: int) -> frozenset[int]:
+    """The decoder layers whose attention maps to keep: True = all, False = none, or the given indices.
+
+    attention_layers([0, 35], 36) -> {0, 35}; attention_layers(True, 3) -> {0, 1, 2}.
+    """
+    if isinstance(output_attentions, bool):
+        return frozenset(range(num_layers)) if output_attentions else frozenset()
+    if isinstance(output_attentions, (int, str)) or not isinstance(output_attentions, Collection):
+        raise TypeError(
+            f"output_attentions must be True, False or a collection of layer indices (e.g. [0, {num_layers - 1}]), "
+            f"got {output_attentions!r}"
+        )
+    for i in output_attentions:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_layers:
+            raise ValueError(
+                f"output_attentions: layer index {i!r} is not a layer of this decoder, which has {num_layers} layers "
+                f"(0 to {num_layers - 1})"
+            )
+    return frozenset(output_attentions)
 
 
 class KVCache:
@@ -87,7 +131,10 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor,
         cache: KVCache | None = None,
+        attentions: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """attentions: a list to append this layer's attention probabilities (B, H, L, S) to. Then the output is
+        computed from those same probabilities (probs @ v), transformers' eager path; otherwise SDPA runs."""
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, Dh)
@@ -95,7 +142,12 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None])
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, Dh)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, H, L, Dh)
+        if attentions is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, H, L, Dh)
+        else:
+            probs = attention_weights(q, k, mask)  # (B, H, L, S)
+            attentions.append(probs)
+            out = torch.matmul(probs, repeat_kv(v, self.num_heads // self.num_kv_heads))  # (B, H, L, Dh)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -116,8 +168,9 @@ class DecoderLayer(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor,
         cache: KVCache | None = None,
+        attentions: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attentions)
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x
 
@@ -138,7 +191,18 @@ class TextModel(nn.Module):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        hidden_states: list[torch.Tensor] | None = None,
+        attentions: list[torch.Tensor | None] | None = None,
+        attention_layers: Collection[int] = (),
     ) -> torch.Tensor:
+        """The last hidden state (B, L, D), after the final norm. Two optional lists to fill, as transformers'
+        `output_hidden_states` and `output_attentions` do:
+
+        hidden_states: num_hidden_layers + 1 entries (B, L, D): the input embeddings, the output of every
+            layer but the last, then the last layer's output after the final norm (the returned tensor).
+        attentions: one entry per layer, so that attentions[i] is layer i: its probabilities (B, H, L, S)
+            if i is in attention_layers, else None.
+        """
         c = self.config
         if position_ids.shape != (3, *inputs_embeds.shape[:2]):
             raise ValueError(
@@ -151,9 +215,16 @@ class TextModel(nn.Module):
         cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
         x = inputs_embeds
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache)
-        return self.norm(x)
+        for i, layer in enumerate(self.layers):
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None and i not in attention_layers:
+                attentions.append(None)  # this layer runs SDPA and keeps no map
+            x = layer(x, cos, sin, mask, cache, attentions if i in attention_layers else None)
+        x = self.norm(x)
+        if hidden_states is not None:
+            hidden_states.append(x)  # parity: transformers' last hidden state is after the final norm
+        return x
 
 
 def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ maps to one parameter. Shapes: B batch, L tokens, V vocab, D text hidden.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,18 +17,22 @@ from torch import nn
 
 from . import checkpoint
 from .config import QwenLiteConfig
-from .decoder import KVCache, TextModel
+from .decoder import KVCache, TextModel, attention_layers
 from .fusion import fuse, mm_token_type_ids
 from .rope_index import decode_position_ids, get_rope_index
 from .vision import VisionTransformer
 
 
 @dataclass
-class Output:
+class VLOutput:
+    """What `QwenLiteVL.forward` returns; hidden_states and attentions mean what they do in transformers' output."""
+
     logits: torch.Tensor  # (B, L, V)
     cache: KVCache | None  # keys/values for decoding, when asked for
     position_ids: torch.Tensor  # (3, B, L) the M-RoPE ids used
     rope_deltas: torch.Tensor  # (B, 1) what decode positions add to text positions
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # layers + 1 of (B, L, D), with output_hidden_states
+    attentions: tuple[torch.Tensor | None, ...] | None = None  # one (B, H, L, S) per layer, with output_attentions
 
 
 @dataclass(frozen=True)
@@ -182,9 +187,21 @@ class QwenLiteVL(nn.Module):
         cache: KVCache | None = None,
         rope_deltas: torch.Tensor | None = None,
         logits_to_keep: int = 0,
-    ) -> Output:
+        output_attentions: bool | Collection[int] = False,
+        output_hidden_states: bool = False,
+    ) -> VLOutput:
         """Logits for every token, or for the last logits_to_keep only (as in transformers; 0 = all).
-        With a non-empty cache, input_ids are the new tokens only."""
+        With a non-empty cache, input_ids are the new tokens only.
+
+        output_hidden_states: `.hidden_states`, as transformers': the input embeddings (vision features fused),
+        the output of each decoder layer but the last, then the last one after the final norm: layers + 1.
+        output_attentions: `.attentions`, one entry per decoder layer: the attention probabilities (B, H, L, S)
+        (softmax over keys, after the causal and padding mask; computed as transformers' eager attention, and
+        the layer's output is computed from them). True keeps every layer; a collection of layer indices,
+        e.g. [0, 35], keeps those only, and the others are None, so attentions[i] is always layer i. Off by
+        default, and then every layer runs SDPA and nothing is kept.
+        """
+        keep = attention_layers(output_attentions, len(self.model.layers))
         past = len(cache) if cache is not None else 0
         if past == 0 and mm_token_type_ids is not None:
             self._check_token_types(input_ids, mm_token_type_ids)
@@ -200,8 +217,17 @@ class QwenLiteVL(nn.Module):
                 raise ValueError("decoding with a cache needs the rope_deltas returned by the prefill")
             position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)
         # 3) decoder and the language-model head
-        hidden = self.model(x, position_ids, attention_mask, cache)  # (B, L, D)
-        return Output(self.lm_head(hidden[:, -logits_to_keep:]), cache, position_ids, rope_deltas)
+        hidden_states = [] if output_hidden_states else None
+        attentions = [] if output_attentions is not False else None
+        hidden = self.model(x, position_ids, attention_mask, cache, hidden_states, attentions, keep)  # (B, L, D)
+        return VLOutput(
+            self.lm_head(hidden[:, -logits_to_keep:]),
+            cache,
+            position_ids,
+            rope_deltas,
+            tuple(hidden_states) if hidden_states is not None else None,
+            tuple(attentions) if attentions is not None else None,
+        )
 
     @torch.no_grad()
     def generate(

@@ -93,26 +93,29 @@ def reference_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     tensors: dict[str, torch.Tensor] | None = None,
+    attn_implementation: str | None = None,
 ) -> nn.Module:
     """transformers' model on the same checkpoint folder, loaded offline, in eval mode.
 
     tensors: the checkpoint's tensors under their file keys (`checkpoint.read_tensors`), handed to
     transformers' own loader as `state_dict=` instead of letting it read the files a second time.
+    attn_implementation: transformers' choice of attention kernel (None: its default, SDPA); "eager" is the
+    one that can return attention probabilities (`output_attentions=True`).
     """
     from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # the "Loading weights" bar would clutter every notebook
     device = torch.device(device)
-    placement = {"device_map": {"": device}} if device.type != "cpu" else {}
+    options = {"device_map": {"": device}} if device.type != "cpu" else {}
+    if attn_implementation is not None:
+        options["attn_implementation"] = attn_implementation
     if tensors is None:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, local_files_only=True, **placement
-        )
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True, **options)
         return model.eval()
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        None, config=config, state_dict=tensors, dtype=dtype, **placement
+        None, config=config, state_dict=tensors, dtype=dtype, **options
     )
     if (Path(path) / "generation_config.json").is_file():  # what from_pretrained(path) would have read
         model.generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)

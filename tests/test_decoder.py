@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qwenlite.decoder import KVCache, causal_mask, mrope_cos_sin
+from qwenlite.decoder import KVCache, attention_layers, attention_weights, causal_mask, mrope_cos_sin
 from qwenlite.layers import rope_inv_freq
 from qwenlite.reference import Row, capture, check_table
 
@@ -233,3 +233,51 @@ def test_prefill_then_single_steps_equals_one_full_forward(ours, hf_processor, p
     cached = torch.cat(steps, dim=1)
     real = mask.bool()
     check_table([Row("prefill + 6 steps vs full", cached[real], full[real], atol=1e-4)])
+
+
+def test_attention_weights_equal_transformers_eager_attention():
+    """attention_weights on GQA heads with a padded causal mask, against transformers' eager_attention_forward."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import eager_attention_forward
+
+    b, h, hkv, n, past, dh = 2, 4, 2, 5, 3, 16
+    q, k, v = torch.randn(b, h, n, dh), torch.randn(b, hkv, past + n, dh), torch.randn(b, hkv, past + n, dh)
+    pad = torch.ones(b, past + n, dtype=torch.long)
+    pad[0, :2] = 0  # row 0 is left-padded
+    mask = causal_mask(q.new_zeros(b, n, 1), pad, past=past)
+    module = SimpleNamespace(num_key_value_groups=h // hkv, training=False)
+    ref_out, ref_probs = eager_attention_forward(module, q, k, v, mask, scaling=dh**-0.5)
+    probs = attention_weights(q, k, mask)
+    check_table([Row("attention_weights", probs, ref_probs)])
+    assert torch.all(probs[0, :, :, :2] == 0)  # padding keys get exactly 0
+    # a plausible bug: kv heads tiled (h0 h1 h0 h1) instead of repeated in place (h0 h0 h1 h1)
+    tiled = attention_weights(q, k.repeat(1, h // hkv, 1, 1), mask)  # already H heads: nothing repeated
+    assert not Row("tiled", tiled, ref_probs).ok()
+
+
+@torch.no_grad()
+def test_eager_attention_path_equals_sdpa(ours):
+    """Asking for the maps switches a layer to probs @ v; its output is the SDPA output, up to rounding."""
+    attn = ours.model.layers[0].self_attn
+    c = ours.config.text_config
+    x = torch.randn(2, 9, c.hidden_size)
+    pos = torch.arange(9).expand(3, 2, -1)
+    cos, sin = mrope_cos_sin(pos, rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
+    pad = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])
+    mask = causal_mask(x, pad, past=0)
+    kept: list[torch.Tensor] = []
+    eager = attn(x, cos, sin, mask, attentions=kept)
+    assert len(kept) == 1 and kept[0].shape == (2, attn.num_heads, 9, 9)
+    check_table([Row("eager vs SDPA attention output", eager, attn(x, cos, sin, mask))])
+
+
+def test_attention_layers_are_checked():
+    assert attention_layers(True, 3) == {0, 1, 2} and attention_layers(False, 3) == set()
+    assert attention_layers([0, 2], 3) == {0, 2} and attention_layers((), 3) == set()
+    with pytest.raises(ValueError, match=r"layer index 3 is not a layer of this decoder, which has 3 layers"):
+        attention_layers([0, 3], 3)
+    with pytest.raises(ValueError, match=r"layer index -1 .* 3 layers \(0 to 2\)"):
+        attention_layers([-1], 3)
+    with pytest.raises(TypeError, match="output_attentions must be True, False or a collection"):
+        attention_layers(1, 3)
