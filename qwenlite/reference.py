@@ -351,7 +351,7 @@ def greedy_with_positions(
     cache = DynamicCache(config=ref.config)
     tokens = []
     with torch.no_grad():
-        out = ref(**dict(inputs, attention_mask=mask), position_ids=position_ids, past_key_values=cache, use_cache=True)
+        out = ref(**dict(inputs, attention_mask=mask), position_ids=position_ids, cache=cache, use_cache=True)
         after = position_ids.amax(dim=(0, 2)) + 1  # (B,) left padding has id 0, so the max is the real tokens'
         for step in range(max_new_tokens):
             token = out.logits[:, -1].float().argmax(-1, keepdim=True)  # (B, 1)
@@ -360,9 +360,7 @@ def greedy_with_positions(
                 break
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
             step_ids = (after + step)[None, :, None].expand(3, -1, 1)  # (3, B, 1)
-            out = ref(
-                input_ids=token, attention_mask=mask, position_ids=step_ids, past_key_values=cache, use_cache=True
-            )
+            out = ref(input_ids=token, attention_mask=mask, position_ids=step_ids, cache=cache, use_cache=True)
     return torch.cat([ids, *tokens], dim=1)
 
 
