@@ -359,7 +359,8 @@ def video_inputs(hf_processor):
 
 def _both(ours, ref, inputs, **flags):
     """qwenlite and transformers on one prompt; transformers gets qwenlite's position ids when a video is in it
-    (the only difference after a video is the position rule: see test_logits_after_a_video_...)."""
+    (the only difference after a video is the position rule:
+    test_logits_after_a_video_equal_transformers_given_the_same_positions)."""
     out = ours(**inputs, **flags)
     given = {"position_ids": out.position_ids} if "pixel_values_videos" in inputs else {}
     return out, ref(**inputs, **given, **flags)
@@ -416,7 +417,13 @@ def test_chosen_attention_layers_and_nothing_when_off(ours, ref_eager, photo_inp
     chosen = ours(**photo_inputs, output_attentions=[last])
     theirs = ref_eager(**photo_inputs, output_attentions=True)
     assert len(chosen.attentions) == n and all(a is None for a in chosen.attentions[:last])
-    check_table([Row(f"attentions[{last}] alone", chosen.attentions[last], theirs.attentions[last])])
+    every = ours(**photo_inputs, output_attentions=True).attentions
+    check_table(
+        [
+            Row(f"attentions[{last}] alone vs transformers", chosen.attentions[last], theirs.attentions[last]),
+            Row(f"attentions[{last}] alone vs all layers kept", chosen.attentions[last], every[last]),
+        ]
+    )
     with pytest.raises(ValueError, match=rf"layer index {n} is not a layer of this decoder, which has {n} layers"):
         ours(**photo_inputs, output_attentions=[0, n])
     # off by default: no layer computes a map (SDPA runs), and asking for one layer computes exactly one
@@ -454,15 +461,16 @@ def test_left_padded_image_and_video_batch_equals_each_prompt_alone(ours, ref_ea
         Row(f"row {r} vs transformers, real tokens", out.logits[r, mask[r]], theirs.logits[r, mask[r]])
         for r in range(2)
     ]
+    rows += _per_layer("attentions (padding queries too)", out.attentions, theirs.attentions)
     for r in range(2):
-        real = mask[r]  # padding queries see no key at all: their rows are no distribution, so they are left out
-        rows += _per_layer(f"row {r} attentions", out.attentions, theirs.attentions, (r, slice(None), real))
+        real = mask[r]
         single = ours(**alone[r], output_attentions=True)
         rows.append(Row(f"row {r} vs alone, real tokens", out.logits[r, real], single.logits[0]))
         at_real = [a[r][:, real][..., real] for a in out.attentions]  # (H, real queries, real keys)
         rows += _per_layer(f"row {r} attentions vs alone", at_real, [b[0] for b in single.attentions])
     check_table(rows)
-    # probabilities: every real query's row sums to 1, and future and padding keys get exactly 0
+    # probabilities: every real query's row sums to 1, and future and padding keys get exactly 0 (a padding query
+    # sees no key at all: its row is uniform, in transformers too, and nothing reads it)
     n = mask.shape[1]
     forbidden = ~(torch.ones(n, n, dtype=torch.bool).tril() & mask[:, None, :]) & mask[:, :, None]  # (B, L, S)
     for probs in out.attentions:
