@@ -54,7 +54,7 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> t
     k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, S, Dh)
     scores = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, S) in the activations' dtype
     # parity: transformers' eager attention adds the mask, takes the softmax in float32, then casts back
-    return F.softmax(scores + mask, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.softmax(scores + mask, dim=-1, dtype=torch.float32).to(q.dtype)
 
 
 def attention_layers(output_attentions: bool | Collection[int], num_layers: int) -> frozenset[int]:
