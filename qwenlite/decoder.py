@@ -48,12 +48,13 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> t
     """Attention probabilities (B, H, L, S) = softmax over keys of q k^T / sqrt(Dh) + mask.
 
     q (B, H, L, Dh), k (B, Hkv, S, Dh), mask additive (B, 1, L, S). Row l of head h says how much query
-    l reads each key; masked keys (future, padding) get exactly 0 and every row sums to 1.
+    l reads each key; masked keys (future, padding) get exactly 0 and every row sums to 1. A padding query
+    sees no key at all: every score is at the mask's minimum, so its row is uniform (as in transformers).
     """
     k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, S, Dh)
     scores = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, S) in the activations' dtype
     # parity: transformers' eager attention adds the mask, takes the softmax in float32, then casts back
-    return F.softmax(scores + mask, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.softmax(scores + mask, dim=-1, dtype=torch.float32).to(q.dtype)
 
 
 def attention_layers(output_attentions: bool | Collection[int], num_layers: int) -> frozenset[int]:
@@ -193,7 +194,7 @@ class TextModel(nn.Module):
         cache: KVCache | None = None,
         hidden_states: list[torch.Tensor] | None = None,
         attentions: list[torch.Tensor | None] | None = None,
-        attention_layers: Collection[int] = (),
+        keep_attentions: Collection[int] | None = None,
     ) -> torch.Tensor:
         """The last hidden state (B, L, D), after the final norm. Two optional lists to fill, as transformers'
         `output_hidden_states` and `output_attentions` do:
@@ -201,7 +202,7 @@ class TextModel(nn.Module):
         hidden_states: num_hidden_layers + 1 entries (B, L, D): the input embeddings, the output of every
             layer but the last, then the last layer's output after the final norm (the returned tensor).
         attentions: one entry per layer, so that attentions[i] is layer i: its probabilities (B, H, L, S)
-            if i is in attention_layers, else None.
+            if i is in keep_attentions (None: every layer), else None.
         """
         c = self.config
         if position_ids.shape != (3, *inputs_embeds.shape[:2]):
@@ -214,13 +215,14 @@ class TextModel(nn.Module):
         # parity: angles in float32, cos/sin then cast to the activations' dtype (as transformers' rotary does)
         cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
+        keep = range(len(self.layers)) if keep_attentions is None else keep_attentions
         x = inputs_embeds
         for i, layer in enumerate(self.layers):
             if hidden_states is not None:
                 hidden_states.append(x)
-            if attentions is not None and i not in attention_layers:
+            if attentions is not None and i not in keep:
                 attentions.append(None)  # this layer runs SDPA and keeps no map
-            x = layer(x, cos, sin, mask, cache, attentions if i in attention_layers else None)
+            x = layer(x, cos, sin, mask, cache, attentions if i in keep else None)
         x = self.norm(x)
         if hidden_states is not None:
             hidden_states.append(x)  # parity: transformers' last hidden state is after the final norm

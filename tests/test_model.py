@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite.reference import Row, check_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 FULL_SIZE = {  # meta-device counts with transformers 5.24 (Qwen2_5_VLForConditionalGeneration on the meta device)
@@ -134,20 +135,24 @@ def test_logits_to_keep_equals_transformers(ours, ref, photo_inputs):
 
 
 @torch.no_grad()
-def test_cached_decoding_equals_full_recomputation(ours, photo_inputs):
+@pytest.mark.parametrize("prompt", ["photo_inputs", "video_inputs"], ids=["image", "video"])
+def test_cached_decoding_equals_full_recomputation(ours, request, prompt):
+    """After a video the decode positions (text position + rope_deltas) must continue from max + 1 as well."""
     from qwenlite.decoder import KVCache
 
-    ids = ours.generate(**photo_inputs, max_new_tokens=4)
-    full = ours(ids, torch.ones_like(ids), photo_inputs["pixel_values"], photo_inputs["image_grid_thw"]).logits
+    inputs = request.getfixturevalue(prompt)
+    ids = ours.generate(**inputs, max_new_tokens=4)
+    vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    full = ours(ids, torch.ones_like(ids), **vision).logits
     cache = KVCache()
-    prompt_len = photo_inputs["input_ids"].shape[1]
-    out = ours(**photo_inputs, cache=cache)
+    prompt_len = inputs["input_ids"].shape[1]
+    out = ours(**inputs, cache=cache)
     steps = [out.logits[:, -1]]
     for i in range(prompt_len, ids.shape[1] - 1):
         out = ours(ids[:, i : i + 1], torch.ones(1, i + 1, dtype=torch.long), cache=cache, rope_deltas=out.rope_deltas)
         steps.append(out.logits[:, -1])
     cached = torch.stack(steps, dim=1)
-    torch.testing.assert_close(cached, full[:, prompt_len - 1 : -1], atol=1e-4, rtol=0)
+    check_table([Row("cached decode steps vs full recompute", cached, full[:, prompt_len - 1 : -1])])
 
 
 @torch.no_grad()
@@ -324,3 +329,182 @@ def test_run_settings_read_the_environment_and_refuse_bad_values():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="QWENLITE_DEVICE='cuda', but torch sees no CUDA device"):
             run_settings({"QWENLITE_DEVICE": "cuda"})
+
+
+# ---------------------------------------------------------------- attention maps and hidden states
+
+
+@pytest.fixture(scope="module")
+def ref_eager(ckpt):
+    """transformers' model with its eager attention: the kernel that returns attention probabilities."""
+    from qwenlite.reference import reference_model
+
+    return reference_model(ckpt, attn_implementation="eager")
+
+
+@pytest.fixture(scope="module")
+def text_inputs(hf_processor):
+    from helpers import chat_inputs
+
+    return chat_inputs(hf_processor, [["text"]])
+
+
+@pytest.fixture(scope="module")
+def video_inputs(hf_processor):
+    """8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ."""
+    from helpers import chat_inputs
+
+    return chat_inputs(hf_processor, [["video", "text"]], clips=[_video(8, (112, 84))], seconds=[1.0])
+
+
+def _both(ours, ref, inputs, **flags):
+    """qwenlite and transformers on one prompt; transformers gets qwenlite's position ids when a video is in it
+    (the only difference after a video is the position rule:
+    test_logits_after_a_video_equal_transformers_given_the_same_positions)."""
+    out = ours(**inputs, **flags)
+    given = {"position_ids": out.position_ids} if "pixel_values_videos" in inputs else {}
+    return out, ref(**inputs, **given, **flags)
+
+
+def _per_layer(name, mine, theirs, index=slice(None)):
+    """One row per entry of two per-layer tuples (attentions, hidden_states), each entry cut to index."""
+    return [Row(f"{name}[{i}]", a[index], b[index]) for i, (a, b) in enumerate(zip(mine, theirs, strict=True))]
+
+
+PROMPTS = ["text_inputs", "photo_inputs", "video_inputs", "image_video_inputs"]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("prompt", PROMPTS, ids=["text", "image", "video", "image+video"])
+def test_attentions_and_hidden_states_equal_transformers_eager(ours, ref_eager, request, prompt):
+    inputs = request.getfixturevalue(prompt)
+    n = len(ours.model.layers)
+    out, theirs = _both(ours, ref_eager, inputs, output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == len(theirs.attentions) == n
+    assert len(out.hidden_states) == len(theirs.hidden_states) == n + 1  # the embeddings, then each layer
+    sdpa = ours(**inputs, output_hidden_states=True)  # the default kernel, the same hidden states
+    assert sdpa.attentions is None
+    rows = _per_layer("attentions", out.attentions, theirs.attentions)
+    rows += _per_layer("hidden_states", out.hidden_states, theirs.hidden_states)
+    rows += _per_layer("hidden_states (SDPA)", sdpa.hidden_states, theirs.hidden_states)
+    rows += [Row("logits, eager path", out.logits, theirs.logits), Row("logits, SDPA", sdpa.logits, theirs.logits)]
+    check_table(rows)
+    # the last entry is after the final norm: it is what the language-model head reads
+    assert torch.equal(ours.lm_head(sdpa.hidden_states[-1]), sdpa.logits)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("bug", ["softmax without the mask", "kv heads tiled"])
+def test_attention_check_catches_a_plausible_bug(ours, ref_eager, image_video_inputs, monkeypatch, bug):
+    import qwenlite.decoder as decoder
+
+    if bug == "softmax without the mask":
+        right = decoder.attention_weights
+        monkeypatch.setattr(decoder, "attention_weights", lambda q, k, mask: right(q, k, torch.zeros_like(mask)))
+    else:  # h0 h1 h0 h1 instead of h0 h0 h1 h1: query head j would read kv head j % Hkv
+        monkeypatch.setattr(decoder, "repeat_kv", lambda x, n_rep: x.repeat(1, n_rep, 1, 1))
+    out, theirs = _both(ours, ref_eager, image_video_inputs, output_attentions=True)
+    with pytest.raises(AssertionError, match="outside tolerance"):
+        check_table(_per_layer("attentions", out.attentions, theirs.attentions))
+
+
+@torch.no_grad()
+def test_chosen_attention_layers_and_nothing_when_off(ours, ref_eager, photo_inputs, monkeypatch):
+    import qwenlite.decoder as decoder
+
+    n = len(ours.model.layers)
+    last = n - 1  # the layers before it run SDPA, so its input is not the all-eager run's to the bit
+    chosen = ours(**photo_inputs, output_attentions=[last])
+    theirs = ref_eager(**photo_inputs, output_attentions=True)
+    assert len(chosen.attentions) == n and all(a is None for a in chosen.attentions[:last])
+    every = ours(**photo_inputs, output_attentions=True).attentions
+    check_table(
+        [
+            Row(f"attentions[{last}] alone vs transformers", chosen.attentions[last], theirs.attentions[last]),
+            Row(f"attentions[{last}] alone vs all layers kept", chosen.attentions[last], every[last]),
+        ]
+    )
+    with pytest.raises(ValueError, match=rf"layer index {n} is not a layer of this decoder, which has {n} layers"):
+        ours(**photo_inputs, output_attentions=[0, n])
+    # off by default: no layer computes a map (SDPA runs), and asking for one layer computes exactly one
+    calls = []
+    right = decoder.attention_weights
+    monkeypatch.setattr(decoder, "attention_weights", lambda *a: calls.append(1) or right(*a))
+    out = ours(**photo_inputs)
+    assert out.attentions is None and out.hidden_states is None and calls == []
+    ours(**photo_inputs, output_attentions=[last])
+    assert calls == [1]
+
+
+def _image_and_video_batch(hf_processor):
+    """A left-padded batch: an image prompt and (shorter, so padded) a video prompt; and each prompt alone."""
+    from helpers import chat_inputs
+
+    image, clip = _image(2, (280, 224)), _video(8, (112, 84))
+    batch = chat_inputs(hf_processor, [["image", "text"], ["video", "text"]], [image], [clip], seconds=[1.0])
+    alone = [
+        chat_inputs(hf_processor, [["image", "text"]], [image]),
+        chat_inputs(hf_processor, [["video", "text"]], clips=[clip], seconds=[1.0]),
+    ]
+    return batch, alone
+
+
+@torch.no_grad()
+def test_left_padded_image_and_video_batch_equals_each_prompt_alone(ours, ref_eager, hf_processor):
+    """Padding changes nothing: logits at real tokens, attention maps and generated ids equal each prompt run alone;
+    the batch also equals transformers given the same positions (the two rules differ only after the video)."""
+    batch, alone = _image_and_video_batch(hf_processor)
+    mask = batch["attention_mask"].bool()
+    assert mask[0].all() and not mask[1].all()  # the video row is the left-padded one
+    out, theirs = _both(ours, ref_eager, batch, output_attentions=True)
+    rows = [
+        Row(f"row {r} vs transformers, real tokens", out.logits[r, mask[r]], theirs.logits[r, mask[r]])
+        for r in range(2)
+    ]
+    rows += _per_layer("attentions (padding queries too)", out.attentions, theirs.attentions)
+    for r in range(2):
+        real = mask[r]
+        single = ours(**alone[r], output_attentions=True)
+        rows.append(Row(f"row {r} vs alone, real tokens", out.logits[r, real], single.logits[0]))
+        at_real = [a[r][:, real][..., real] for a in out.attentions]  # (H, real queries, real keys)
+        rows += _per_layer(f"row {r} attentions vs alone", at_real, [b[0] for b in single.attentions])
+    check_table(rows)
+    # probabilities: every real query's row sums to 1, and future and padding keys get exactly 0 (a padding query
+    # sees no key at all: its row is uniform, in transformers too, and nothing reads it)
+    n = mask.shape[1]
+    forbidden = ~(torch.ones(n, n, dtype=torch.bool).tril() & mask[:, None, :]) & mask[:, :, None]  # (B, L, S)
+    for probs in out.attentions:
+        sums = probs.sum(-1).transpose(1, 2)[mask]  # (real queries, H)
+        check_table([Row("row sums, real queries", sums, torch.ones_like(sums))])
+        assert forbidden.any() and torch.all(probs.masked_select(forbidden[:, None]) == 0)
+    new = 6
+    batched = ours.generate(**batch, max_new_tokens=new, eos_token_id=[-1])
+    for r in range(2):
+        single = ours.generate(**alone[r], max_new_tokens=new, eos_token_id=[-1])
+        assert torch.equal(batched[r, -new:], single[0, -new:]), (
+            r,
+            batched[r, -new:].tolist(),
+            single[0, -new:].tolist(),
+        )
+
+
+@torch.no_grad()
+def test_generation_after_a_video_equals_transformers_stepped_with_the_same_positions(ours, ref, video_inputs):
+    """transformers' own generate follows its 5.24 rule after a video; stepped by hand with the released positions
+    (prefill with qwenlite's position_ids, then max + 1, max + 2, ...), it picks the same tokens as qwenlite."""
+    from transformers import DynamicCache
+
+    new = 8
+    mine = ours.generate(**video_inputs, max_new_tokens=new, eos_token_id=[-1])
+    positions = ours(**video_inputs).position_ids
+    cache, mask = DynamicCache(config=ref.config), video_inputs["attention_mask"]
+    out = ref(**video_inputs, position_ids=positions, cache=cache, use_cache=True)
+    tokens = []
+    for step in range(new):
+        token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+        tokens.append(token)
+        mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+        at = torch.full((3, 1, 1), int(positions.max()) + 1 + step)  # the released rule, given explicitly
+        out = ref(input_ids=token, attention_mask=mask, position_ids=at, cache=cache, use_cache=True)
+    theirs = torch.cat(tokens, dim=1)
+    assert torch.equal(mine[:, -new:], theirs), (mine[:, -new:].tolist(), theirs.tolist())
