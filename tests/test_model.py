@@ -491,20 +491,12 @@ def test_left_padded_image_and_video_batch_equals_each_prompt_alone(ours, ref_ea
 @torch.no_grad()
 def test_generation_after_a_video_equals_transformers_stepped_with_the_same_positions(ours, ref, video_inputs):
     """transformers' own generate follows its 5.24 rule after a video; stepped by hand with the released positions
-    (prefill with qwenlite's position_ids, then max + 1, max + 2, ...), it picks the same tokens as qwenlite."""
-    from transformers import DynamicCache
+    (`reference.greedy_with_positions`: prefill with qwenlite's position_ids, then max + 1, max + 2, ...), it
+    picks the same tokens as qwenlite."""
+    from qwenlite.reference import greedy_with_positions
 
     new = 8
     mine = ours.generate(**video_inputs, max_new_tokens=new, eos_token_id=[-1])
     positions = ours(**video_inputs).position_ids
-    cache, mask = DynamicCache(config=ref.config), video_inputs["attention_mask"]
-    out = ref(**video_inputs, position_ids=positions, cache=cache, use_cache=True)
-    tokens = []
-    for step in range(new):
-        token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
-        tokens.append(token)
-        mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-        at = torch.full((3, 1, 1), int(positions.max()) + 1 + step)  # the released rule, given explicitly
-        out = ref(input_ids=token, attention_mask=mask, position_ids=at, cache=cache, use_cache=True)
-    theirs = torch.cat(tokens, dim=1)
-    assert torch.equal(mine[:, -new:], theirs), (mine[:, -new:].tolist(), theirs.tolist())
+    theirs = greedy_with_positions(ref, video_inputs, positions, max_new_tokens=new)
+    assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
