@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt", type=int, default=64, help="prompt tokens per row")
     parser.add_argument("--new", type=int, default=8, help="decode steps timed after the first token")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per model (after a warm-up)")
+    parser.add_argument("--bandwidth-gb", type=float, default=2.0, help="size of the matrix that measures bandwidth")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(os.cpu_count() or 1)
-    bandwidth = read_bandwidth()
+    bandwidth = read_bandwidth(args.bandwidth_gb)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads; "

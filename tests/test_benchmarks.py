@@ -81,3 +81,29 @@ def test_bench_times_one_dtype_against_the_float32_reference(bench, twin_config,
     out = capsys.readouterr().out
     (row,) = re.findall(r"^\| 56x56 \|.*\| (\S+) / (\S+) \|$", out, flags=re.M)
     assert 0 < float(row[0]) < 0.05 and "\nfloat32\n| input" not in out, out
+
+
+@pytest.fixture(scope="module")
+def bench_generate():
+    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "benchmarks" / "bench_generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_decode_floor_counts_every_weight_a_step_reads(bench_generate, ours):
+    """A decode step reads the decoder layers, the final norm and lm_head. With tied embeddings lm_head is the
+    embedding table, so the bytes are exactly the text model's parameters; a count that left out lm_head, or
+    added the (tied) table twice, would break this."""
+    assert ours.config.tie_word_embeddings
+    text_bytes = sum(p.numel() * p.element_size() for p in ours.model.parameters())
+    assert bench_generate.bytes_per_step(ours) == text_bytes
+
+
+def test_generate_bench_runs_and_both_libraries_produce_the_same_tokens(bench_generate, twin_config, capsys):
+    """The whole benchmark on the twin's widths: a row per batch size, the ids of both libraries equal."""
+    args = ["--config", str(twin_config), "--layers", "2", "--dtype", "float32", "--batch", "1", "2"]
+    bench_generate.main([*args, "--prompt", "8", "--new", "2", "--repeats", "1", "--bandwidth-gb", "0.05"])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| 2 \| float32 \| (\d) \|.*\| (\S+) \|$", out, flags=re.M)
+    assert rows == [("1", "yes"), ("2", "yes")] * 2, out  # printed as measured, then in the closing table
