@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import tokens
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -48,8 +50,8 @@ class TextConfig:
     rms_norm_eps: float = 1e-6  # epsilon of every RMSNorm in the decoder
     rope_theta: float = 1000000.0  # base of the M-RoPE frequencies
     mrope_section: tuple[int, ...] = (16, 24, 24)  # rotary pairs given to the t, h, w position ids
-    bos_token_id: int | None = 151643  # <|endoftext|>
-    eos_token_id: int | tuple[int, ...] | None = 151645  # <|im_end|>
+    bos_token_id: int | None = tokens.ENDOFTEXT_ID  # <|endoftext|>
+    eos_token_id: int | tuple[int, ...] | None = tokens.IM_END_ID  # <|im_end|>
 
     @property
     def head_dim(self) -> int:
@@ -60,11 +62,11 @@ class TextConfig:
 class QwenLiteConfig:
     text_config: TextConfig  # the language model
     vision_config: VisionConfig  # the vision tower and merger
-    image_token_id: int = 151655  # <|image_pad|>
-    video_token_id: int = 151656  # <|video_pad|>
-    vision_start_token_id: int = 151652  # <|vision_start|>
-    vision_end_token_id: int = 151653  # <|vision_end|>
-    vision_token_id: int = 151654  # <|vision_pad|>
+    image_token_id: int = tokens.IMAGE_PAD_ID  # <|image_pad|>
+    video_token_id: int = tokens.VIDEO_PAD_ID  # <|video_pad|>
+    vision_start_token_id: int = tokens.VISION_START_ID  # <|vision_start|>
+    vision_end_token_id: int = tokens.VISION_END_ID  # <|vision_end|>
+    vision_token_id: int = tokens.VISION_PAD_ID  # <|vision_pad|>
     tie_word_embeddings: bool = False  # lm_head shares the embedding matrix (3B: yes, 7B: no)
 
     @classmethod

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from .fusion import mm_token_type_ids
 from .preprocessing import (
     VIDEO_MAX_PIXELS,
     VIDEO_MIN_PIXELS,
@@ -29,9 +28,8 @@ from .preprocessing import (
     preprocess_image,
     preprocess_video,
 )
+from .tokens import IMAGE_PAD, VIDEO_PAD, mm_token_type_ids
 
-IMAGE_PAD = "<|image_pad|>"
-VIDEO_PAD = "<|video_pad|>"
 Message = dict[str, Any]  # {"role": "user", "content": "text" or [{"type": "image", "image": ...}, ...]}
 
 # keys of a video content item that choose frames, and those that size them (qwen-vl-utils' names)
@@ -162,7 +160,7 @@ class Processor:
         out = {
             "input_ids": input_ids,
             "attention_mask": enc["attention_mask"],
-            "mm_token_type_ids": mm_token_type_ids(input_ids, self),  # reads self.image/video_token_id
+            "mm_token_type_ids": mm_token_type_ids(input_ids, self),  # a Processor knows both pad ids
         }
         # 3) pixels: every item's patches one after another, with its grid
         if image_patches:

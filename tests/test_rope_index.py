@@ -186,7 +186,7 @@ def test_bad_layouts_are_named(ids, grids, message, config):
 
 def test_config_is_required():
     with pytest.raises(ValueError, match="needs config="):
-        get_rope_index(torch.tensor([[1, 2]]))
+        get_rope_index(torch.tensor([[1, 2]]), config=None)
 
 
 # ----------------------------------------------------------------------------- processor-built prompts

@@ -18,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 from ..config import QwenLiteConfig
 from ..preprocessing import smart_resize
 from ..rope_index import get_rope_index
-from .fusion import KIND_COLOURS, token_kinds
+from ..tokens import token_kinds
+from .fusion import KIND_COLOURS
 
 AXIS_COLOURS = {"t": "#4c78a8", "h": "#f58518", "w": "#54a24b"}
 WORD = 9707  # an ordinary text token, for layouts built from ids
