@@ -22,6 +22,8 @@ VISION_PAD_ID = 151654  # <|vision_pad|>: unused by the processor
 IMAGE_PAD_ID = 151655  # <|image_pad|>: one per merged image token
 VIDEO_PAD_ID = 151656  # <|video_pad|>: one per merged video token
 
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
 IMAGE_PAD = "<|image_pad|>"
 VIDEO_PAD = "<|video_pad|>"
 CHAT_IDS = (ENDOFTEXT_ID, IM_START_ID, IM_END_ID)

@@ -373,3 +373,34 @@ def test_video_decode_positions_differ_from_transformers(ours, ref, hf_processor
     assert torch.equal(my_decode[:, 0], mine_ids[:, 0, :n].amax(dim=1) + 1)
     assert (my_decode - their_decode == gap).all()
     assert (their_decode.diff(dim=1) == 1).all() and (my_decode.diff(dim=1) == 1).all()
+
+
+# ----------------------------------------------------------------------------- the explorer's prompts
+
+
+@pytest.mark.parametrize(
+    ("layout", "image_hw", "frames", "fps"),
+    [("text image text video text", (224, 308), 8, 2.0), ("text video image text", (140, 196), 12, 1.0)],
+)
+def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames, fps, ckpt, config, hf_processor):
+    """notebook 06's explorer builds its prompt with qwenlite's processor; transformers' processor, given the same
+    text and blank pixels, writes the same ids and grids. Catches an explorer that counts pad tokens, sizes or
+    seconds per group its own way (e.g. grid_t = frames instead of frames / 2, or 1 / fps seconds per group)."""
+    from qwenlite import Processor
+    from qwenlite.viz.rope import build_layout
+
+    items = layout.split()
+    ours = build_layout(items, Processor.from_pretrained(ckpt), image_hw, frames, fps)
+    text = ours.pop("text")
+    theirs = hf_processor(
+        text=[text],
+        images=[np.zeros((*image_hw, 3), dtype=np.uint8)] * items.count("image") or None,
+        videos=[np.zeros((frames, 112, 168, 3), dtype=np.uint8)] * items.count("video") or None,
+        video_metadata=[{"fps": fps, "total_num_frames": frames}] * items.count("video"),
+        do_sample_frames=False,
+        return_tensors="pt",
+    )
+    for key, value in ours.items():
+        assert torch.equal(value, theirs[key].to(value.dtype)), key
+    pos, delta = get_rope_index(**ours, config=config)
+    assert pos.shape == (3, *ours["input_ids"].shape) and int(delta) < 0  # the vision spans really are there
