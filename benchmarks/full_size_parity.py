@@ -19,7 +19,8 @@ from PIL import Image
 
 from qwenlite import QwenLiteConfig, QwenLiteVL
 from qwenlite.checkpoint import to_hub_key
-from qwenlite.preprocessing import load_video, preprocess_image, preprocess_video
+from qwenlite.preprocessing import preprocess_image, preprocess_video
+from qwenlite.video_io import load_video
 from qwenlite.reference import capture
 
 ROOT = Path(__file__).resolve().parents[1]

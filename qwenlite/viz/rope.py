@@ -18,10 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..config import QwenLiteConfig
-from ..preprocessing import Video, preprocess_image, preprocess_video
+from ..preprocessing import preprocess_image, preprocess_video
 from ..processor import Processor
 from ..rope_index import get_rope_index
 from ..tokens import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, token_kinds
+from ..video_io import Video
 from .fusion import KIND_COLOURS
 
 AXIS_COLOURS = {"t": "#4c78a8", "h": "#f58518", "w": "#54a24b"}
