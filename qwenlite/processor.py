@@ -1,9 +1,10 @@
 """Processor: chat messages (or text) with images and videos -> the model's input tensors.
 
-Mirrors transformers' `Qwen2_5_VLProcessor`: render the Qwen2.5-VL chat template, preprocess every image and
-video (qwenlite.image_io, video_io, preprocessing), expand each `<|image_pad|>` / `<|video_pad|>` to grid_t*grid_h*grid_w / merge**2
-copies, tokenize with the checkpoint's own tokenizer (transformers' AutoTokenizer: the BPE is not rebuilt here),
-and return transformers' key names, so one dict feeds both `qwenlite.QwenLiteVL` and the transformers model.
+Mirrors transformers' `Qwen2_5_VLProcessor`: render the Qwen2.5-VL chat template, load and preprocess every
+image and video (qwenlite.image_io, video_io, preprocessing), expand each `<|image_pad|>` / `<|video_pad|>` to
+grid_t*grid_h*grid_w / merge**2 copies, tokenize with the checkpoint's own tokenizer (transformers'
+AutoTokenizer: the BPE is not rebuilt here), and return transformers' key names, so one dict feeds both
+`qwenlite.QwenLiteVL` and the transformers model.
 Shapes: B prompts, L tokens (left-padded), N patches, 1176 = 3*2*14*14 numbers per patch.
 """
 
