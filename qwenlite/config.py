@@ -115,23 +115,29 @@ class QwenLiteConfig:
         return config
 
     def validate(self, source: str = "config") -> None:
-        t, v = self.text_config, self.vision_config
-        if t.hidden_size % t.num_attention_heads:
-            raise ValueError(f"{source}: hidden_size {t.hidden_size} not divisible by {t.num_attention_heads} heads")
-        if t.num_attention_heads % t.num_key_value_heads:
+        text, vision = self.text_config, self.vision_config
+        if text.hidden_size % text.num_attention_heads:
             raise ValueError(
-                f"{source}: {t.num_attention_heads} query heads not divisible by {t.num_key_value_heads} kv heads"
+                f"{source}: hidden_size {text.hidden_size} not divisible by {text.num_attention_heads} heads"
             )
-        if sum(t.mrope_section) * 2 != t.head_dim:
-            raise ValueError(f"{source}: mrope_section {t.mrope_section} must sum to head_dim/2 = {t.head_dim // 2}")
-        if v.hidden_size % v.num_heads:
-            raise ValueError(f"{source}: vision hidden_size {v.hidden_size} not divisible by {v.num_heads} heads")
-        if v.out_hidden_size != t.hidden_size:
+        if text.num_attention_heads % text.num_key_value_heads:
             raise ValueError(
-                f"{source}: vision out_hidden_size {v.out_hidden_size} != text hidden_size {t.hidden_size}"
+                f"{source}: {text.num_attention_heads} query heads not divisible by {text.num_key_value_heads} kv heads"
             )
-        if v.window_size % (v.patch_size * v.spatial_merge_size):
-            raise ValueError(f"{source}: window_size {v.window_size} is not a multiple of patch * merge")
+        if sum(text.mrope_section) * 2 != text.head_dim:
+            raise ValueError(
+                f"{source}: mrope_section {text.mrope_section} must sum to head_dim/2 = {text.head_dim // 2}"
+            )
+        if vision.hidden_size % vision.num_heads:
+            raise ValueError(
+                f"{source}: vision hidden_size {vision.hidden_size} not divisible by {vision.num_heads} heads"
+            )
+        if vision.out_hidden_size != text.hidden_size:
+            raise ValueError(
+                f"{source}: vision out_hidden_size {vision.out_hidden_size} != text hidden_size {text.hidden_size}"
+            )
+        if vision.window_size % (vision.patch_size * vision.spatial_merge_size):
+            raise ValueError(f"{source}: window_size {vision.window_size} is not a multiple of patch * merge")
 
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:

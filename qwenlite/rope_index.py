@@ -173,7 +173,7 @@ def decode_position_ids(
 ) -> torch.Tensor:
     """(3, B, new) ids for tokens generated after a prefill: text positions shifted by rope_deltas.
 
-    Without a mask this is the seed's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
+    Without a mask this is transformers 4.5x's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
     With left padding a row's text position counts only its real tokens (attention_mask.cumsum - 1),
     matching rope_deltas = max + 1 - real tokens, so every row's first new token lands at its max
     prefill id + 1. Prompt "ab<img 2x2>c" (delta -2), past 7 -> the next token gets 7 - 2 = 5 on all axes.
@@ -187,12 +187,14 @@ def decode_position_ids(
     return (text + rope_deltas).expand(3, -1, -1)
 
 
-def _grid_list(grid_thw: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
+def _grid_list(grid_thw: torch.Tensor | None, modality: str) -> list[torch.Tensor]:
     if grid_thw is None:
         return []
     grid_thw = torch.as_tensor(grid_thw)
     if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
-        raise ValueError(f"{kind}_grid_thw must be (num_{kind}s, 3) rows of (t, h, w), got {tuple(grid_thw.shape)}")
+        raise ValueError(
+            f"{modality}_grid_thw must be (num_{modality}s, 3) rows of (t, h, w), got {tuple(grid_thw.shape)}"
+        )
     return list(grid_thw)
 
 

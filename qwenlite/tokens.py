@@ -1,9 +1,10 @@
-"""Special tokens of Qwen2.5-VL, and what kind of token each id is.
+"""Special tokens of Qwen2.5-VL, the modality of each token, and its kind for pictures of a prompt.
 
 The ids are the Qwen2 tokenizer's (the same in the 3B and 7B checkpoints) and the `*_token_id` fields of
-transformers' `Qwen2_5_VLConfig`; `mm_token_type_ids` is the per-token modality code that
-`Qwen2_5_VLProcessor` writes (0 text, 1 image, 2 video). The config's defaults, the processor, fusion,
-get_rope_index and the pictures all read these from here. This module imports nothing from qwenlite.
+transformers' `Qwen2_5_VLConfig`. A token's modality is text, image or video: the `mm_token_type_ids` that
+`Qwen2_5_VLProcessor` writes (0, 1, 2). Its kind, used only to colour pictures, also tells chat tokens,
+vision start/end and padding apart. The config's defaults, the processor, fusion, get_rope_index and the
+pictures all read these from here; this module imports nothing from qwenlite.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def test_full_size_tree_equals_transformers_without_weights(name):
     assert ours.expected_keys() == theirs_keys
 
 
-def test_tree_reads_like_the_seed():
+def test_tree_has_the_shapes_transformers_prints():
     ours, _ = _meta_pair("qwen2_5_vl_3b_instruct")
     assert tuple(ours.visual.patch_embed.proj.weight.shape) == (1280, 3, 2, 14, 14)
     assert ours.visual.patch_embed.proj.bias is None

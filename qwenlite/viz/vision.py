@@ -292,20 +292,20 @@ def attention_explorer(
 
     from . import live
 
-    c = tower.config
+    config = tower.config
     h, w = (int(v) for v in grid_thw[0, 1:])
-    layers = list(layers if layers is not None else c.fullatt_block_indexes)
+    layers = list(layers if layers is not None else config.fullatt_block_indexes)
     cache: dict[int, torch.Tensor] = {}
 
     def draw(layer: int, head: int, row: int, col: int):
         if layer not in cache:
             cache[layer] = attention_probs(tower, pixel_values, grid_thw, layer)
-        return show_attention(frame, cache[layer], grid_thw, head, (row, col), layer, c)
+        return show_attention(frame, cache[layer], grid_thw, head, (row, col), layer, config)
 
     return live(
         draw,
         layer=widgets.Dropdown(options=layers, value=layers[-1], description="block"),
-        head=widgets.IntSlider(0, 0, c.num_heads - 1, description="head"),
+        head=widgets.IntSlider(0, 0, config.num_heads - 1, description="head"),
         row=widgets.IntSlider(h // 2, 0, h - 1, description="patch h"),
         col=widgets.IntSlider(w // 2, 0, w - 1, description="patch w"),
     )
