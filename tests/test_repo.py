@@ -104,3 +104,14 @@ def test_import_cycle_check_finds_a_cycle():
     graph["qwenlite.processor"].add("qwenlite.fusion")
     graph["qwenlite.fusion"].add("qwenlite.processor")
     assert _cycle(graph) is not None
+
+
+def test_readme_module_map_matches_the_package():
+    """The README's `qwenlite/` map lists every module and sub-package of the tree, and nothing else."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("```\nqwenlite/\n") :].split("```")[1]
+    listed = {line.split()[0] for line in block.splitlines()[2:] if line.strip()}
+    package = ROOT / "qwenlite"
+    tree = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    tree |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert listed == tree, f"README lists {sorted(listed - tree)} not in the tree; misses {sorted(tree - listed)}"
