@@ -24,7 +24,7 @@ from .layers import MLP, RMSNorm, apply_rotary, rope_inv_freq
 # ------------------------------------------------------------------ index bookkeeping
 
 
-def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = 2) -> torch.Tensor:
+def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = VisionConfig.spatial_merge_size) -> torch.Tensor:
     """(h, w) patch coordinates in the order the processor emits patches: merge x merge groups first.
 
     grid (1, 2, 2) -> [[0, 0], [0, 1], [1, 0], [1, 1]]; grid (1, 2, 4) with merge 2 ->
@@ -42,7 +42,10 @@ def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = 2) -> torch.Tens
 
 
 def get_window_index(
-    grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge_size: int = 2
+    grid_thw: torch.Tensor,
+    window_size: int = VisionConfig.window_size,
+    patch_size: int = VisionConfig.patch_size,
+    merge_size: int = VisionConfig.spatial_merge_size,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Permutation of merged tokens into window order, and cumulative window lengths in patches.
 

@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..config import QwenLiteConfig
+from ..config import QwenLiteConfig, VisionConfig
 from ..preprocessing import preprocess_image, preprocess_video
 from ..processor import Processor
 from ..rope_index import get_rope_index
@@ -41,7 +41,12 @@ def _ids_over(ax, picture: np.ndarray, ids: np.ndarray, cmap: str, vmin: int, vm
     ax.tick_params(length=0)
 
 
-def draw_image_ids(picture: np.ndarray, ids: torch.Tensor, grid_thw: Sequence[int], merge_size: int = 2) -> Figure:
+def draw_image_ids(
+    picture: np.ndarray,
+    ids: torch.Tensor,
+    grid_thw: Sequence[int],
+    merge_size: int = VisionConfig.spatial_merge_size,
+) -> Figure:
     """Three panels over the resized image: its t, h and w ids (3, N), one cell per merged token."""
     _, h, w = (int(v) for v in grid_thw)
     gh, gw = h // merge_size, w // merge_size
@@ -62,7 +67,7 @@ def draw_video_ids(
     ids: torch.Tensor,
     grid_thw: Sequence[int],
     seconds: Sequence[float],
-    merge_size: int = 2,
+    merge_size: int = VisionConfig.spatial_merge_size,
     max_groups: int = 4,
 ) -> Figure:
     """A column per temporal group (its first frame, shown at `seconds`), rows t, h and w: only t changes in time."""
