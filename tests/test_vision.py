@@ -285,16 +285,12 @@ def test_attention_picture_is_what_each_block_computes(ours, vision_inputs):
         assert error <= bound, (layer, error, bound)
 
 
-def test_attention_picture_check_fails_on_a_picture_with_the_wrong_segments(ours, vision_inputs, monkeypatch):
-    """Mutation: a picture that masks a full-attention block with the windows (the segments of the other kind
-    of block) no longer reproduces that block's output."""
-    real = vv.vision_layout
-    monkeypatch.setattr(
-        vv, "vision_layout", lambda g, c: dataclasses.replace(real(g, c), cu_frames=real(g, c).cu_windows)
-    )
-    tower = ours.visual
+def test_attention_picture_check_fails_on_a_picture_without_the_segment_mask(ours, vision_inputs, monkeypatch):
+    """Mutation: a picture that forgets the windows (every patch may attend to every patch) no longer reproduces
+    a windowed block's output."""
+    monkeypatch.setattr(vv, "segment_mask", lambda cu: torch.ones(int(cu[-1]), int(cu[-1]), dtype=torch.bool))
     pixels, grid = vision_inputs["odd_size"]
-    error, bound = attention_picture_error(tower, pixels, grid, tower.config.fullatt_block_indexes[0])
+    error, bound = attention_picture_error(ours.visual, pixels, grid, 0)
     assert error > bound, (error, bound)
 
 

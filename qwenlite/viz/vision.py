@@ -205,27 +205,25 @@ def attention_probs(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(Dh)) of one block, recomputed from its qkv: (H, N, N) in window order, 0 across segments.
 
-    The block's input is captured with a forward pre-hook on its attention module (the output of norm1);
-    q and k come from `VisionAttention.rotated_qkv`, the same code the forward runs.
+    The block's inputs are captured with a forward pre-hook on its attention module: the output of norm1 and the
+    segments, cos and sin the forward handed it; q and k come from `VisionAttention.rotated_qkv`, the same code
+    the forward runs. Nothing about the layout is recomputed here.
     """
     block = tower.blocks[layer]
     seen = {}
 
-    def keep_input(_module, args) -> None:  # returns None, so the forward's inputs stay as they are
-        seen["x"] = args[0]
+    def keep_inputs(_module, args) -> None:  # returns None, so the forward's inputs stay as they are
+        seen["x"], seen["cu_seqlens"], seen["cos"], seen["sin"] = args
 
-    handle = block.attn.register_forward_pre_hook(keep_input)
+    handle = block.attn.register_forward_pre_hook(keep_inputs)
     try:
         tower(pixel_values, grid_thw)
     finally:
         handle.remove()
-    layout = vision_layout(grid_thw.to(seen["x"].device), tower.config)  # what the forward just used
-    cos, sin = tower.rotary_pos_emb(layout.rotary_ids)
-    q, k, _ = block.attn.rotated_qkv(seen["x"], cos, sin)  # (N, H, Dh)
-    cu = layout.cu_frames if layer in tower.config.fullatt_block_indexes else layout.cu_windows
+    q, k, _ = block.attn.rotated_qkv(seen["x"], seen["cos"], seen["sin"])  # (N, H, Dh)
     q, k = q.float().cpu(), k.float().cpu()  # probabilities to draw: float32 on the CPU, like SDPA's softmax
     scores = torch.einsum("qhd,khd->hqk", q, k) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~segment_mask(cu.cpu()), float("-inf"))
+    scores = scores.masked_fill(~segment_mask(seen["cu_seqlens"].cpu()), float("-inf"))
     return scores.softmax(-1)
 
 
