@@ -19,8 +19,9 @@ from PIL import Image
 
 from qwenlite import QwenLiteConfig, QwenLiteVL
 from qwenlite.checkpoint import to_hub_key
-from qwenlite.preprocessing import load_video, preprocess_image, preprocess_video
+from qwenlite.preprocessing import preprocess_image, preprocess_video
 from qwenlite.reference import capture
+from qwenlite.video_io import load_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

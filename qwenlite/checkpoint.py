@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from . import tokens
+
 ASSETS = Path(__file__).parent / "assets"
 REAL_REPOS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
 TWIN_VERSION = "v2"  # bump when the twin's recipe changes, so stale caches are rebuilt
@@ -27,11 +29,11 @@ TWIN_SEED = 0
 TWIN_CONFIG = {
     "architectures": ["Qwen2_5_VLForConditionalGeneration"],
     "model_type": "qwen2_5_vl",
-    "image_token_id": 151655,
-    "video_token_id": 151656,
-    "vision_start_token_id": 151652,
-    "vision_end_token_id": 151653,
-    "vision_token_id": 151654,
+    "image_token_id": tokens.IMAGE_PAD_ID,
+    "video_token_id": tokens.VIDEO_PAD_ID,
+    "vision_start_token_id": tokens.VISION_START_ID,
+    "vision_end_token_id": tokens.VISION_END_ID,
+    "vision_token_id": tokens.VISION_PAD_ID,
     "tie_word_embeddings": True,
     "text_config": {
         "vocab_size": 151936,
@@ -44,8 +46,8 @@ TWIN_CONFIG = {
         "max_position_embeddings": 128000,
         "rms_norm_eps": 1e-6,
         "rope_parameters": {"rope_type": "default", "type": "mrope", "mrope_section": [4, 6, 6], "rope_theta": 1e6},
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
+        "bos_token_id": tokens.ENDOFTEXT_ID,
+        "eos_token_id": tokens.IM_END_ID,
         "initializer_range": 0.1,
     },
     "vision_config": {

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import tokens
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -48,8 +50,8 @@ class TextConfig:
     rms_norm_eps: float = 1e-6  # epsilon of every RMSNorm in the decoder
     rope_theta: float = 1000000.0  # base of the M-RoPE frequencies
     mrope_section: tuple[int, ...] = (16, 24, 24)  # rotary pairs given to the t, h, w position ids
-    bos_token_id: int | None = 151643  # <|endoftext|>
-    eos_token_id: int | tuple[int, ...] | None = 151645  # <|im_end|>
+    bos_token_id: int | None = tokens.ENDOFTEXT_ID  # <|endoftext|>
+    eos_token_id: int | tuple[int, ...] | None = tokens.IM_END_ID  # <|im_end|>
 
     @property
     def head_dim(self) -> int:
@@ -60,11 +62,11 @@ class TextConfig:
 class QwenLiteConfig:
     text_config: TextConfig  # the language model
     vision_config: VisionConfig  # the vision tower and merger
-    image_token_id: int = 151655  # <|image_pad|>
-    video_token_id: int = 151656  # <|video_pad|>
-    vision_start_token_id: int = 151652  # <|vision_start|>
-    vision_end_token_id: int = 151653  # <|vision_end|>
-    vision_token_id: int = 151654  # <|vision_pad|>
+    image_token_id: int = tokens.IMAGE_PAD_ID  # <|image_pad|>
+    video_token_id: int = tokens.VIDEO_PAD_ID  # <|video_pad|>
+    vision_start_token_id: int = tokens.VISION_START_ID  # <|vision_start|>
+    vision_end_token_id: int = tokens.VISION_END_ID  # <|vision_end|>
+    vision_token_id: int = tokens.VISION_PAD_ID  # <|vision_pad|>
     tie_word_embeddings: bool = False  # lm_head shares the embedding matrix (3B: yes, 7B: no)
 
     @classmethod
@@ -113,23 +115,29 @@ class QwenLiteConfig:
         return config
 
     def validate(self, source: str = "config") -> None:
-        t, v = self.text_config, self.vision_config
-        if t.hidden_size % t.num_attention_heads:
-            raise ValueError(f"{source}: hidden_size {t.hidden_size} not divisible by {t.num_attention_heads} heads")
-        if t.num_attention_heads % t.num_key_value_heads:
+        text, vision = self.text_config, self.vision_config
+        if text.hidden_size % text.num_attention_heads:
             raise ValueError(
-                f"{source}: {t.num_attention_heads} query heads not divisible by {t.num_key_value_heads} kv heads"
+                f"{source}: hidden_size {text.hidden_size} not divisible by {text.num_attention_heads} heads"
             )
-        if sum(t.mrope_section) * 2 != t.head_dim:
-            raise ValueError(f"{source}: mrope_section {t.mrope_section} must sum to head_dim/2 = {t.head_dim // 2}")
-        if v.hidden_size % v.num_heads:
-            raise ValueError(f"{source}: vision hidden_size {v.hidden_size} not divisible by {v.num_heads} heads")
-        if v.out_hidden_size != t.hidden_size:
+        if text.num_attention_heads % text.num_key_value_heads:
             raise ValueError(
-                f"{source}: vision out_hidden_size {v.out_hidden_size} != text hidden_size {t.hidden_size}"
+                f"{source}: {text.num_attention_heads} query heads not divisible by {text.num_key_value_heads} kv heads"
             )
-        if v.window_size % (v.patch_size * v.spatial_merge_size):
-            raise ValueError(f"{source}: window_size {v.window_size} is not a multiple of patch * merge")
+        if sum(text.mrope_section) * 2 != text.head_dim:
+            raise ValueError(
+                f"{source}: mrope_section {text.mrope_section} must sum to head_dim/2 = {text.head_dim // 2}"
+            )
+        if vision.hidden_size % vision.num_heads:
+            raise ValueError(
+                f"{source}: vision hidden_size {vision.hidden_size} not divisible by {vision.num_heads} heads"
+            )
+        if vision.out_hidden_size != text.hidden_size:
+            raise ValueError(
+                f"{source}: vision out_hidden_size {vision.out_hidden_size} != text hidden_size {text.hidden_size}"
+            )
+        if vision.window_size % (vision.patch_size * vision.spatial_merge_size):
+            raise ValueError(f"{source}: window_size {vision.window_size} is not a multiple of patch * merge")
 
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:

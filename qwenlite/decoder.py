@@ -204,14 +204,14 @@ class TextModel(nn.Module):
         attentions: one entry per layer, so that attentions[i] is layer i: its probabilities (B, H, L, S)
             if i is in keep_attentions (None: every layer), else None.
         """
-        c = self.config
+        config = self.config
         if position_ids.shape != (3, *inputs_embeds.shape[:2]):
             raise ValueError(
                 f"position_ids must be (3 axes t/h/w, batch, new tokens) = {(3, *inputs_embeds.shape[:2])}, "
                 f"got {tuple(position_ids.shape)}"
             )
-        inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, inputs_embeds.device)
-        cos, sin = mrope_cos_sin(position_ids, inv_freq, c.mrope_section)
+        inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, inputs_embeds.device)
+        cos, sin = mrope_cos_sin(position_ids, inv_freq, config.mrope_section)
         # parity: angles in float32, cos/sin then cast to the activations' dtype (as transformers' rotary does)
         cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)

@@ -2,30 +2,16 @@
 
 Mirrors the `masked_scatter` path of transformers' `Qwen2_5_VLModel.forward` and its
 `get_placeholder_mask`: rows of the feature matrix fill the pad positions in reading order
-(row by row through the batch, left to right). Also derives `mm_token_type_ids` from the ids.
+(row by row through the batch, left to right). `mm_token_type_ids` (which token is which modality) lives in
+qwenlite.tokens and is re-exported here, beside the fusion it describes.
 Shapes: B batch, L tokens, D text hidden, F feature rows (= number of pad tokens of one modality).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .config import QwenLiteConfig
-
-if TYPE_CHECKING:
-    from .processor import Processor
-
-
-def mm_token_type_ids(input_ids: torch.Tensor, config: QwenLiteConfig | Processor) -> torch.Tensor:
-    """(B, L) token types as transformers' processor writes them: 0 text, 1 image pad, 2 video pad.
-
-    Only config.image_token_id and config.video_token_id are read (a Processor has them too).
-
-    ids [<|vision_start|>, <|image_pad|>, <|image_pad|>, <|vision_end|>, "a"] -> [0, 1, 1, 0, 0].
-    """
-    return (input_ids == config.image_token_id).long() + 2 * (input_ids == config.video_token_id).long()
+from .tokens import mm_token_type_ids as mm_token_type_ids  # re-exported: the modality of each token
 
 
 def fuse(

@@ -18,8 +18,9 @@ from torch import nn
 from . import checkpoint
 from .config import QwenLiteConfig
 from .decoder import KVCache, TextModel, attention_layers
-from .fusion import fuse, mm_token_type_ids
+from .fusion import fuse
 from .rope_index import decode_position_ids, get_rope_index
+from .tokens import mm_token_type_ids
 from .vision import VisionTransformer
 
 
@@ -162,16 +163,16 @@ class QwenLiteVL(nn.Module):
     ) -> torch.Tensor:
         """Token embeddings (B, L, D) with image and video features scattered into their pad tokens."""
         x = self.model.embed_tokens(input_ids)
-        c = self.config
-        for pixels, grid, token_id, kind, names in (
-            (pixel_values, image_grid_thw, c.image_token_id, "image", ("image_grid_thw", "pixel_values")),
-            (pixel_values_videos, video_grid_thw, c.video_token_id, "video", ("video_grid_thw", "pixel_values_videos")),
+        pad_ids = {"image": self.config.image_token_id, "video": self.config.video_token_id}
+        for pixels, grid, modality, names in (
+            (pixel_values, image_grid_thw, "image", ("image_grid_thw", "pixel_values")),
+            (pixel_values_videos, video_grid_thw, "video", ("video_grid_thw", "pixel_values_videos")),
         ):
             features = None
             if pixels is not None:
                 _require(grid, *names)
                 features = self.visual(pixels, grid)  # (pad tokens, D), all items in prompt order
-            x = fuse(x, input_ids, features, token_id, kind)  # pads without pixels raise here
+            x = fuse(x, input_ids, features, pad_ids[modality], modality)  # pads without pixels raise here
         return x
 
     def forward(

@@ -1,9 +1,10 @@
 """Processor: chat messages (or text) with images and videos -> the model's input tensors.
 
-Mirrors transformers' `Qwen2_5_VLProcessor`: render the Qwen2.5-VL chat template, preprocess every image and
-video (qwenlite.preprocessing), expand each `<|image_pad|>` / `<|video_pad|>` to grid_t*grid_h*grid_w / merge**2
-copies, tokenize with the checkpoint's own tokenizer (transformers' AutoTokenizer: the BPE is not rebuilt here),
-and return transformers' key names, so one dict feeds both `qwenlite.QwenLiteVL` and the transformers model.
+Mirrors transformers' `Qwen2_5_VLProcessor`: render the Qwen2.5-VL chat template, load and preprocess every
+image and video (qwenlite.image_io, video_io, preprocessing), expand each `<|image_pad|>` / `<|video_pad|>` to
+grid_t*grid_h*grid_w / merge**2 copies, tokenize with the checkpoint's own tokenizer (transformers'
+AutoTokenizer: the BPE is not rebuilt here), and return transformers' key names, so one dict feeds both
+`qwenlite.QwenLiteVL` and the transformers model.
 Shapes: B prompts, L tokens (left-padded), N patches, 1176 = 3*2*14*14 numbers per patch.
 """
 
@@ -16,22 +17,19 @@ from typing import Any
 
 import torch
 
-from .fusion import mm_token_type_ids
+from .image_io import ImageSource
 from .preprocessing import (
     VIDEO_MAX_PIXELS,
     VIDEO_MIN_PIXELS,
     VIDEO_TOTAL_PIXELS,
-    ImageSource,
     Patches,
     PreprocessorConfig,
-    Video,
-    load_video,
     preprocess_image,
     preprocess_video,
 )
+from .tokens import IMAGE_PAD, VIDEO_PAD, mm_token_type_ids
+from .video_io import Video, load_video
 
-IMAGE_PAD = "<|image_pad|>"
-VIDEO_PAD = "<|video_pad|>"
 Message = dict[str, Any]  # {"role": "user", "content": "text" or [{"type": "image", "image": ...}, ...]}
 
 # keys of a video content item that choose frames, and those that size them (qwen-vl-utils' names)
@@ -162,7 +160,7 @@ class Processor:
         out = {
             "input_ids": input_ids,
             "attention_mask": enc["attention_mask"],
-            "mm_token_type_ids": mm_token_type_ids(input_ids, self),  # reads self.image/video_token_id
+            "mm_token_type_ids": mm_token_type_ids(input_ids, self),  # a Processor knows both pad ids
         }
         # 3) pixels: every item's patches one after another, with its grid
         if image_patches:

@@ -283,7 +283,7 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
     new token, so the cache, the decode positions and rope_deltas are all checked against a full recompute.
     """
     from .decoder import KVCache
-    from .fusion import mm_token_type_ids
+    from .tokens import mm_token_type_ids
 
     config = ours.config
     ids, mask = inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
@@ -292,15 +292,15 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
     video = "pixel_values_videos" in inputs
     rows: list[Row] = []
     with torch.no_grad():
-        for kind, pixels, grid in (
+        for modality, pixels, grid in (
             ("image", "pixel_values", "image_grid_thw"),
             ("video", "pixel_values_videos", "video_grid_thw"),
         ):
             if pixels in inputs:
-                mine = getattr(ours, f"get_{kind}_features")(inputs[pixels], inputs[grid])
-                theirs = getattr(ref, f"get_{kind}_features")(**{pixels: inputs[pixels], grid: inputs[grid]})
+                mine = getattr(ours, f"get_{modality}_features")(inputs[pixels], inputs[grid])
+                theirs = getattr(ref, f"get_{modality}_features")(**{pixels: inputs[pixels], grid: inputs[grid]})
                 rows += [
-                    Row(f"{kind} features [{i}]", a, b)
+                    Row(f"{modality} features [{i}]", a, b)
                     for i, (a, b) in enumerate(zip(mine, theirs.pooler_output, strict=True))
                 ]
         cache = KVCache()

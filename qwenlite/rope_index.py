@@ -10,17 +10,19 @@ Shapes: B batch, L tokens, N vision tokens of one span, 3 axes (t, h, w).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 
 from .config import QwenLiteConfig
+from .tokens import IMAGE, MODALITY_NAMES, TEXT, VIDEO, mm_token_type_ids
 
 
 def vision_position_ids(
     start: int,
     grid_thw: torch.Tensor | Sequence[int],
-    merge_size: int = 2,
+    merge_size: int,
     time_interval: float | torch.Tensor = 1,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
@@ -40,13 +42,97 @@ def vision_position_ids(
     return grid + start
 
 
+def token_spans(token_types: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Runs of one modality (0 text, 1 image pad, 2 video pad) as (modality, start, end), like transformers' groupby.
+
+    [0, 0, 1, 1, 1, 1, 0] -> [(0, 0, 2), (1, 2, 6), (0, 6, 7)]. Two items of one modality with no text
+    between them form one run here; row_position_ids splits it by their grids.
+    """
+    spans, start = [], 0
+    for modality, run in itertools.groupby(token_types):
+        end = start + len(list(run))
+        spans.append((modality, start, end))
+        start = end
+    return spans
+
+
+class VisionItems:
+    """The grids of a batch's images and videos, handed out in reading order (row by row, like the features).
+
+    Each item comes with its time interval: 1 for an image, tokens_per_second * second_per_grid_t for a video.
+    """
+
+    def __init__(
+        self,
+        image_grid_thw: torch.Tensor | None,
+        video_grid_thw: torch.Tensor | None,
+        second_per_grid_ts: torch.Tensor | Sequence[float] | None,
+        tokens_per_second: float,
+    ) -> None:
+        self.grids = {IMAGE: _grid_list(image_grid_thw, "image"), VIDEO: _grid_list(video_grid_thw, "video")}
+        seconds = _seconds_per_grid(second_per_grid_ts, len(self.grids[VIDEO]))
+        self.intervals = {IMAGE: [1] * len(self.grids[IMAGE]), VIDEO: [tokens_per_second * s for s in seconds]}
+        self.used = {IMAGE: 0, VIDEO: 0}
+
+    def take(self, modality: int, row: int) -> tuple[int, torch.Tensor, float]:
+        """The next item of this modality: (its index, its grid (t, h, w), its time interval)."""
+        k, name = self.used[modality], MODALITY_NAMES[modality]
+        if k >= len(self.grids[modality]):
+            raise ValueError(
+                f"row {row}: input_ids hold more {name} spans than the {len(self.grids[modality])} rows "
+                f"of {name}_grid_thw"
+            )
+        self.used[modality] += 1
+        return k, self.grids[modality][k], self.intervals[modality][k]
+
+    def check_all_used(self) -> None:
+        for modality in (IMAGE, VIDEO):
+            name, n = MODALITY_NAMES[modality], len(self.grids[modality])
+            if self.used[modality] != n:
+                raise ValueError(f"{name}_grid_thw has {n} rows but input_ids hold {self.used[modality]} {name} spans")
+
+
+def row_position_ids(
+    token_types: Sequence[int], items: VisionItems, merge_size: int, row: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """(3, L) ids of one row's real tokens: text counts up on all three axes, each vision span gets its grid.
+
+    Every piece starts at max(all ids so far) + 1, the released rule (the previous piece holds that max:
+    each piece starts above every earlier id). token types [0, 0, 1, 1, 1, 1, 0] with one image of grid
+    (1, 4, 4) -> t = [0,1, 2,2,2,2, 4], h = [0,1, 2,2,3,3, 4], w = [0,1, 2,3,2,3, 4].
+    """
+    pieces: list[torch.Tensor] = []  # (3, length of the piece) each
+    next_pos = 0
+    for modality, start, end in token_spans(token_types):
+        if modality == TEXT:
+            pieces.append(torch.arange(next_pos, next_pos + end - start, device=device).expand(3, -1))
+            next_pos = int(pieces[-1].max()) + 1
+            continue
+        name = MODALITY_NAMES[modality]
+        while start < end:  # a run of pads may hold several items of one modality: each takes its grid's count
+            k, grid, interval = items.take(modality, row)
+            count = int(torch.as_tensor(grid).prod()) // merge_size**2
+            if end - start < count:
+                raise ValueError(
+                    f"row {row}: {name} span at token {start} has {end - start} <|{name}_pad|> tokens, "
+                    f"but {name}_grid_thw[{k}] = {[int(g) for g in grid]} needs {count}"
+                )
+            pieces.append(vision_position_ids(next_pos, grid, merge_size, interval, device))
+            next_pos = int(pieces[-1].max()) + 1
+            start += count
+    if not pieces:
+        return torch.zeros(3, 0, dtype=torch.long, device=device)
+    return torch.cat(pieces, dim=1)
+
+
 def get_rope_index(
     input_ids: torch.Tensor,
     image_grid_thw: torch.Tensor | None = None,
     video_grid_thw: torch.Tensor | None = None,
     second_per_grid_ts: torch.Tensor | Sequence[float] | None = None,
     attention_mask: torch.Tensor | None = None,
-    config: QwenLiteConfig | None = None,
+    *,
+    config: QwenLiteConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Position ids (3, B, L) and rope_deltas (B, 1) = max position + 1 - number of real tokens.
 
@@ -65,66 +151,20 @@ def get_rope_index(
         raise ValueError(
             f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}"
         )
-    v = config.vision_config
-    grids = {"image": _grid_list(image_grid_thw, "image"), "video": _grid_list(video_grid_thw, "video")}
-    seconds = _seconds_per_grid(second_per_grid_ts, len(grids["video"]))
-    pad_ids = {config.image_token_id: "image", config.video_token_id: "video"}
-    used = {"image": 0, "video": 0}
-    b, n = input_ids.shape
+    vision = config.vision_config
+    items = VisionItems(image_grid_thw, video_grid_thw, second_per_grid_ts, vision.tokens_per_second)
     device = input_ids.device
-    positions = torch.zeros(3, b, n, dtype=torch.long, device=device)
-    deltas = torch.zeros(b, 1, dtype=torch.long, device=device)
-
-    for row in range(b):
-        keep = (
-            attention_mask[row].bool()
-            if attention_mask is not None
-            else torch.ones_like(input_ids[row], dtype=torch.bool)
-        )
-        keep = keep.to(device)
-        ids = input_ids[row][keep].tolist()
-        pieces: list[torch.Tensor] = []  # (3, length of the piece) each
-        i, next_pos = 0, 0
-        while i < len(ids):
-            kind = pad_ids.get(ids[i])
-            if kind is None:
-                # 1) a run of text: one id per token, the same on all three axes
-                j = i
-                while j < len(ids) and ids[j] not in pad_ids:
-                    j += 1
-                pieces.append(torch.arange(next_pos, next_pos + j - i, device=device).expand(3, -1))
-            else:
-                # 2) a vision span: the next grid of its kind says how many pad tokens it covers
-                k = used[kind]
-                if k >= len(grids[kind]):
-                    raise ValueError(
-                        f"row {row}: input_ids hold more {kind} spans than the {len(grids[kind])} rows "
-                        f"of {kind}_grid_thw"
-                    )
-                used[kind] += 1
-                grid = grids[kind][k]
-                count = int(torch.as_tensor(grid).prod()) // v.spatial_merge_size**2
-                run = next((r for r, t in enumerate(ids[i : i + count]) if t != ids[i]), min(count, len(ids) - i))
-                if run != count:
-                    raise ValueError(
-                        f"row {row}: {kind} span at token {i} has {run} <|{kind}_pad|> tokens, "
-                        f"but {kind}_grid_thw[{k}] = {[int(g) for g in grid]} needs {count}"
-                    )
-                interval = 1 if kind == "image" else v.tokens_per_second * seconds[k]
-                pieces.append(vision_position_ids(next_pos, grid, v.spatial_merge_size, interval, device))
-                j = i + count
-            i = j
-            # 3) the released rule: continue after the largest id so far (the last piece holds it: each piece
-            # starts above every earlier id)
-            next_pos = int(pieces[-1].max()) + 1
-        if pieces:
-            positions[:, row, keep] = torch.cat(pieces, dim=1).to(device)
-            deltas[row] = next_pos - len(ids)
-    for kind in ("image", "video"):
-        if used[kind] != len(grids[kind]):
-            raise ValueError(
-                f"{kind}_grid_thw has {len(grids[kind])} rows but input_ids hold {used[kind]} {kind} spans"
-            )
+    positions = torch.zeros(3, *input_ids.shape, dtype=torch.long, device=device)
+    deltas = torch.zeros(input_ids.shape[0], 1, dtype=torch.long, device=device)
+    for row in range(input_ids.shape[0]):
+        keep = torch.ones_like(input_ids[row], dtype=torch.bool) if attention_mask is None else attention_mask[row]
+        keep = keep.bool().to(device)
+        types = mm_token_type_ids(input_ids[row][keep], config).tolist()
+        ids = row_position_ids(types, items, vision.spatial_merge_size, row, device)  # (3, real tokens)
+        if ids.shape[1]:
+            positions[:, row, keep] = ids
+            deltas[row] = int(ids.max()) + 1 - ids.shape[1]
+    items.check_all_used()
     return positions, deltas
 
 
@@ -133,7 +173,7 @@ def decode_position_ids(
 ) -> torch.Tensor:
     """(3, B, new) ids for tokens generated after a prefill: text positions shifted by rope_deltas.
 
-    Without a mask this is the seed's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
+    Without a mask this is transformers 4.5x's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
     With left padding a row's text position counts only its real tokens (attention_mask.cumsum - 1),
     matching rope_deltas = max + 1 - real tokens, so every row's first new token lands at its max
     prefill id + 1. Prompt "ab<img 2x2>c" (delta -2), past 7 -> the next token gets 7 - 2 = 5 on all axes.
@@ -147,12 +187,14 @@ def decode_position_ids(
     return (text + rope_deltas).expand(3, -1, -1)
 
 
-def _grid_list(grid_thw: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
+def _grid_list(grid_thw: torch.Tensor | None, modality: str) -> list[torch.Tensor]:
     if grid_thw is None:
         return []
     grid_thw = torch.as_tensor(grid_thw)
     if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
-        raise ValueError(f"{kind}_grid_thw must be (num_{kind}s, 3) rows of (t, h, w), got {tuple(grid_thw.shape)}")
+        raise ValueError(
+            f"{modality}_grid_thw must be (num_{modality}s, 3) rows of (t, h, w), got {tuple(grid_thw.shape)}"
+        )
     return list(grid_thw)
 
 

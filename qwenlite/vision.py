@@ -12,6 +12,7 @@ M = merge_size**2 patches per LLM token (4), Do output width (= text hidden size
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from .layers import MLP, RMSNorm, apply_rotary, rope_inv_freq
 # ------------------------------------------------------------------ index bookkeeping
 
 
-def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = 2) -> torch.Tensor:
+def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = VisionConfig.spatial_merge_size) -> torch.Tensor:
     """(h, w) patch coordinates in the order the processor emits patches: merge x merge groups first.
 
     grid (1, 2, 2) -> [[0, 0], [0, 1], [1, 0], [1, 1]]; grid (1, 2, 4) with merge 2 ->
@@ -41,7 +42,10 @@ def vision_rotary_ids(grid_thw: torch.Tensor, merge_size: int = 2) -> torch.Tens
 
 
 def get_window_index(
-    grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge_size: int = 2
+    grid_thw: torch.Tensor,
+    window_size: int = VisionConfig.window_size,
+    patch_size: int = VisionConfig.patch_size,
+    merge_size: int = VisionConfig.spatial_merge_size,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Permutation of merged tokens into window order, and cumulative window lengths in patches.
 
@@ -74,6 +78,51 @@ def full_attention_seqlens(grid_thw: torch.Tensor) -> torch.Tensor:
     """Cumulative lengths for full attention: each frame attends within itself. grid (2, 2, 2) -> [0, 4, 8]."""
     per_frame = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0])
     return F.pad(per_frame.cumsum(0), (1, 0)).to(torch.int32)
+
+
+def segment_ids(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(N,) which segment each packed position belongs to. cu_seqlens [0, 3, 5] -> [0, 0, 0, 1, 1]."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+
+
+@dataclass(frozen=True)
+class VisionLayout:
+    """Where every patch sits inside the tower, and who attends to whom: what the tower, its pictures and its
+    tests all read. Positions inside the tower are in window order; patches in pixel_values are in processor order.
+    """
+
+    window_index: torch.Tensor  # (N/M,) long: the merged token (processor order) at each window-order slot
+    patch_order: torch.Tensor  # (N,) long: the processor-order patch at each position inside the tower
+    rotary_ids: torch.Tensor  # (N, 2) long: (h, w) of the patch at each position inside the tower
+    cu_windows: torch.Tensor  # (windows + 1,) int32: segment bounds of windowed blocks, in tower positions
+    cu_frames: torch.Tensor  # (frames + 1,) int32: segment bounds of full-attention blocks (one frame each)
+
+    @property
+    def restore(self) -> torch.Tensor:
+        """(N/M,) long: the permutation that puts merged tokens back in processor (prompt) order."""
+        return torch.argsort(self.window_index)
+
+
+def vision_layout(grid_thw: torch.Tensor, config: VisionConfig) -> VisionLayout:
+    """All index bookkeeping of the vision tower for one packed batch of images/videos, on grid_thw's device.
+
+    Worked example, grid (1, 4, 12) with 112-px windows (4x4 merged tokens), merge 2:
+    the merged grid is 2x6, cut into a 2x4 window and a 2x2 one;
+    window_index = [0,1,2,3,6,7,8,9, 4,5,10,11] (merged tokens, window by window);
+    patch_order[:8] = [0,1,2,3, 4,5,6,7] (tokens 0 and 1, 4 patches each), patch_order[16:20] = [24,25,26,27]
+    (slot 4 holds token 6: merged row 1, column 0); rotary_ids[:4] = [[0,0], [0,1], [1,0], [1,1]],
+    rotary_ids[16:20] = [[2,0], [2,1], [3,0], [3,1]];
+    cu_windows = [0, 32, 48]; cu_frames = [0, 48].
+    """
+    unit = config.spatial_merge_size**2
+    window_index, cu_windows = get_window_index(
+        grid_thw, config.window_size, config.patch_size, config.spatial_merge_size
+    )
+    # whole merge groups move together: merged token j -> its patches j*M .. j*M + M-1
+    patch_order = (window_index[:, None] * unit + torch.arange(unit, device=grid_thw.device)).flatten()  # (N,)
+    rotary_ids = vision_rotary_ids(grid_thw, config.spatial_merge_size)[patch_order]  # (N, 2)
+    return VisionLayout(window_index, patch_order, rotary_ids, cu_windows, full_attention_seqlens(grid_thw))
 
 
 # ------------------------------------------------------------------ modules
@@ -198,36 +247,32 @@ class VisionTransformer(nn.Module):
         self.merger = PatchMerger(config)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        unit = c.spatial_merge_size**2
-        check_grid(pixel_values, grid_thw, c)
-        grid_thw = grid_thw.to(pixel_values.device)  # index tensors are built where the pixels are
-        # 1) index bookkeeping: window order, window and frame segments, rotary angles
-        window_index, cu_windows = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)
-        cu_frames = full_attention_seqlens(grid_thw)
-        patch_order = (
-            window_index[:, None] * unit + torch.arange(unit, device=grid_thw.device)
-        ).flatten()  # whole 2x2 groups move together
-        cos, sin = self.rotary_pos_emb(vision_rotary_ids(grid_thw, c.spatial_merge_size)[patch_order])  # (N, Dh)
+        check_grid(pixel_values, grid_thw, self.config)
+        # 1) index bookkeeping: window order, window and frame segments, rotary ids (index tensors live
+        #    where the pixels are)
+        layout = vision_layout(grid_thw.to(pixel_values.device), self.config)
+        cos, sin = self.rotary_pos_emb(layout.rotary_ids)  # (N, Dh)
         # 2) embed patches and put them in window order
-        x = self.patch_embed(pixel_values)[patch_order]  # (N, D)
+        x = self.patch_embed(pixel_values)[layout.patch_order]  # (N, D)
         # 3) blocks: full attention within each frame in fullatt blocks, else within each window
         for i, block in enumerate(self.blocks):
-            x = block(x, cu_frames if i in c.fullatt_block_indexes else cu_windows, cos, sin)
+            x = block(x, layout.cu_frames if i in self.config.fullatt_block_indexes else layout.cu_windows, cos, sin)
         # 4) merge 2x2 groups, then undo the window permutation. Frame segments are unions of
         #    windows (the permutation stays inside a frame), so full attention is unaffected by it.
-        return self.merger(x)[torch.argsort(window_index)]  # (N/M, Do)
+        return self.merger(x)[layout.restore]  # (N/M, Do)
 
 
-def check_grid(pixel_values: torch.Tensor, grid_thw: torch.Tensor, c: VisionConfig) -> None:
+def check_grid(pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: VisionConfig) -> None:
     """Loud errors for inputs that would otherwise fail deep inside a reshape."""
-    patch_dim = c.in_channels * c.temporal_patch_size * c.patch_size**2
+    patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
     if pixel_values.ndim != 2 or pixel_values.shape[1] != patch_dim:
         raise ValueError(f"pixel_values must be (num_patches, {patch_dim}), got {tuple(pixel_values.shape)}")
     if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
         raise ValueError(f"grid_thw must be (num_images, 3), got {tuple(grid_thw.shape)}")
-    if (grid_thw[:, 1:] % c.spatial_merge_size).any():
-        raise ValueError(f"grid h and w must be multiples of spatial_merge_size {c.spatial_merge_size}: {grid_thw}")
+    if (grid_thw[:, 1:] % config.spatial_merge_size).any():
+        raise ValueError(
+            f"grid h and w must be multiples of spatial_merge_size {config.spatial_merge_size}: {grid_thw}"
+        )
     total = int(grid_thw.prod(-1).sum())
     if total != pixel_values.shape[0]:
         raise ValueError(

@@ -49,7 +49,8 @@ class FlagFactoriesWithoutDevice(TorchFunctionMode):
 def mixed(ckpt, photo_path, video_path):
     """A left-padded batch: photo + video in one row, text only in the other."""
     from qwenlite import Processor
-    from qwenlite.preprocessing import load_video, preprocess_image, preprocess_video
+    from qwenlite.preprocessing import preprocess_image, preprocess_video
+    from qwenlite.video_io import load_video
 
     processor = Processor.from_pretrained(ckpt)
     photo = preprocess_image(photo_path, processor.config, max_pixels=112 * 112)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from qwenlite import Processor
 from qwenlite import preprocessing as pp
+from qwenlite.video_io import Video, load_video
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def _hf_prompt(hf_processor, messages) -> str:
     return hf_processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _hf_video_kwargs(video: pp.Video) -> dict:
+def _hf_video_kwargs(video: Video) -> dict:
     """What makes transformers' video processor see the same frames with qwen-vl-utils' frame budget."""
     cap = pp.video_max_pixels(len(video.indices) + len(video.indices) % 2)
     return {
@@ -108,7 +109,7 @@ def test_two_images(processor, hf_processor, photo, small):
 
 def test_image_and_video(processor, hf_processor, small, video_path):
     messages = _user(_image(small), {"type": "video", "video": str(video_path)}, _text("What happens?"))
-    video = pp.load_video(video_path)
+    video = load_video(video_path)
     ref = hf_processor(
         text=[_hf_prompt(hf_processor, messages)],
         images=[small],
@@ -123,7 +124,7 @@ def test_image_and_video(processor, hf_processor, small, video_path):
 
 def test_video_options_in_a_message(processor, hf_processor, video_path):
     messages = _user({"type": "video", "video": str(video_path), "nframes": 6}, _text("Go."))
-    video = pp.load_video(video_path, nframes=6)
+    video = load_video(video_path, nframes=6)
     ref = hf_processor(
         text=[_hf_prompt(hf_processor, messages)], videos=[video.frames], return_tensors="pt", **_hf_video_kwargs(video)
     )
@@ -146,7 +147,7 @@ def test_batch_of_two_prompts_left_padded(processor, hf_processor, photo, small)
 def test_call_with_text_images_videos(processor, hf_processor, small, video_path):
     """The plain call: prompt text holding one pad per item, plus the raw items."""
     prompt = "<|vision_start|><|image_pad|><|vision_end|>then<|vision_start|><|video_pad|><|vision_end|>"
-    video = pp.load_video(video_path)
+    video = load_video(video_path)
     ref = hf_processor(
         text=[prompt], images=[small], videos=[video.frames], return_tensors="pt", **_hf_video_kwargs(video)
     )

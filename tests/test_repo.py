@@ -44,3 +44,74 @@ def test_ruff_is_clean():
     for args in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 0, f"ruff {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """qwenlite module -> the qwenlite modules it imports at module level (imports inside functions are lazy)."""
+    import ast
+
+    package = ROOT / "qwenlite"
+    graph = {}
+    for file in package.rglob("*.py"):
+        parts = file.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        here = name.split(".") if parts[-1] == "__init__" else name.split(".")[:-1]
+        targets = set()
+        for node in ast.parse(file.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = ".".join(here[: len(here) - node.level + 1])
+                if node.module:
+                    targets.add(f"{base}.{node.module}")
+                else:  # from . import tokens: the names are modules
+                    targets.update(f"{base}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qwenlite"):
+                targets.add(node.module)
+        graph[name] = targets
+    return {name: {t for t in targets if t in graph and t != name} for name, targets in graph.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph, or None."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, nxt])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_package_has_no_import_cycle():
+    """No qwenlite module imports, at module level, one that imports it back (fusion and processor once did)."""
+    graph = _import_graph()
+    assert {"qwenlite.tokens", "qwenlite.fusion", "qwenlite.processor"} <= set(graph)
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+    assert graph["qwenlite.tokens"] == set()  # the token ids import nothing of qwenlite
+
+
+def test_import_cycle_check_finds_a_cycle():
+    """Mutation: fusion importing processor again (as before tokens.py) is reported as a cycle."""
+    graph = _import_graph()
+    graph["qwenlite.processor"].add("qwenlite.fusion")
+    graph["qwenlite.fusion"].add("qwenlite.processor")
+    assert _cycle(graph) is not None
+
+
+def test_readme_module_map_matches_the_package():
+    """The README's `qwenlite/` map lists every module and sub-package of the tree, and nothing else."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("```\nqwenlite/\n") :].split("```")[1]
+    listed = {line.split()[0] for line in block.splitlines()[2:] if line.strip()}
+    package = ROOT / "qwenlite"
+    tree = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    tree |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert listed == tree, f"README lists {sorted(listed - tree)} not in the tree; misses {sorted(tree - listed)}"

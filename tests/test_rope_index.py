@@ -186,7 +186,7 @@ def test_bad_layouts_are_named(ids, grids, message, config):
 
 def test_config_is_required():
     with pytest.raises(ValueError, match="needs config="):
-        get_rope_index(torch.tensor([[1, 2]]))
+        get_rope_index(torch.tensor([[1, 2]]), config=None)
 
 
 # ----------------------------------------------------------------------------- processor-built prompts
@@ -329,20 +329,32 @@ def test_generate_matches_transformers_on_image_prompts(batch, ours, ref, hf_pro
     else:
         inputs = chat_inputs(hf_processor, [["image", "text"], ["text", "image", "image", "text"]], photos[:3])
         assert (inputs["attention_mask"][0] == 0).any()  # the first prompt really is left padded
-    theirs = ref.generate(**inputs, max_new_tokens=10, do_sample=False, repetition_penalty=1.0)
     mine_positions: list[torch.Tensor] = []
-    handle = _record_positions(ours.model, mine_positions, index=1)
+    theirs_positions: list[torch.Tensor] = []
+    handles = [
+        _record_positions(ours.model, mine_positions, index=1),
+        _record_positions(ref.model.language_model, theirs_positions),
+    ]
     try:
+        theirs = ref.generate(**inputs, max_new_tokens=10, do_sample=False, repetition_penalty=1.0)
         mine = ours.generate(**inputs, max_new_tokens=10)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     assert torch.equal(mine, theirs)
-    # the ids qwenlite fed its decoder (prefill, then one token per step) = get_rope_index of everything it fed
+    # the ids each library fed its decoder (prefill, then one token per step) on the real tokens: for images the
+    # two rules agree, so transformers' are the reference (catches rope_deltas off by one, or padding counted)
     used = torch.cat(mine_positions, dim=2)  # (3, B, tokens fed)
-    fed = mine[:, : used.shape[2]]
+    theirs_used = torch.cat([p[1:] for p in theirs_positions], dim=2)  # generate adds a text row on top of (t, h, w)
+    steps = min(used.shape[2], theirs_used.shape[2])
+    assert steps > inputs["input_ids"].shape[1] + 1  # the prefill and at least two decode steps
+    fed = mine[:, :steps]
     fed_mask = torch.cat([inputs["attention_mask"], torch.ones_like(fed[:, inputs["input_ids"].shape[1] :])], dim=1)
+    real = fed_mask.bool()
+    assert torch.equal(used[:, :, :steps][:, real], theirs_used[:, :, :steps][:, real])
+    # and they are get_rope_index of everything fed: decoding continues the prefill
     whole, _ = get_rope_index(fed, inputs["image_grid_thw"], attention_mask=fed_mask, config=config)
-    assert torch.equal(used[:, fed_mask.bool()], whole[:, fed_mask.bool()])
+    assert torch.equal(used[:, :, :steps][:, real], whole[:, real])
 
 
 def test_video_decode_positions_differ_from_transformers(ours, ref, hf_processor, config):
@@ -373,3 +385,34 @@ def test_video_decode_positions_differ_from_transformers(ours, ref, hf_processor
     assert torch.equal(my_decode[:, 0], mine_ids[:, 0, :n].amax(dim=1) + 1)
     assert (my_decode - their_decode == gap).all()
     assert (their_decode.diff(dim=1) == 1).all() and (my_decode.diff(dim=1) == 1).all()
+
+
+# ----------------------------------------------------------------------------- the explorer's prompts
+
+
+@pytest.mark.parametrize(
+    ("layout", "image_hw", "frames", "fps"),
+    [("text image text video text", (224, 308), 8, 2.0), ("text video image text", (140, 196), 12, 1.0)],
+)
+def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames, fps, ckpt, config, hf_processor):
+    """notebook 06's explorer builds its prompt with qwenlite's processor; transformers' processor, given the same
+    text and blank pixels, writes the same ids and grids. Catches an explorer that counts pad tokens, sizes or
+    seconds per group its own way (e.g. grid_t = frames instead of frames / 2, or 1 / fps seconds per group)."""
+    from qwenlite import Processor
+    from qwenlite.viz.rope import build_layout
+
+    items = layout.split()
+    ours = build_layout(items, Processor.from_pretrained(ckpt), image_hw, frames, fps)
+    text = ours.pop("text")
+    theirs = hf_processor(
+        text=[text],
+        images=[np.zeros((*image_hw, 3), dtype=np.uint8)] * items.count("image") or None,
+        videos=[np.zeros((frames, 112, 168, 3), dtype=np.uint8)] * items.count("video") or None,
+        video_metadata=[{"fps": fps, "total_num_frames": frames}] * items.count("video"),
+        do_sample_frames=False,
+        return_tensors="pt",
+    )
+    for key, value in ours.items():
+        assert torch.equal(value, theirs[key].to(value.dtype)), key
+    pos, delta = get_rope_index(**ours, config=config)
+    assert pos.shape == (3, *ours["input_ids"].shape) and int(delta) < 0  # the vision spans really are there

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 import qwenlite.model
 import qwenlite.rope_index
 from qwenlite import checkpoint
-from qwenlite.preprocessing import load_video, preprocess_image, preprocess_video
+from qwenlite.preprocessing import preprocess_image, preprocess_video
 from qwenlite.reference import TOLERANCES, RunSettings, check_table, end_to_end_rows, float32_bar, load_models
+from qwenlite.video_io import load_video
 from qwenlite.vision import get_window_index
 
 DTYPES = (torch.float32, torch.bfloat16)

@@ -21,16 +21,20 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
+from qwenlite.config import VisionConfig
 from qwenlite.layers import MLP
-from qwenlite.reference import capture
+from qwenlite.reference import capture, tolerance
 from qwenlite.vision import (
     PatchEmbed,
     VisionTransformer,
     full_attention_seqlens,
     get_window_index,
     segment_attention,
+    segment_ids,
+    vision_layout,
     vision_rotary_ids,
 )
+from qwenlite.viz import vision as vv
 
 ATOL = 1e-5  # component outputs (features included), float32, for values of order 1; scaled in assert_close
 
@@ -142,6 +146,30 @@ def test_docstring_examples():
     wi, cu = get_window_index(torch.tensor([[1, 4, 12]]))
     assert wi.tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 4, 5, 10, 11] and cu.tolist() == [0, 32, 48]
     assert full_attention_seqlens(torch.tensor([[2, 2, 2]])).tolist() == [0, 4, 8]
+    assert segment_ids(torch.tensor([0, 3, 5])).tolist() == [0, 0, 0, 1, 1]
+    layout = vision_layout(torch.tensor([[1, 4, 12]]), VisionConfig())
+    assert layout.window_index.tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 4, 5, 10, 11]
+    assert layout.patch_order[:8].tolist() == list(range(8)) and layout.patch_order[16:20].tolist() == [24, 25, 26, 27]
+    assert layout.rotary_ids[:4].tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert layout.rotary_ids[16:20].tolist() == [[2, 0], [2, 1], [3, 0], [3, 1]]
+    assert layout.cu_windows.tolist() == [0, 32, 48] and layout.cu_frames.tolist() == [0, 48]
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=str)
+def test_vision_layout_equals_transformers(grid):
+    """The one layout that the tower, its pictures and these tests read, against transformers' own helpers and the
+    permutation its forward applies (hidden states and position ids reshaped to merge groups, indexed by
+    window_index). Catches a patch order that moves single patches instead of whole 2x2 groups, rotary ids left in
+    processor order, or a restore that is not the inverse permutation."""
+    g = torch.tensor(grid)
+    layout = vision_layout(g, VisionConfig())
+    window_index, cu_windows = get_vision_window_index(g, spatial_merge_size=2, window_size=112, patch_size=14)
+    n = int(g.prod(-1).sum())
+    assert torch.equal(layout.window_index, window_index) and torch.equal(layout.cu_windows, cu_windows)
+    assert torch.equal(layout.cu_frames, get_vision_cu_seqlens(g))
+    assert torch.equal(layout.patch_order, torch.arange(n).reshape(-1, 4)[window_index].flatten())
+    assert torch.equal(layout.rotary_ids, get_vision_position_ids(g, 2).reshape(-1, 4, 2)[window_index].flatten(0, 1))
+    assert torch.equal(layout.window_index[layout.restore], torch.arange(n // 4))
 
 
 # ------------------------------------------------------------------ components against transformers
@@ -208,6 +236,62 @@ def test_bfloat16_tower_is_as_close_to_float32_as_transformers_bfloat16(ours, re
             for features in (mine_bf16(pixels, grid), theirs_bf16(pixels, grid).pooler_output)
         )
         assert 0 < theirs < 0.05 and mine <= 1.5 * theirs, (name, mine, theirs)
+
+
+# ------------------------------------------------------------------ the pictures draw what the tower computes
+
+
+def window_map_by_hand(grid_hw: tuple[int, int], side: int = 112 // 14) -> torch.Tensor:
+    """The window rule written without the layout: side x side patch tiles of one frame, numbered row by row."""
+    rows, cols = torch.meshgrid(torch.arange(grid_hw[0]), torch.arange(grid_hw[1]), indexing="ij")
+    return (rows // side) * -(-grid_hw[1] // side) + cols // side
+
+
+@pytest.mark.parametrize("grid_hw", [(16, 16), (12, 20), (42, 36), (6, 22)], ids=str)
+def test_window_picture_is_the_tower_windows(grid_hw):
+    """viz.vision.window_ids (the coloured tiles of notebooks 03 and 04) equals the window rule written by hand."""
+    assert torch.equal(vv.window_ids(grid_hw), window_map_by_hand(grid_hw))
+
+
+def test_window_picture_check_fails_on_a_picture_that_forgets_the_window_order(monkeypatch):
+    """Mutation: a picture that reads segment ids as if the tower kept processor order draws the wrong tiles."""
+    real = vv.vision_layout
+    monkeypatch.setattr(
+        vv, "vision_layout", lambda g, c: dataclasses.replace(real(g, c), patch_order=torch.arange(int(g.prod())))
+    )
+    assert not torch.equal(vv.window_ids((12, 20)), window_map_by_hand((12, 20)))
+
+
+def attention_picture_error(tower: VisionTransformer, pixels: torch.Tensor, grid: torch.Tensor, layer: int):
+    """The attention picture's probabilities, applied to the block's own v and proj, against the block's output."""
+    block = tower.blocks[layer]
+    probs = vv.attention_probs(tower, pixels, grid, layer)  # (H, N, N), window order
+    with torch.no_grad(), capture({"x": block.norm1, "out": block.attn}) as got:
+        tower(pixels, grid)
+    with torch.no_grad():
+        cos, sin = tower.rotary_pos_emb(vision_layout(grid, tower.config).rotary_ids)
+        _, _, v = block.attn.rotated_qkv(got["x"], cos, sin)  # v has no rotary: cos, sin only fill the call
+        redrawn = block.attn.proj(torch.einsum("hqk,khd->qhd", probs, v).flatten(1))
+    return float((redrawn - got["out"]).abs().max()), tolerance(got["out"])
+
+
+def test_attention_picture_is_what_each_block_computes(ours, vision_inputs):
+    """softmax(q k^T) drawn in notebook 03, times the block's v and through its proj, gives the block's own
+    attention output: for a windowed and a full-attention block, on a frame whose edge windows are partial."""
+    tower = ours.visual
+    pixels, grid = vision_inputs["odd_size"]
+    for layer in (0, tower.config.fullatt_block_indexes[0]):
+        error, bound = attention_picture_error(tower, pixels, grid, layer)
+        assert error <= bound, (layer, error, bound)
+
+
+def test_attention_picture_check_fails_on_a_picture_without_the_segment_mask(ours, vision_inputs, monkeypatch):
+    """Mutation: a picture that forgets the windows (every patch may attend to every patch) no longer reproduces
+    a windowed block's output."""
+    monkeypatch.setattr(vv, "segment_mask", lambda cu: torch.ones(int(cu[-1]), int(cu[-1]), dtype=torch.bool))
+    pixels, grid = vision_inputs["odd_size"]
+    error, bound = attention_picture_error(ours.visual, pixels, grid, 0)
+    assert error > bound, (error, bound)
 
 
 # ------------------------------------------------------------------ properties

@@ -64,7 +64,13 @@ def test_maps_average_the_chosen_heads_and_queries(config):
 def test_spans_and_grids_that_do_not_belong_together_are_refused(config):
     image_grid, video_grid = torch.tensor([[1, 4, 8]]), torch.tensor([[2, 4, 6]])
     ids = layout(config, image_grid[0], video_grid[0])
-    with pytest.raises(ValueError, match=r"image span at column 4 has 8 tokens, its grid \[1, 4, 4\] needs 4"):
+    with pytest.raises(
+        ValueError, match=r"image pads at columns \[4, 12\): 8 tokens, but the image grids cover 0 \+ 12$"
+    ):
+        vision_spans(ids[0], config, torch.tensor([[1, 4, 12]]), video_grid)
+    with pytest.raises(ValueError, match=r"image pads at columns \[4, 12\): 8 tokens, but the image grids cover 4$"):
         vision_spans(ids[0], config, torch.tensor([[1, 4, 4]]), video_grid)
-    with pytest.raises(ValueError, match="video span at column .* has no grid: more video spans than grids"):
+    with pytest.raises(
+        ValueError, match=r"video pads at columns \[\d+, \d+\): 12 tokens, but the video grids cover 0$"
+    ):
         vision_spans(ids[0], config, image_grid, None)

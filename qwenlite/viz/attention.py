@@ -8,6 +8,7 @@ order, the order `get_rope_index` gives them ids in, so one query's row over a s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import QwenLiteConfig
+from ..rope_index import token_spans
+from ..tokens import IMAGE, VIDEO, mm_token_type_ids
 
 
 @dataclass(frozen=True)
@@ -44,35 +47,29 @@ def vision_spans(
 ) -> list[VisionSpan]:
     """The image and video spans of one prompt row (L,), in prompt order, each with its own grid.
 
-    Grids are consumed in order, images from image_grid_thw and videos from video_grid_thw, as
-    `get_rope_index` and the processor's expansion do. A span whose length is not its grid's token
-    count is an error (the prompt and the grids do not belong together).
+    The runs of pad tokens come from `rope_index.token_spans`, as `get_rope_index` finds them; a run is cut
+    into items by their grids, consumed in order (images from image_grid_thw, videos from video_grid_thw).
+    A run that its grids do not fill exactly is an error (the prompt and the grids do not belong together).
     """
-    ids = input_ids.tolist()
+    names = {IMAGE: "image", VIDEO: "video"}
     grids = {
-        "image": iter([] if image_grid_thw is None else image_grid_thw.tolist()),
-        "video": iter([] if video_grid_thw is None else video_grid_thw.tolist()),
+        IMAGE: iter([] if image_grid_thw is None else image_grid_thw.tolist()),
+        VIDEO: iter([] if video_grid_thw is None else video_grid_thw.tolist()),
     }
-    pad = {config.image_token_id: "image", config.video_token_id: "video"}
     merge = config.vision_config.spatial_merge_size
-    spans, i = [], 0
-    while i < len(ids):
-        modality = pad.get(ids[i])
-        if modality is None:
-            i += 1
-            continue
-        end = i
-        while end < len(ids) and ids[end] == ids[i]:
-            end += 1
-        grid = next(grids[modality], None)
-        if grid is None:
-            raise ValueError(f"{modality} span at column {i} has no grid: more {modality} spans than grids")
-        span = VisionSpan(modality, i, end, tuple(grid), merge)
-        t, gh, gw = span.token_grid
-        if end - i != t * gh * gw:
-            raise ValueError(f"{modality} span at column {i} has {end - i} tokens, its grid {grid} needs {t * gh * gw}")
-        spans.append(span)
-        i = end
+    spans = []
+    for modality, first, end in token_spans(mm_token_type_ids(input_ids[None], config)[0].tolist()):
+        start = first
+        while modality in names and start < end:
+            grid = next(grids[modality], None)
+            size = 0 if grid is None else math.prod(grid) // merge**2
+            if grid is None or start + size > end:
+                raise ValueError(
+                    f"{names[modality]} pads at columns [{first}, {end}): {end - first} tokens, but the "
+                    f"{names[modality]} grids cover {start - first}" + ("" if grid is None else f" + {size}")
+                )
+            spans.append(VisionSpan(names[modality], start, start + size, tuple(grid), merge))
+            start += size
     return spans
 
 

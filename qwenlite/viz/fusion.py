@@ -15,8 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon, Rectangle
 
 from ..config import QwenLiteConfig
+from ..tokens import token_kinds
 
-KIND_COLOURS = {
+KIND_COLOURS = {  # one colour per word of qwenlite.tokens.token_kinds
     "text": "#c6dbef",
     "chat": "#6b6b6b",  # <|im_start|>, <|im_end|>, <|endoftext|>
     "vision": "#fdae6b",  # <|vision_start|>, <|vision_end|>
@@ -24,27 +25,6 @@ KIND_COLOURS = {
     "video": "#756bb1",  # <|video_pad|>
     "padding": "#f0f0f0",  # attention_mask 0
 }
-CHAT_IDS = (151643, 151644, 151645)  # <|endoftext|>, <|im_start|>, <|im_end|>
-
-
-def token_kinds(ids: Sequence[int], config: QwenLiteConfig, attention_mask: Sequence[int] | None = None) -> list[str]:
-    """One of KIND_COLOURS' keys per token."""
-    vision = (config.vision_start_token_id, config.vision_end_token_id)
-    kinds = []
-    for k, t in enumerate(ids):
-        if attention_mask is not None and not attention_mask[k]:
-            kinds.append("padding")
-        elif t == config.image_token_id:
-            kinds.append("image")
-        elif t == config.video_token_id:
-            kinds.append("video")
-        elif t in vision:
-            kinds.append("vision")
-        elif t in CHAT_IDS:
-            kinds.append("chat")
-        else:
-            kinds.append("text")
-    return kinds
 
 
 def _short(label: str, width: int = 8) -> str:

@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, PATCH_SIZE, Patches, Video, smart_resize
+from ..preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, smart_resize
+from ..video_io import Video
 
 
 def _hwc(frame: torch.Tensor) -> np.ndarray:
@@ -16,7 +17,7 @@ def _hwc(frame: torch.Tensor) -> np.ndarray:
     return frame.permute(1, 2, 0).numpy()
 
 
-def draw_patch_grid(ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int = 2, title: str = "") -> None:
+def draw_patch_grid(ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int = MERGE_SIZE, title: str = "") -> None:
     """The resized image with thin lines every 14 px (patches) and thick ones every 28 px (LLM tokens)."""
     h, w = frame.shape[-2:]
     ax.imshow(_hwc(frame), extent=(0, w, h, 0))
@@ -50,7 +51,7 @@ def show_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, z
     return fig
 
 
-def show_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int = 2):
+def show_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int = MERGE_SIZE):
     """One 1176-vector as what it is: (C=3, Tp=2, 14, 14), drawn as its two 14x14 RGB frames (de-normalised)."""
     patch = row.view(3, 2, PATCH_SIZE, PATCH_SIZE)  # (C, Tp, P, P)
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1, 1)

@@ -1,6 +1,7 @@
 """Pictures and an explorer for 06_rope_index: t/h/w position ids drawn over an image and over video frames,
 the three rows of ids along a whole prompt, qwenlite's rule beside transformers 5.24's, and an ipywidgets
-explorer that rebuilds a prompt from image size, frame count, fps and layout and redraws the ids.
+explorer that rebuilds a prompt through the processor from image size, frame count, fps and layout and redraws the
+ids.
 
 Every function draws tensors handed to it (or computes them with qwenlite.get_rope_index) and returns a Figure.
 """
@@ -8,6 +9,7 @@ Every function draws tensors handed to it (or computes them with qwenlite.get_ro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,13 +17,15 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..config import QwenLiteConfig
-from ..preprocessing import smart_resize
+from ..config import QwenLiteConfig, VisionConfig
+from ..preprocessing import preprocess_image, preprocess_video
+from ..processor import Processor
 from ..rope_index import get_rope_index
-from .fusion import KIND_COLOURS, token_kinds
+from ..tokens import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, token_kinds
+from ..video_io import Video
+from .fusion import KIND_COLOURS
 
 AXIS_COLOURS = {"t": "#4c78a8", "h": "#f58518", "w": "#54a24b"}
-WORD = 9707  # an ordinary text token, for layouts built from ids
 
 
 def _ids_over(ax, picture: np.ndarray, ids: np.ndarray, cmap: str, vmin: int, vmax: int) -> None:
@@ -37,7 +41,12 @@ def _ids_over(ax, picture: np.ndarray, ids: np.ndarray, cmap: str, vmin: int, vm
     ax.tick_params(length=0)
 
 
-def draw_image_ids(picture: np.ndarray, ids: torch.Tensor, grid_thw: Sequence[int], merge_size: int = 2) -> Figure:
+def draw_image_ids(
+    picture: np.ndarray,
+    ids: torch.Tensor,
+    grid_thw: Sequence[int],
+    merge_size: int = VisionConfig.spatial_merge_size,
+) -> Figure:
     """Three panels over the resized image: its t, h and w ids (3, N), one cell per merged token."""
     _, h, w = (int(v) for v in grid_thw)
     gh, gw = h // merge_size, w // merge_size
@@ -58,7 +67,7 @@ def draw_video_ids(
     ids: torch.Tensor,
     grid_thw: Sequence[int],
     seconds: Sequence[float],
-    merge_size: int = 2,
+    merge_size: int = VisionConfig.spatial_merge_size,
     max_groups: int = 4,
 ) -> Figure:
     """A column per temporal group (its first frame, shown at `seconds`), rows t, h and w: only t changes in time."""
@@ -224,44 +233,42 @@ LAYOUTS = {
 
 def build_layout(
     layout: Sequence[str],
-    config: QwenLiteConfig,
+    processor: Processor,
     image_hw: tuple[int, int] = (224, 308),
     frames: int = 8,
     fps: float = 2.0,
     frame_hw: tuple[int, int] = (112, 168),
     text_len: int = 3,
-) -> dict[str, torch.Tensor]:
-    """Token ids of a prompt with the given items, as the processor would lay them out, and its grids.
+) -> dict[str, Any]:
+    """A prompt with the given items, built by the processor itself from blank pixels of the chosen sizes:
+    the prompt text, and the processor's input_ids, image_grid_thw, video_grid_thw, second_per_grid_ts.
 
-    Sizes are rounded like the processor (smart_resize, factor 28); a video of `frames` frames sampled at
-    `fps` has grid_t = ceil(frames / 2) and second_per_grid_t = 2 / fps.
+    Images are resized by smart_resize and videos get second_per_grid_t = temporal_patch_size / fps, both
+    inside preprocess_image / preprocess_video; the processor then expands each pad to its token count. Frames
+    use the image limits of the checkpoint's preprocessor_config (not qwen-vl-utils' larger video minimum), so
+    the frames keep about the size asked for. A text item is `text_len` tokens ("x x x").
     """
-    merge, patch = config.vision_config.spatial_merge_size, 14
-    factor = merge * patch
-    ih, iw = smart_resize(*image_hw, factor=factor, min_pixels=factor**2, max_pixels=1280 * factor**2)
-    vh, vw = smart_resize(*frame_hw, factor=factor, min_pixels=factor**2, max_pixels=1280 * factor**2)
-    image_grid = [1, ih // patch, iw // patch]
-    video_grid = [-(-frames // 2), vh // patch, vw // patch]
-    ids: list[int] = []
-    images, videos = [], []
-    for item in layout:
-        if item == "text":
-            ids += [WORD] * text_len
-        else:
-            grid, pad = (image_grid, config.image_token_id) if item == "image" else (video_grid, config.video_token_id)
-            (images if item == "image" else videos).append(grid)
-            ids += (
-                [config.vision_start_token_id] + [pad] * (int(np.prod(grid)) // merge**2) + [config.vision_end_token_id]
-            )
-    return {
-        "input_ids": torch.tensor([ids]),
-        "image_grid_thw": torch.tensor(images) if images else None,
-        "video_grid_thw": torch.tensor(videos) if videos else None,
-        "second_per_grid_ts": torch.tensor([2 / fps] * len(videos), dtype=torch.float32) if videos else None,
+    limits = {"min_pixels": processor.config.min_pixels, "max_pixels": processor.config.max_pixels}
+    image = preprocess_image(np.zeros((*image_hw, 3), dtype=np.uint8), processor.config)
+    blank = torch.zeros(frames, 3, *frame_hw, dtype=torch.uint8)
+    video = preprocess_video(Video(blank, list(range(frames)), fps, frames, "blank"), processor.config, **limits)
+    pieces = {
+        "text": " ".join(["x"] * text_len),
+        "image": VISION_START + IMAGE_PAD + VISION_END,  # what the chat template writes for an image item
+        "video": VISION_START + VIDEO_PAD + VISION_END,
     }
+    text = "".join(pieces[item] for item in layout)
+    inputs = processor(
+        text=text,
+        images=[image] * layout.count("image"),
+        videos=[video] * layout.count("video"),
+    )
+    keys = ("input_ids", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+    return {"text": text} | {key: inputs[key] for key in keys if key in inputs}
 
 
 def draw_layout(
+    processor: Processor,
     config: QwenLiteConfig,
     layout: str = "text image text video text",
     image_width: int = 308,
@@ -272,7 +279,10 @@ def draw_layout(
 ) -> Figure:
     """Rebuild a prompt and draw its ids; with `reference` (transformers' get_rope_index on the same ids),
     draw both rules side by side."""
-    inputs = build_layout(LAYOUTS.get(layout, layout.split()), config, (image_height, image_width), frames, fps)
+    inputs = build_layout(LAYOUTS.get(layout, layout.split()), processor, (image_height, image_width), frames, fps)
+    inputs.pop("text")
+    inputs.setdefault("image_grid_thw", None)
+    inputs.setdefault("video_grid_thw", None)
     ours, deltas = get_rope_index(**inputs, config=config)
     if reference is None:
         fig = draw_sequence(ours[:, 0], inputs["input_ids"][0], config)
@@ -283,7 +293,8 @@ def draw_layout(
     if inputs["image_grid_thw"] is not None:
         grids.append(f"image grid {inputs['image_grid_thw'][0].tolist()}")
     if inputs["video_grid_thw"] is not None:
-        grids.append(f"video grid {inputs['video_grid_thw'][0].tolist()}, {2 / fps:.2f} s per group")
+        seconds = float(inputs["second_per_grid_ts"][0])
+        grids.append(f"video grid {inputs['video_grid_thw'][0].tolist()}, {seconds:.2f} s per group")
     fig.suptitle(
         f"{layout}: {', '.join(grids)}; L = {inputs['input_ids'].shape[1]}, rope_deltas = {int(deltas)}",
         fontsize=12,
@@ -294,20 +305,25 @@ def draw_layout(
     return fig
 
 
-def explorer(config: QwenLiteConfig, reference: Callable | None = None):
+def explorer(processor: Processor, config: QwenLiteConfig, reference: Callable | None = None):
     """ipywidgets sliders for image size, frame count, fps and layout; redraws draw_layout live."""
     import ipywidgets as widgets
 
     from . import live
 
     def draw(layout: str, image_width: int, image_height: int, frames: int, fps: float):
-        return draw_layout(config, layout, image_width, image_height, frames, fps, reference)
+        return draw_layout(processor, config, layout, image_width, image_height, frames, fps, reference)
 
+    factor = processor.config.factor  # sizes the processor keeps as they are
     return live(
         draw,
         layout=widgets.Dropdown(options=list(LAYOUTS), description="layout"),
-        image_width=widgets.IntSlider(value=308, min=56, max=672, step=28, description="image w px"),
-        image_height=widgets.IntSlider(value=224, min=56, max=672, step=28, description="image h px"),
+        image_width=widgets.IntSlider(
+            value=308, min=2 * factor, max=24 * factor, step=factor, description="image w px"
+        ),
+        image_height=widgets.IntSlider(
+            value=224, min=2 * factor, max=24 * factor, step=factor, description="image h px"
+        ),
         frames=widgets.IntSlider(value=8, min=2, max=32, step=2, description="frames"),
         fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="fps"),
     )

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from ..checkpoint import to_hub_key
+from ..config import VisionConfig
 
 # stage -> (box title, notebook that rebuilds it, (column, row) in the diagram, lane)
 STAGES: dict[str, tuple[str, str, tuple[float, float], str]] = {
@@ -116,7 +117,12 @@ def _box_edge(a: tuple[float, float], b: tuple[float, float], w: float, h: float
     return a[0] + dx * scale, a[1] + dy * scale
 
 
-def patch_grid_figure(image: Image.Image, grid_thw: torch.Tensor, patch_size: int = 14, merge_size: int = 2) -> Figure:
+def patch_grid_figure(
+    image: Image.Image,
+    grid_thw: torch.Tensor,
+    patch_size: int = VisionConfig.patch_size,
+    merge_size: int = VisionConfig.spatial_merge_size,
+) -> Figure:
     """The photo as the model sees it: resized to the processor's grid, 14-px patches, 28-px merged tokens."""
     _, gh, gw = (int(v) for v in grid_thw)
     height, width = gh * patch_size, gw * patch_size

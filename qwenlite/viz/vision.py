@@ -2,7 +2,8 @@
 windows as coloured tiles, block-diagonal attention masks, attention maps of one patch, 2x2 merge groups.
 
 Tokens inside the tower are in window order; every drawing maps them back to (h, w) patch positions with the
-same pure functions the tower uses (vision_rotary_ids, get_window_index), so nothing here is re-derived.
+layout the tower itself computes (`qwenlite.vision.vision_layout`), so nothing here is re-derived. Geometry
+(patch, merge and window sizes) comes from a VisionConfig: the checkpoint's, or the real model's defaults.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 
-from ..vision import VisionTransformer, full_attention_seqlens, get_window_index, vision_rotary_ids
+from ..config import VisionConfig
+from ..vision import VisionTransformer, segment_ids, vision_layout, vision_rotary_ids
 
 
 def _hwc(frame: torch.Tensor) -> np.ndarray:
@@ -25,17 +27,19 @@ def _tiles_cmap(n: int) -> ListedColormap:
     return ListedColormap(colors[np.arange(n) % 20])
 
 
-def patch_order(grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge: int = 2) -> torch.Tensor:
-    """Which processor-order patch sits at each position of the tower's window-ordered sequence. (N,) long."""
-    window_index, _ = get_window_index(grid_thw, window_size, patch_size, merge)
-    unit = merge * merge
-    return (window_index[:, None] * unit + torch.arange(unit)).flatten()
+def _geometry(vision_config: VisionConfig | None) -> VisionConfig:
+    """The checkpoint's vision config, or the real model's geometry (patch 14, merge 2, 112-px windows)."""
+    return vision_config if vision_config is not None else VisionConfig()
 
 
-def to_grid(values: torch.Tensor, grid_hw: tuple[int, int], merge: int = 2) -> torch.Tensor:
+def _one_frame(grid_hw: tuple[int, int]) -> torch.Tensor:
+    return torch.tensor([[1, *grid_hw]])
+
+
+def to_grid(values: torch.Tensor, grid_hw: tuple[int, int], merge_size: int) -> torch.Tensor:
     """Per-patch values of one frame in processor order (h*w, ...) -> an image-shaped (h, w, ...) tensor."""
     h, w = grid_hw
-    ids = vision_rotary_ids(torch.tensor([[1, h, w]]), merge)  # (h*w, 2)
+    ids = vision_rotary_ids(_one_frame(grid_hw), merge_size)  # (h*w, 2)
     out = torch.zeros(h, w, *values.shape[1:], dtype=values.dtype)
     out[ids[:, 0], ids[:, 1]] = values
     return out
@@ -50,11 +54,12 @@ def show_patches_and_embeddings(
     embeddings: torch.Tensor,
     grid_hw: tuple[int, int],
     patch: tuple[int, int] = (10, 10),
-    patch_size: int = 14,
+    vision_config: VisionConfig | None = None,
 ):
     """The image with one patch outlined, that patch's 1176 numbers, and all embeddings as an RGB picture (PCA)."""
-    h, w = grid_hw
-    ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
+    config = _geometry(vision_config)
+    patch_size, area = config.patch_size, config.patch_size**2
+    ids = vision_rotary_ids(_one_frame(grid_hw), config.spatial_merge_size)
     row = int(((ids[:, 0] == patch[0]) & (ids[:, 1] == patch[1])).nonzero()[0, 0])
     pixel_values, embeddings = pixel_values.detach().float().cpu(), embeddings.detach().float().cpu()
     # 3 principal directions of the D-dim embeddings -> RGB, so similar embeddings get similar colours
@@ -68,12 +73,13 @@ def show_patches_and_embeddings(
     axes[0].add_patch(plt.Rectangle((x, y), patch_size, patch_size, fill=False, color="red", lw=2))
     axes[0].set_title(f"patch (h={patch[0]}, w={patch[1]}) = row {row} of pixel_values")
     axes[1].plot(pixel_values[row].numpy(), lw=0.6)
-    for b in range(1, 6):
-        axes[1].axvline(b * 196, color="grey", lw=0.5)
-    axes[1].set_xticks([98 + 196 * i for i in range(6)], [f"{c} t{t}" for c in "RGB" for t in (0, 1)])
+    planes = [f"{c} t{t}" for c in "RGB" for t in range(config.temporal_patch_size)]
+    for b in range(1, len(planes)):
+        axes[1].axvline(b * area, color="grey", lw=0.5)
+    axes[1].set_xticks([area // 2 + area * i for i in range(len(planes))], planes)
     axes[1].set_title("its 1176 numbers: (channel, frame, 14x14)")
     axes[1].set_ylabel("normalised value")
-    axes[2].imshow(to_grid(rgb, grid_hw).detach().float().cpu().numpy())
+    axes[2].imshow(to_grid(rgb, grid_hw, config.spatial_merge_size).detach().float().cpu().numpy())
     axes[2].set_title(f"{embeddings.shape[1]}-dim embeddings, top-3 PCA as RGB")
     axes[2].set_xlabel("w (patches)")
     axes[2].set_ylabel("h (patches)")
@@ -100,15 +106,17 @@ def show_temporal_kernel(weight: torch.Tensor, channel: int = 0):
 # ------------------------------------------------------------------ notebook 03: RoPE ids, windows, masks, attention
 
 
-def show_hw_ids(frame: torch.Tensor, grid_hw: tuple[int, int], patch_size: int = 14):
+def show_hw_ids(frame: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
     """The h and w rotary ids of every patch drawn over the image, and the order the processor emits patches."""
+    config = _geometry(vision_config)
     h, w = grid_hw
-    ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
-    order = to_grid(torch.arange(h * w), grid_hw)
+    patch_size, merge_size = config.patch_size, config.spatial_merge_size
+    ids = vision_rotary_ids(_one_frame(grid_hw), merge_size)
+    order = to_grid(torch.arange(h * w), grid_hw, merge_size)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, grid, title in [
-        (axes[0], to_grid(ids[:, 0], grid_hw), "h id (row) of each patch"),
-        (axes[1], to_grid(ids[:, 1], grid_hw), "w id (column) of each patch"),
+        (axes[0], to_grid(ids[:, 0], grid_hw, merge_size), "h id (row) of each patch"),
+        (axes[1], to_grid(ids[:, 1], grid_hw, merge_size), "w id (column) of each patch"),
         (axes[2], order, "position in pixel_values (2x2 groups first)"),
     ]:
         ax.imshow(_hwc(frame), extent=(0, w * patch_size, h * patch_size, 0))
@@ -131,21 +139,21 @@ def show_hw_ids(frame: torch.Tensor, grid_hw: tuple[int, int], patch_size: int =
     return fig
 
 
-def window_ids(grid_hw: tuple[int, int], window_size: int = 112, patch_size: int = 14, merge: int = 2) -> torch.Tensor:
-    """(h, w) map: which window each patch of one frame attends within."""
-    grid = torch.tensor([[1, *grid_hw]])
-    _, cu = get_window_index(grid, window_size, patch_size, merge)
-    order = patch_order(grid, window_size, patch_size, merge)
-    window_of_position = torch.repeat_interleave(torch.arange(len(cu) - 1), (cu[1:] - cu[:-1]).long())
-    window_of_patch = torch.empty_like(window_of_position)
-    window_of_patch[order] = window_of_position  # processor order
-    return to_grid(window_of_patch, grid_hw, merge)
+def window_ids(grid_hw: tuple[int, int], vision_config: VisionConfig | None = None) -> torch.Tensor:
+    """(h, w) map: which window each patch of one frame attends within, from the tower's own layout."""
+    config = _geometry(vision_config)
+    layout = vision_layout(_one_frame(grid_hw), config)
+    window_of_patch = torch.empty_like(layout.patch_order)
+    window_of_patch[layout.patch_order] = segment_ids(layout.cu_windows)  # tower position -> processor order
+    return to_grid(window_of_patch, grid_hw, config.spatial_merge_size)
 
 
-def show_windows(frame: torch.Tensor, grid_hw: tuple[int, int], window_size: int = 112, patch_size: int = 14):
+def show_windows(frame: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
     """Windows as coloured tiles over the image, numbered in the order the tower visits them."""
+    config = _geometry(vision_config)
     h, w = grid_hw
-    wid = window_ids(grid_hw, window_size, patch_size)
+    patch_size, side = config.patch_size, config.window_size // config.patch_size
+    wid = window_ids(grid_hw, config)
     n = int(wid.max()) + 1
     fig, ax = plt.subplots(figsize=(5.5, 5.5 * h / w))
     ax.imshow(_hwc(frame), extent=(0, w * patch_size, h * patch_size, 0))
@@ -161,7 +169,7 @@ def show_windows(frame: torch.Tensor, grid_hw: tuple[int, int], window_size: int
         cy, cx = (ys.float().mean() + 0.5) * patch_size, (xs.float().mean() + 0.5) * patch_size
         ax.text(float(cx), float(cy), f"{k}\n{len(ys)}", ha="center", va="center", fontsize=8, color="black")
     ax.set_title(
-        f"{n} windows of up to {window_size // patch_size}x{window_size // patch_size} patches (number, patches)",
+        f"{n} windows of up to {side}x{side} patches (number, patches)",
         fontsize=10,
     )
     ax.set_xlabel("x (px)")
@@ -172,16 +180,16 @@ def show_windows(frame: torch.Tensor, grid_hw: tuple[int, int], window_size: int
 
 def segment_mask(cu_seqlens: torch.Tensor) -> torch.Tensor:
     """(N, N) bool: True where query i may attend to key j (both in the same segment)."""
-    seg = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1), (cu_seqlens[1:] - cu_seqlens[:-1]).long())
-    return seg[:, None] == seg[None, :]
+    segment = segment_ids(cu_seqlens)
+    return segment[:, None] == segment[None, :]
 
 
-def show_masks(grid_thw: torch.Tensor, window_size: int = 112, patch_size: int = 14, merge: int = 2):
+def show_masks(grid_thw: torch.Tensor, vision_config: VisionConfig | None = None):
     """The block-diagonal attention masks of a windowed block and of a full-attention block, in window order."""
-    _, cu_windows = get_window_index(grid_thw, window_size, patch_size, merge)
-    cu_frames = full_attention_seqlens(grid_thw)
+    layout = vision_layout(grid_thw, _geometry(vision_config))
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
-    for ax, cu, title in [(axes[0], cu_windows, "windowed blocks"), (axes[1], cu_frames, "full-attention blocks")]:
+    panels = [(axes[0], layout.cu_windows, "windowed blocks"), (axes[1], layout.cu_frames, "full-attention blocks")]
+    for ax, cu, title in panels:
         ax.imshow(segment_mask(cu).numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"{title}: {len(cu) - 1} segments", fontsize=10)
         ax.set_xlabel("key (window order)")
@@ -197,31 +205,25 @@ def attention_probs(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(Dh)) of one block, recomputed from its qkv: (H, N, N) in window order, 0 across segments.
 
-    The block's input is captured with a forward pre-hook on its attention module (the output of norm1);
-    q and k come from `VisionAttention.rotated_qkv`, the same code the forward runs.
+    The block's inputs are captured with a forward pre-hook on its attention module: the output of norm1 and the
+    segments, cos and sin the forward handed it; q and k come from `VisionAttention.rotated_qkv`, the same code
+    the forward runs. Nothing about the layout is recomputed here.
     """
-    c = tower.config
     block = tower.blocks[layer]
     seen = {}
 
-    def keep_input(_module, args) -> None:  # returns None, so the forward's inputs stay as they are
-        seen["x"] = args[0]
+    def keep_inputs(_module, args) -> None:  # returns None, so the forward's inputs stay as they are
+        seen["x"], seen["cu_seqlens"], seen["cos"], seen["sin"] = args
 
-    handle = block.attn.register_forward_pre_hook(keep_input)
+    handle = block.attn.register_forward_pre_hook(keep_inputs)
     try:
         tower(pixel_values, grid_thw)
     finally:
         handle.remove()
-    order = patch_order(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)
-    cos, sin = tower.rotary_pos_emb(vision_rotary_ids(grid_thw, c.spatial_merge_size)[order])
-    q, k, _ = block.attn.rotated_qkv(seen["x"], cos, sin)  # (N, H, Dh)
-    if layer in c.fullatt_block_indexes:
-        cu = full_attention_seqlens(grid_thw)
-    else:
-        cu = get_window_index(grid_thw, c.window_size, c.patch_size, c.spatial_merge_size)[1]
+    q, k, _ = block.attn.rotated_qkv(seen["x"], seen["cos"], seen["sin"])  # (N, H, Dh)
     q, k = q.float().cpu(), k.float().cpu()  # probabilities to draw: float32 on the CPU, like SDPA's softmax
     scores = torch.einsum("qhd,khd->hqk", q, k) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~segment_mask(cu.cpu()), float("-inf"))
+    scores = scores.masked_fill(~segment_mask(seen["cu_seqlens"].cpu()), float("-inf"))
     return scores.softmax(-1)
 
 
@@ -230,16 +232,13 @@ def attention_of_patch(
     grid_thw: torch.Tensor,
     head: int,
     patch: tuple[int, int],
-    window_size: int = 112,
-    patch_size: int = 14,
-    merge: int = 2,
+    vision_config: VisionConfig | None = None,
 ) -> torch.Tensor:
     """Where patch (h, w) of the first frame of the first item looks: an (h, w) map of its attention weights."""
     h, w = (int(v) for v in grid_thw[0, 1:])
-    ids = vision_rotary_ids(grid_thw, merge)
-    order = patch_order(grid_thw, window_size, patch_size, merge)
-    pos_ids = ids[order]  # (h, w) of every window-order position
-    first = order < h * w  # positions that belong to the first frame of the first item
+    layout = vision_layout(grid_thw.cpu(), _geometry(vision_config))
+    pos_ids = layout.rotary_ids  # (h, w) of every window-order position
+    first = layout.patch_order < h * w  # positions that belong to the first frame of the first item
     query = int(((pos_ids[:, 0] == patch[0]) & (pos_ids[:, 1] == patch[1]) & first).nonzero()[0, 0])
     out = torch.zeros(h, w)
     out[pos_ids[first, 0], pos_ids[first, 1]] = probs[head, query, first]
@@ -253,11 +252,13 @@ def show_attention(
     head: int,
     patch: tuple[int, int],
     layer: int | None = None,
-    patch_size: int = 14,
+    vision_config: VisionConfig | None = None,
 ):
     """One patch's attention weights as a heat map over the image."""
+    config = _geometry(vision_config)
+    patch_size = config.patch_size
     h, w = (int(v) for v in grid_thw[0, 1:])
-    amap = attention_of_patch(probs, grid_thw, head, patch)
+    amap = attention_of_patch(probs, grid_thw, head, patch, config)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4 * h / w + 0.4))
     ext = (0, w * patch_size, h * patch_size, 0)
     axes[0].imshow(_hwc(frame), extent=ext)
@@ -289,20 +290,20 @@ def attention_explorer(
 
     from . import live
 
-    c = tower.config
+    config = tower.config
     h, w = (int(v) for v in grid_thw[0, 1:])
-    layers = list(layers if layers is not None else c.fullatt_block_indexes)
+    layers = list(layers if layers is not None else config.fullatt_block_indexes)
     cache: dict[int, torch.Tensor] = {}
 
     def draw(layer: int, head: int, row: int, col: int):
         if layer not in cache:
             cache[layer] = attention_probs(tower, pixel_values, grid_thw, layer)
-        return show_attention(frame, cache[layer], grid_thw, head, (row, col), layer)
+        return show_attention(frame, cache[layer], grid_thw, head, (row, col), layer, config)
 
     return live(
         draw,
         layer=widgets.Dropdown(options=layers, value=layers[-1], description="block"),
-        head=widgets.IntSlider(0, 0, c.num_heads - 1, description="head"),
+        head=widgets.IntSlider(0, 0, config.num_heads - 1, description="head"),
         row=widgets.IntSlider(h // 2, 0, h - 1, description="patch h"),
         col=widgets.IntSlider(w // 2, 0, w - 1, description="patch w"),
     )
@@ -311,10 +312,14 @@ def attention_explorer(
 # ------------------------------------------------------------------ notebook 04: the merger
 
 
-def show_merge_groups(frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int = 6, patch_size: int = 14):
+def show_merge_groups(
+    frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int = 6, vision_config: VisionConfig | None = None
+):
     """The first few LLM tokens: each is 4 consecutive rows of pixel_values, a 2x2 block of patches."""
+    config = _geometry(vision_config)
     h, w = grid_hw
-    ids = vision_rotary_ids(torch.tensor([[1, h, w]]))
+    patch_size = config.patch_size
+    ids = vision_rotary_ids(_one_frame(grid_hw), config.spatial_merge_size)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
     crop_h, crop_w = min(h, 6), min(w, 2 * tokens + 2)
     axes[0].imshow(_hwc(frame)[: crop_h * patch_size, : crop_w * patch_size], extent=(0, crop_w, crop_h, 0))
@@ -339,20 +344,21 @@ def show_merge_groups(frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int
     return fig
 
 
-def show_window_order(grid_hw: tuple[int, int], window_size: int = 112, patch_size: int = 14, merge: int = 2):
+def show_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
     """Merged tokens numbered in processor order and in window order, and the restoring permutation."""
-    grid = torch.tensor([[1, *grid_hw]])
-    window_index, _ = get_window_index(grid, window_size, patch_size, merge)
+    config = _geometry(vision_config)
+    merge = config.spatial_merge_size
+    layout = vision_layout(_one_frame(grid_hw), config)
+    window_index = layout.window_index
     gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
-    position_in_tower = torch.empty_like(window_index)
-    position_in_tower[window_index] = torch.arange(len(window_index))  # = argsort(window_index)
+    position_in_tower = layout.restore  # argsort(window_index): the slot each merged token went to
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})
     for ax, values, title in [
         (axes[0], torch.arange(gh * gw).view(gh, gw), "token index in the LLM prompt (raster)"),
         (axes[1], position_in_tower.view(gh, gw), "its position inside the tower (window order)"),
     ]:
         ax.imshow(
-            window_ids(grid_hw, window_size, patch_size, merge)[::merge, ::merge].numpy(),
+            window_ids(grid_hw, config)[::merge, ::merge].numpy(),
             cmap="tab20",
             alpha=0.5,
             interpolation="nearest",
@@ -364,7 +370,7 @@ def show_window_order(grid_hw: tuple[int, int], window_size: int = 112, patch_si
         ax.set_xlabel("merged w")
         ax.set_ylabel("merged h")
     axes[2].plot(window_index.numpy(), ".", ms=3, label="window_index[j]: which token sits at tower position j")
-    axes[2].plot(torch.argsort(window_index).numpy(), ".", ms=3, label="argsort: where token i went")
+    axes[2].plot(layout.restore.numpy(), ".", ms=3, label="argsort: where token i went")
     axes[2].set_xlabel("j (tower position) or i (token)")
     axes[2].legend(fontsize=8, loc="upper left")
     axes[2].set_title("the permutation and its inverse", fontsize=10)
@@ -372,8 +378,11 @@ def show_window_order(grid_hw: tuple[int, int], window_size: int = 112, patch_si
     return fig
 
 
-def show_features(frame: torch.Tensor, features: torch.Tensor, grid_hw: tuple[int, int], merge: int = 2):
+def show_features(
+    frame: torch.Tensor, features: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None
+):
     """The LLM-width features of one image: as a (tokens x dims) heat map and their norm per token over the image."""
+    merge = _geometry(vision_config).spatial_merge_size
     gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     lim = float(features.float().abs().quantile(0.99))
