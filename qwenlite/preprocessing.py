@@ -153,6 +153,8 @@ def load_image(source: ImageSource, exif_transpose: bool = True) -> torch.Tensor
 def _open_image(path: Path, exif_transpose: bool) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"image file {path} is empty (0 bytes)")
     try:
         image = Image.open(path)
         image.load()  # PIL opens lazily: decode now so a truncated file fails here, with its name
@@ -363,6 +365,11 @@ def smart_nframes(
     """
     if total_frames <= 0:
         raise ValueError(f"the video has no frames (total_frames = {total_frames})")
+    if total_frames < frame_factor:
+        raise ValueError(
+            f"the video has {total_frames} frame(s), fewer than the {frame_factor} that one temporal patch "
+            "(temporal_patch_size) needs"
+        )
     if nframes is not None:
         n = round(nframes / frame_factor) * frame_factor
     else:
@@ -457,6 +464,8 @@ def _read_video_file(
 
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"video file {path} is empty (0 bytes)")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -468,7 +477,11 @@ def _read_video_file(
                 raise ValueError(f"video {path} is empty: its video stream has no frames")
             rate = float(stream.average_rate) if stream.average_rate else total / float(container.duration / 1e6)
             # 2) choose the frames, then decode once and keep only those
-            idx = sample_frame_indices(total, smart_nframes(total, rate, fps, nframes, min_frames, max_frames))
+            try:
+                n = smart_nframes(total, rate, fps, nframes, min_frames, max_frames)
+            except ValueError as err:
+                raise ValueError(f"video {path}: {err}") from None
+            idx = sample_frame_indices(total, n)
             wanted, kept = set(idx), {}
             container.seek(0)
             for i, frame in enumerate(container.decode(stream)):

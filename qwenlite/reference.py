@@ -80,8 +80,10 @@ def load_models(
     yet a bug in either key map still shows up as a difference.
     """
     from . import checkpoint
+    from .config import QwenLiteConfig
     from .model import QwenLiteVL
 
+    QwenLiteConfig.from_pretrained(path)  # a folder that is no Qwen2.5-VL checkpoint fails here, before any read
     tensors = checkpoint.read_tensors(path, settings.dtype, settings.device)
     ours = QwenLiteVL.from_pretrained(path, settings.dtype, settings.device, tensors=tensors)
     ref = reference_model(path, settings.dtype, settings.device, tensors=tensors) if reference else None
@@ -173,7 +175,10 @@ TOLERANCES = {
 
 def tolerance(ref: torch.Tensor, dtype: torch.dtype | None = None) -> float:
     """The policy's absolute bound for a comparison with ref, at dtype (default: ref's own)."""
-    policy = TOLERANCES[dtype or (ref.dtype if ref.dtype in TOLERANCES else torch.float32)]
+    dtype = dtype or (ref.dtype if ref.dtype in TOLERANCES else torch.float32)
+    if dtype not in TOLERANCES:
+        raise ValueError(f"tolerance: no policy for dtype {dtype}; the policy covers {list(TOLERANCES)}")
+    policy = TOLERANCES[dtype]
     scale = float(ref.detach().abs().max()) if ref.numel() else 0.0
     return policy.rtol * max(1.0, scale)
 

@@ -48,12 +48,9 @@ def test_transformers_loads_the_twin_offline(ckpt, ref, hf_processor):
     assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == expected
 
 
-def test_resolve_prefers_env(monkeypatch, ckpt, tmp_path):
+def test_resolve_prefers_env(monkeypatch, ckpt):
     monkeypatch.setenv("QWENLITE_CHECKPOINT", str(ckpt))
-    assert checkpoint.resolve() == ckpt
-    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT.*config.json"):
-        checkpoint.resolve()
+    assert checkpoint.resolve() == ckpt  # a folder that is no checkpoint: tests/test_bad_inputs.py
 
 
 def test_resolve_finds_an_hf_cache_snapshot(monkeypatch, ckpt, tmp_path):
@@ -119,47 +116,6 @@ def test_sharded_checkpoint_loads(ckpt, ours, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _rewrite(ckpt, tmp_path, edit) -> str:
-    state = load_file(ckpt / "model.safetensors")
-    edit(state)
-    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    return str(tmp_path)
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda s: s.pop("visual.blocks.0.attn.qkv.bias"), r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"),
-        (
-            lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}),
-            r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]",
-        ),
-        (lambda s: s.update({"model.norm.weight": torch.ones(3)}), r"model.norm.weight: checkpoint \(3,\)"),
-    ],
-    ids=["missing", "unexpected", "wrong-shape"],
-)
-def test_bad_keys_are_named(ckpt, tmp_path, edit, message):
-    if not checkpoint.is_tiny_twin(ckpt):
-        pytest.skip("twin only")
-    with pytest.raises(KeyError, match=message):
-        QwenLiteVL.from_pretrained(_rewrite(ckpt, tmp_path, edit))
-
-
-def test_only_safetensors(tmp_path, ckpt):
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    torch.save({}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match="only safetensors"):
-        QwenLiteVL.from_pretrained(tmp_path)
-
-
-def test_truncated_safetensors(tmp_path, ckpt):
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    (tmp_path / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:1000])
-    with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
-        QwenLiteVL.from_pretrained(tmp_path)
-
-
 def test_config_roundtrip_of_twin(ckpt):
     assert QwenLiteConfig.from_pretrained(ckpt) == QwenLiteConfig.from_pretrained(ckpt / "config.json")
 
@@ -177,24 +133,3 @@ def test_read_tensors_maps_or_converts_once(ckpt, tmp_path):
     for k, v in stored.items():
         assert torch.equal(mapped[k], v) and mapped[k].dtype == v.dtype
         assert torch.equal(cast[k], v.to(torch.bfloat16))
-
-
-@pytest.mark.parametrize(
-    "damage, message",
-    [
-        (lambda b: b[:4], "header of"),
-        (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header of 1000000000 bytes"),
-        (lambda b: b[:8] + b"\xff" * (len(b) - 8), "the header is not JSON"),
-        (lambda b: b[:-100], "the header needs"),
-    ],
-)
-def test_read_tensors_names_the_damaged_file(ckpt, tmp_path, damage, message):
-    import shutil
-
-    from qwenlite.checkpoint import read_tensors
-
-    for name in ("config.json",):
-        shutil.copy(ckpt / name, tmp_path / name)
-    (tmp_path / "model.safetensors").write_bytes(damage((ckpt / "model.safetensors").read_bytes()))
-    with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
-        read_tensors(tmp_path, torch.bfloat16)
