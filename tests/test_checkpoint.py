@@ -133,3 +133,62 @@ def test_read_tensors_maps_or_converts_once(ckpt, tmp_path):
     for k, v in stored.items():
         assert torch.equal(mapped[k], v) and mapped[k].dtype == v.dtype
         assert torch.equal(cast[k], v.to(torch.bfloat16))
+
+
+# ---------------------------------------------------------------- a reproducible twin
+
+# sha256 of the tiny twin's weights: for each key of model.safetensors in sorted order, "key|dtype|shape\n" and
+# then the tensor's raw bytes (little-endian, as safetensors stores them). The file's own bytes are not hashed:
+# another safetensors version may write its JSON header differently. Computed with torch 2.14.1 and transformers
+# 5.24 on an AVX2 CPU, and the same with ATEN_CPU_CAPABILITY=default (torch's scalar kernels): the weights come
+# from checkpoint.seeded_noise, float64 uniforms of torch's CPU generator (mt19937, a stream torch has kept for
+# years), not from torch.randn, whose float32 kernel gives other bits on other CPUs. What can still change it:
+# the recipe (then bump TWIN_VERSION and write the new value here), or a transformers whose module tree lists
+# its parameters in another order or under other names. Any other change means the twin is no longer the same
+# model everywhere, and numbers measured on one machine's twin no longer hold on another's.
+TWIN_SHA256 = "7dbb1e18ff6705e87bef9614f39ce5f86ea2327d0ee74ccb77bd5c46acf1e6d1"
+
+
+def weights_sha256(folder) -> str:
+    import hashlib
+
+    state = load_file(folder / "model.safetensors")
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_the_twin_has_the_same_weights_on_every_machine():
+    assert weights_sha256(checkpoint.tiny_twin()) == TWIN_SHA256
+
+
+def test_building_the_twin_again_gives_the_same_weights(tmp_path):
+    """A second build, in this process, equals the cached one (built by another process, maybe another day)."""
+    again = checkpoint.build_tiny_twin(tmp_path / "again")
+    assert weights_sha256(again) == weights_sha256(checkpoint.tiny_twin())
+
+
+def test_seeded_noise_has_the_spread_it_claims():
+    generator = torch.Generator().manual_seed(0)
+    noise = checkpoint.seeded_noise((200_000,), generator)
+    assert noise.dtype == torch.float64 and noise.abs().max() < 3**0.5
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1) < 0.01
+
+
+@torch.no_grad()
+def test_the_same_computation_twice_gives_the_same_bits():
+    """Two loads of the twin, one prompt with an image: logits and generated tokens exactly equal."""
+    import numpy as np
+
+    from qwenlite import Processor
+
+    twin = checkpoint.tiny_twin()
+    image = np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    inputs = Processor.from_pretrained(twin)(text="a<|vision_start|><|image_pad|><|vision_end|>b", images=[image])
+    first, second = QwenLiteVL.from_pretrained(twin), QwenLiteVL.from_pretrained(twin)
+    assert torch.equal(first(**inputs).logits, second(**inputs).logits)
+    assert torch.equal(first(**inputs).logits, first(**inputs).logits)
+    assert torch.equal(first.generate(**inputs, max_new_tokens=4), second.generate(**inputs, max_new_tokens=4))
