@@ -360,11 +360,15 @@ def test_prompts_longer_than_the_positions_are_refused(ours):
 
 
 @torch.no_grad()
-def test_a_cache_needs_rope_deltas(ours, inputs):
+def test_decoding_with_a_cache_takes_tokens_and_rope_deltas(ours, inputs):
     cache = KVCache()
     ours(**inputs, cache=cache)
     with pytest.raises(ValueError, match="decoding with a cache needs the rope_deltas returned by the prefill"):
         ours(inputs["input_ids"][:, :1], cache=cache)
+    with pytest.raises(ValueError, match="pixel_values / pixel_values_videos go with the prefill; decoding with a"):
+        ours(
+            inputs["input_ids"][:, :1], cache=cache, pixel_values=inputs["pixel_values"], rope_deltas=torch.zeros(1, 1)
+        )
 
 
 @torch.no_grad()
