@@ -1,8 +1,9 @@
 """Find a Qwen2.5-VL checkpoint (a real one, or the tiny twin) and read its safetensors.
 
 `resolve()` returns a checkpoint folder: `QWENLITE_CHECKPOINT`, else an offline Hugging Face cache
-snapshot of Qwen/Qwen2.5-VL-3B-Instruct or -7B-Instruct, else the tiny twin, which transformers
-itself builds from a seeded random init (`Qwen2_5_VLForConditionalGeneration.save_pretrained`).
+snapshot of Qwen/Qwen2.5-VL-3B-Instruct or -7B-Instruct, else the tiny twin: transformers builds the
+model and writes it (`Qwen2_5_VLForConditionalGeneration.save_pretrained`), with seeded random weights
+that are the same bits on every machine (`seeded_noise`).
 `read_tensors()` reads the safetensors once, at the dtype and on the device asked for; `load_state_dict()`
 maps either key layout (hub or transformers 5.x in-memory) onto hub names.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +23,7 @@ from . import tokens
 
 ASSETS = Path(__file__).parent / "assets"
 REAL_REPOS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
-TWIN_VERSION = "v2"  # bump when the twin's recipe changes, so stale caches are rebuilt
+TWIN_VERSION = "v3"  # bump when the twin's recipe changes, so stale caches are rebuilt
 TWIN_SEED = 0
 
 # The tiny twin: the real architecture and token ids with shrunken widths.
@@ -136,14 +138,31 @@ def build_tiny_twin(folder: Path, save_original_format: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(TWIN_SEED)
     model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**TWIN_CONFIG)).eval()
-    with torch.no_grad():  # transformers inits biases to 0 and norm weights to 1: perturb them, so that a
-        for param in model.parameters():  # dropped bias or an ignored norm weight shows up in every check
-            if param.ndim == 1:
-                param.add_(0.1 * torch.randn_like(param))
+    generator = torch.Generator().manual_seed(TWIN_SEED)
+    std = TWIN_CONFIG["text_config"]["initializer_range"]  # the spread transformers' own init gives the weights
+    with torch.no_grad():
+        for param in model.parameters():  # in the module tree's order; the tied lm_head is embed_tokens
+            noise = seeded_noise(param.shape, generator)  # (float64, mean 0, std 1)
+            if param.ndim == 1:  # transformers inits biases to 0 and norm weights to 1: perturb them, so that a
+                param.copy_(param.double() + 0.1 * noise)  # dropped bias or an ignored norm weight shows everywhere
+            else:
+                param.copy_(std * noise)
     model.save_pretrained(folder, save_original_format=save_original_format)
     write_processor_files(folder)
     (folder / "qwenlite_twin.json").write_text(json.dumps({"version": TWIN_VERSION, "seed": TWIN_SEED}, indent=1))
     return folder
+
+
+def seeded_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """Random numbers of mean 0 and std 1 (float64) whose bits are the same on every CPU: uniform on [-3**0.5, 3**0.5).
+
+    Not torch.randn: torch's float32 normal_ takes a vectorised path on AVX2 CPUs and a scalar one elsewhere,
+    and the two differ in the last bits (the same seed gave two twins with different checksums on one machine,
+    ATEN_CPU_CAPABILITY=avx2 vs default). float64 uniform_ on [0, 1) is the generator's 53 bits times 2**-53 on
+    every CPU, 2u - 1 is exact, and the one multiplication rounds the same everywhere.
+    """
+    u = torch.rand(shape, dtype=torch.float64, generator=generator)
+    return (u * 2 - 1) * math.sqrt(3)
 
 
 def write_processor_files(folder: Path) -> None:

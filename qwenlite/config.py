@@ -86,7 +86,10 @@ class QwenLiteConfig:
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> QwenLiteConfig:
         model_type = raw.get("model_type")
         if model_type != "qwen2_5_vl":
-            raise ValueError(f"{source}: model_type is {model_type!r}, expected 'qwen2_5_vl'")
+            raise ValueError(
+                f"{source}: model_type is {model_type!r} (architectures {raw.get('architectures')}), expected "
+                "'qwen2_5_vl' (Qwen2_5_VLForConditionalGeneration): qwenlite builds only Qwen2.5-VL"
+            )
         if "vision_config" not in raw:
             raise ValueError(f"{source}: no 'vision_config' section")
 

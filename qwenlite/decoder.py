@@ -210,6 +210,11 @@ class TextModel(nn.Module):
                 f"position_ids must be (3 axes t/h/w, batch, new tokens) = {(3, *inputs_embeds.shape[:2])}, "
                 f"got {tuple(position_ids.shape)}"
             )
+        if position_ids.numel() and (top := int(position_ids.max())) >= config.max_position_embeddings:
+            raise ValueError(
+                f"position id {top} is beyond max_position_embeddings = {config.max_position_embeddings}: the prompt "
+                "(with the tokens generated so far) is longer than the positions the model was trained for"
+            )
         inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, inputs_embeds.device)
         cos, sin = mrope_cos_sin(position_ids, inv_freq, config.mrope_section)
         # parity: angles in float32, cos/sin then cast to the activations' dtype (as transformers' rotary does)

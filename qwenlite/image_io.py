@@ -41,6 +41,8 @@ def load_image(source: ImageSource, exif_transpose: bool = True) -> torch.Tensor
 def _open_image(path: Path, exif_transpose: bool) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"image file {path} is empty (0 bytes)")
     try:
         image = Image.open(path)
         image.load()  # PIL opens lazily: decode now so a truncated file fails here, with its name

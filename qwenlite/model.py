@@ -21,7 +21,10 @@ from .decoder import KVCache, TextModel, attention_layers
 from .fusion import fuse
 from .rope_index import decode_position_ids, get_rope_index
 from .tokens import mm_token_type_ids
-from .vision import VisionTransformer
+from .vision import VisionTransformer, check_grid
+
+# what each modality's two inputs are called (transformers' names), for errors that name them
+VISION_INPUTS = {"image": ("pixel_values", "image_grid_thw"), "video": ("pixel_values_videos", "video_grid_thw")}
 
 
 @dataclass
@@ -139,13 +142,21 @@ class QwenLiteVL(nn.Module):
 
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One (tokens_i, D) tensor per image, tokens_i = t * h * w / merge**2."""
-        return self._split(self.visual(pixel_values, image_grid_thw), image_grid_thw)
+        return self._split(self._features(pixel_values, image_grid_thw, "image"), image_grid_thw)
 
     def get_video_features(
         self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """One (tokens_i, D) tensor per video."""
-        return self._split(self.visual(pixel_values_videos, video_grid_thw), video_grid_thw)
+        return self._split(self._features(pixel_values_videos, video_grid_thw, "video"), video_grid_thw)
+
+    def _features(self, pixels: torch.Tensor, grid: torch.Tensor | None, modality: str) -> torch.Tensor:
+        """The vision tower on one modality's inputs, after checks that name them as the caller does."""
+        pixels_name, grid_name = VISION_INPUTS[modality]
+        if grid is None:
+            raise ValueError(f"{pixels_name} was given without {grid_name}")
+        check_grid(pixels, grid, self.config.vision_config, (pixels_name, grid_name))
+        return self.visual(pixels, grid)
 
     def _split(self, features: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         sizes = (grid_thw.prod(-1) // self.config.vision_config.spatial_merge_size**2).tolist()
@@ -162,16 +173,14 @@ class QwenLiteVL(nn.Module):
         video_grid_thw: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings (B, L, D) with image and video features scattered into their pad tokens."""
+        check_token_ids(input_ids, self.config.text_config.vocab_size)
         x = self.model.embed_tokens(input_ids)
         pad_ids = {"image": self.config.image_token_id, "video": self.config.video_token_id}
-        for pixels, grid, modality, names in (
-            (pixel_values, image_grid_thw, "image", ("image_grid_thw", "pixel_values")),
-            (pixel_values_videos, video_grid_thw, "video", ("video_grid_thw", "pixel_values_videos")),
+        for pixels, grid, modality in (
+            (pixel_values, image_grid_thw, "image"),
+            (pixel_values_videos, video_grid_thw, "video"),
         ):
-            features = None
-            if pixels is not None:
-                _require(grid, *names)
-                features = self.visual(pixels, grid)  # (pad tokens, D), all items in prompt order
+            features = None if pixels is None else self._features(pixels, grid, modality)  # (pad tokens, D), in order
             x = fuse(x, input_ids, features, pad_ids[modality], modality)  # pads without pixels raise here
         return x
 
@@ -206,8 +215,17 @@ class QwenLiteVL(nn.Module):
         past = len(cache) if cache is not None else 0
         if past == 0 and mm_token_type_ids is not None:
             self._check_token_types(input_ids, mm_token_type_ids)
-        # 1) embed tokens and fuse vision features into the pad positions
-        x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        # 1) embed tokens and fuse vision features into the pad positions, at prefill only: a pad token generated
+        #    while decoding is an ordinary token (transformers' generate hands the pixels to the prefill alone)
+        if past == 0:
+            x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        elif pixel_values is not None or pixel_values_videos is not None:
+            raise ValueError(
+                "pixel_values / pixel_values_videos go with the prefill; decoding with a cache takes new tokens only"
+            )
+        else:
+            check_token_ids(input_ids, self.config.text_config.vocab_size)
+            x = self.model.embed_tokens(input_ids)
         # 2) 3-D positions: from the prompt's layout at prefill, text positions + rope_deltas after it
         if past == 0:
             position_ids, rope_deltas = get_rope_index(
@@ -256,6 +274,8 @@ class QwenLiteVL(nn.Module):
         logit of every token already in the sequence, prompt included, is divided by p if positive and
         multiplied by p if negative, so repeats become less likely; 1.0 turns it off.
         """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1 (tokens to generate), got {max_new_tokens!r}")
         settings = self.generation_config
         device = input_ids.device
         eos_ids = _as_tuple(eos_token_id) if eos_token_id is not None else settings.eos_token_id
@@ -313,6 +333,16 @@ def _as_tuple(ids: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...]:
     return tuple(ids) if isinstance(ids, (list, tuple)) else (int(ids),)
 
 
-def _require(value: torch.Tensor | None, name: str, given: str) -> None:
-    if value is None:
-        raise ValueError(f"{given} was given without {name}")
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """input_ids must be (B, L) integer ids inside the embedding table."""
+    if input_ids.ndim != 2 or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise ValueError(
+            f"input_ids must be (batch, length) integer token ids, got {input_ids.dtype} of shape "
+            f"{tuple(input_ids.shape)}"
+        )
+    if input_ids.numel():
+        low, high = (int(v) for v in input_ids.aminmax())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"input_ids hold token id {low if low < 0 else high}, outside the vocabulary [0, {vocab_size})"
+            )

@@ -59,6 +59,8 @@ class Processor:
         from transformers import AutoTokenizer
 
         path = Path(path)
+        if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+            raise FileNotFoundError(f"{path} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt)")
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         return cls(tokenizer, _read_chat_template(path, tokenizer), PreprocessorConfig.from_pretrained(path))
 
@@ -116,12 +118,18 @@ class Processor:
                 if _is_video_item(item):
                     videos.append(self._video_item(item))
                 else:
-                    source = item["image"] if "image" in item else item["image_url"]
+                    source = item.get("image", item.get("image_url"))
+                    if source is None:
+                        raise ValueError(
+                            f"image content item {item} has no 'image' (a path, PIL image or array) or 'image_url'"
+                        )
                     images.append(preprocess_image(source, self.config, item.get("min_pixels"), item.get("max_pixels")))
         return self(text=texts, images=images or None, videos=videos or None, padding_side=padding_side)
 
     def _video_item(self, item: Message) -> Patches:
-        source = item["video"]
+        source = item.get("video")
+        if source is None:
+            raise ValueError(f"video content item {item} has no 'video' (a file, a folder, frames or a Video)")
         video = source if isinstance(source, Video) else load_video(source, **_pick(item, _VIDEO_SAMPLING_KEYS))
         return preprocess_video(video, self.config, **_pick(item, _VIDEO_SIZE_KEYS))
 

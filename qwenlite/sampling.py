@@ -37,6 +37,11 @@ def smart_nframes(
     """
     if total_frames <= 0:
         raise ValueError(f"the video has no frames (total_frames = {total_frames})")
+    if total_frames < frame_factor:
+        raise ValueError(
+            f"the video has {total_frames} frame(s), fewer than the {frame_factor} that one temporal patch "
+            "(temporal_patch_size) needs"
+        )
     if nframes is not None:
         n = round(nframes / frame_factor) * frame_factor
     else:

@@ -104,6 +104,8 @@ def _read_video_file(
 
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"video file {path} is empty (0 bytes)")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -115,7 +117,11 @@ def _read_video_file(
                 raise ValueError(f"video {path} is empty: its video stream has no frames")
             rate = float(stream.average_rate) if stream.average_rate else total / float(container.duration / 1e6)
             # 2) choose the frames, then decode once and keep only those
-            idx = sample_frame_indices(total, smart_nframes(total, rate, fps, nframes, min_frames, max_frames))
+            try:
+                n = smart_nframes(total, rate, fps, nframes, min_frames, max_frames)
+            except ValueError as err:
+                raise ValueError(f"video {path}: {err}") from None
+            idx = sample_frame_indices(total, n)
             wanted, kept = set(idx), {}
             container.seek(0)
             for i, frame in enumerate(container.decode(stream)):

@@ -262,19 +262,39 @@ class VisionTransformer(nn.Module):
         return self.merger(x)[layout.restore]  # (N/M, Do)
 
 
-def check_grid(pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: VisionConfig) -> None:
-    """Loud errors for inputs that would otherwise fail deep inside a reshape."""
+def check_grid(
+    pixel_values: torch.Tensor,
+    grid_thw: torch.Tensor,
+    config: VisionConfig,
+    names: tuple[str, str] = ("pixel_values", "grid_thw"),
+) -> None:
+    """Loud errors for inputs that would otherwise fail deep inside a reshape, or run on the wrong numbers.
+
+    names: what the caller calls the two tensors (the model says pixel_values_videos / video_grid_thw for videos).
+    """
+    pixels, grid = names
     patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
     if pixel_values.ndim != 2 or pixel_values.shape[1] != patch_dim:
-        raise ValueError(f"pixel_values must be (num_patches, {patch_dim}), got {tuple(pixel_values.shape)}")
+        raise ValueError(f"{pixels} must be (num_patches, {patch_dim}), got {tuple(pixel_values.shape)}")
+    if not pixel_values.is_floating_point():  # raw uint8 pixels would run, silently, on unnormalised numbers
+        raise ValueError(
+            f"{pixels} must be floating point (normalised patches from the processor), got {pixel_values.dtype}"
+        )
     if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
-        raise ValueError(f"grid_thw must be (num_images, 3), got {tuple(grid_thw.shape)}")
+        raise ValueError(f"{grid} must be (num_items, 3) rows of (t, h, w), got {tuple(grid_thw.shape)}")
+    if grid_thw.is_floating_point() or grid_thw.is_complex() or grid_thw.dtype == torch.bool:
+        raise ValueError(f"{grid} must hold integers (patch counts), got {grid_thw.dtype}")
+    if (grid_thw < 1).any():
+        raise ValueError(f"{grid} entries must be >= 1 patch, got {grid_thw.tolist()}")
     if (grid_thw[:, 1:] % config.spatial_merge_size).any():
         raise ValueError(
-            f"grid h and w must be multiples of spatial_merge_size {config.spatial_merge_size}: {grid_thw}"
+            f"{grid} h and w must be multiples of spatial_merge_size {config.spatial_merge_size} "
+            f"(each {config.spatial_merge_size}x{config.spatial_merge_size} patches become one token): "
+            f"{grid_thw.tolist()}"
         )
     total = int(grid_thw.prod(-1).sum())
     if total != pixel_values.shape[0]:
         raise ValueError(
-            f"grid_thw {grid_thw.tolist()} describes {total} patches, pixel_values has {pixel_values.shape[0]}"
+            f"{grid} {grid_thw.tolist()} describes {total} patches (sum of t * h * w), "
+            f"{pixels} has {pixel_values.shape[0]} rows"
         )

@@ -48,12 +48,9 @@ def test_transformers_loads_the_twin_offline(ckpt, ref, hf_processor):
     assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == expected
 
 
-def test_resolve_prefers_env(monkeypatch, ckpt, tmp_path):
+def test_resolve_prefers_env(monkeypatch, ckpt):
     monkeypatch.setenv("QWENLITE_CHECKPOINT", str(ckpt))
-    assert checkpoint.resolve() == ckpt
-    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT.*config.json"):
-        checkpoint.resolve()
+    assert checkpoint.resolve() == ckpt  # a folder that is no checkpoint: tests/test_bad_inputs.py
 
 
 def test_resolve_finds_an_hf_cache_snapshot(monkeypatch, ckpt, tmp_path):
@@ -119,47 +116,6 @@ def test_sharded_checkpoint_loads(ckpt, ours, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _rewrite(ckpt, tmp_path, edit) -> str:
-    state = load_file(ckpt / "model.safetensors")
-    edit(state)
-    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    return str(tmp_path)
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda s: s.pop("visual.blocks.0.attn.qkv.bias"), r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"),
-        (
-            lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}),
-            r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]",
-        ),
-        (lambda s: s.update({"model.norm.weight": torch.ones(3)}), r"model.norm.weight: checkpoint \(3,\)"),
-    ],
-    ids=["missing", "unexpected", "wrong-shape"],
-)
-def test_bad_keys_are_named(ckpt, tmp_path, edit, message):
-    if not checkpoint.is_tiny_twin(ckpt):
-        pytest.skip("twin only")
-    with pytest.raises(KeyError, match=message):
-        QwenLiteVL.from_pretrained(_rewrite(ckpt, tmp_path, edit))
-
-
-def test_only_safetensors(tmp_path, ckpt):
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    torch.save({}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match="only safetensors"):
-        QwenLiteVL.from_pretrained(tmp_path)
-
-
-def test_truncated_safetensors(tmp_path, ckpt):
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    (tmp_path / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:1000])
-    with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
-        QwenLiteVL.from_pretrained(tmp_path)
-
-
 def test_config_roundtrip_of_twin(ckpt):
     assert QwenLiteConfig.from_pretrained(ckpt) == QwenLiteConfig.from_pretrained(ckpt / "config.json")
 
@@ -179,22 +135,60 @@ def test_read_tensors_maps_or_converts_once(ckpt, tmp_path):
         assert torch.equal(cast[k], v.to(torch.bfloat16))
 
 
-@pytest.mark.parametrize(
-    "damage, message",
-    [
-        (lambda b: b[:4], "header of"),
-        (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header of 1000000000 bytes"),
-        (lambda b: b[:8] + b"\xff" * (len(b) - 8), "the header is not JSON"),
-        (lambda b: b[:-100], "the header needs"),
-    ],
-)
-def test_read_tensors_names_the_damaged_file(ckpt, tmp_path, damage, message):
-    import shutil
+# ---------------------------------------------------------------- a reproducible twin
 
-    from qwenlite.checkpoint import read_tensors
+# sha256 of the tiny twin's weights: for each key of model.safetensors in sorted order, "key|dtype|shape\n" and
+# then the tensor's raw bytes (little-endian, as safetensors stores them). The file's own bytes are not hashed:
+# another safetensors version may write its JSON header differently. Computed with torch 2.14.1 and transformers
+# 5.24 on an AVX2 CPU, and the same with ATEN_CPU_CAPABILITY=default (torch's scalar kernels): the weights come
+# from checkpoint.seeded_noise, float64 uniforms of torch's CPU generator (mt19937, a stream torch has kept for
+# years), not from torch.randn, whose float32 kernel gives other bits on other CPUs. What can still change it:
+# the recipe (then bump TWIN_VERSION and write the new value here), or a transformers whose module tree lists
+# its parameters in another order or under other names. Any other change means the twin is no longer the same
+# model everywhere, and numbers measured on one machine's twin no longer hold on another's.
+TWIN_SHA256 = "7dbb1e18ff6705e87bef9614f39ce5f86ea2327d0ee74ccb77bd5c46acf1e6d1"
 
-    for name in ("config.json",):
-        shutil.copy(ckpt / name, tmp_path / name)
-    (tmp_path / "model.safetensors").write_bytes(damage((ckpt / "model.safetensors").read_bytes()))
-    with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
-        read_tensors(tmp_path, torch.bfloat16)
+
+def weights_sha256(folder) -> str:
+    import hashlib
+
+    state = load_file(folder / "model.safetensors")
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_the_twin_has_the_same_weights_on_every_machine():
+    assert weights_sha256(checkpoint.tiny_twin()) == TWIN_SHA256
+
+
+def test_building_the_twin_again_gives_the_same_weights(tmp_path):
+    """A second build, in this process, equals the cached one (built by another process, maybe another day)."""
+    again = checkpoint.build_tiny_twin(tmp_path / "again")
+    assert weights_sha256(again) == weights_sha256(checkpoint.tiny_twin())
+
+
+def test_seeded_noise_has_the_spread_it_claims():
+    generator = torch.Generator().manual_seed(0)
+    noise = checkpoint.seeded_noise((200_000,), generator)
+    assert noise.dtype == torch.float64 and noise.abs().max() < 3**0.5
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1) < 0.01
+
+
+@torch.no_grad()
+def test_the_same_computation_twice_gives_the_same_bits():
+    """Two loads of the twin, one prompt with an image: logits and generated tokens exactly equal."""
+    import numpy as np
+
+    from qwenlite import Processor
+
+    twin = checkpoint.tiny_twin()
+    image = np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    inputs = Processor.from_pretrained(twin)(text="a<|vision_start|><|image_pad|><|vision_end|>b", images=[image])
+    first, second = QwenLiteVL.from_pretrained(twin), QwenLiteVL.from_pretrained(twin)
+    assert torch.equal(first(**inputs).logits, second(**inputs).logits)
+    assert torch.equal(first(**inputs).logits, first(**inputs).logits)
+    assert torch.equal(first.generate(**inputs, max_new_tokens=4), second.generate(**inputs, max_new_tokens=4))

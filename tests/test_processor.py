@@ -167,15 +167,6 @@ def test_the_same_dict_runs_both_models(processor, ours, ref, small, video_path)
     assert (ours_logits - ref_logits).abs().max() <= 1e-4
 
 
-def test_pad_count_mismatch_raises(processor, small):
-    with pytest.raises(ValueError, match=r"1 <\|image_pad\|> token\(s\) but 2 image\(s\)"):
-        processor(text="<|image_pad|>", images=[small, small])
-    with pytest.raises(ValueError, match=r"0 <\|video_pad\|> token\(s\) but 1 video"):
-        processor(text="no pads", videos=[[np.zeros((28, 28, 3), np.uint8)] * 2])
-    with pytest.raises(ValueError, match="padding_side"):
-        processor(text="hi", padding_side="middle")
-
-
 def test_from_pretrained_reads_chat_template_json(ckpt, tmp_path, processor):
     import json
 

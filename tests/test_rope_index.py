@@ -169,26 +169,6 @@ def test_text_only_and_left_padding_match_transformers(config, ref):
     assert torch.equal(pos, theirs) and torch.equal(delta, their_delta)
 
 
-@pytest.mark.parametrize(
-    ("ids", "grids", "message"),
-    [
-        ([VS, IMG, IMG, IMG, VE], {"image_grid_thw": [[1, 4, 4]]}, r"has 3 <\|image_pad\|> tokens, .* needs 4"),
-        ([VS, IMG, IMG, IMG, IMG, VE], {}, r"more image spans than the 0 rows of image_grid_thw"),
-        ([VS, IMG, IMG, IMG, IMG, VE], {"image_grid_thw": [[1, 4, 4], [1, 2, 2]]}, r"has 2 rows but .* 1 image"),
-        ([VS, VID, VID, VE], {"video_grid_thw": [[2, 2, 2]], "second_per_grid_ts": [1.0, 2.0]}, r"2 entries .* 1 rows"),
-    ],
-)
-def test_bad_layouts_are_named(ids, grids, message, config):
-    kwargs = {k: torch.tensor(v) for k, v in grids.items()}
-    with pytest.raises(ValueError, match=message):
-        get_rope_index(torch.tensor([ids]), config=config, **kwargs)
-
-
-def test_config_is_required():
-    with pytest.raises(ValueError, match="needs config="):
-        get_rope_index(torch.tensor([[1, 2]]), config=None)
-
-
 # ----------------------------------------------------------------------------- processor-built prompts
 
 

@@ -1,0 +1,625 @@
+"""Bad input to every public entry point raises an error that names the input and the rule it breaks.
+
+Each case asserts the error type and a message specific enough that a generic one (a bare torch
+RuntimeError, an IndexError, "invalid input") cannot match it. Entry points: `preprocessing` (images,
+videos, smart_resize), `Processor`, `QwenLiteVL` (vision inputs, fusion, positions, generate),
+`get_rope_index`, `checkpoint` / `QwenLiteConfig` / `from_pretrained` / `load_models` (folders and weights),
+and `reference` (QWENLITE_DTYPE / QWENLITE_DEVICE, the tolerance policy). Cases that are part of a larger
+differential test (both libraries refuse the same input) stay beside it in their module's test file.
+The last test checks an invariant of loading: a checkpoint folder is never written to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qwenlite import Processor, QwenLiteConfig, QwenLiteVL, checkpoint, get_rope_index, smart_resize
+from qwenlite import preprocessing as pp
+from qwenlite.decoder import KVCache, causal_mask
+from qwenlite.fusion import fuse
+from qwenlite.image_io import load_image
+from qwenlite.reference import load_models, run_settings, tolerance
+from qwenlite.video_io import load_video
+
+IMG, VID, VS, VE = 151655, 151656, 151652, 151653  # <|image_pad|>, <|video_pad|>, <|vision_start|>, <|vision_end|>
+
+
+@pytest.fixture(scope="module")
+def twin() -> Path:
+    """The tiny twin itself (whatever checkpoint the session resolves): the weight-editing cases need its files."""
+    return checkpoint.tiny_twin()
+
+
+@pytest.fixture(scope="module")
+def processor(ckpt) -> Processor:
+    return Processor.from_pretrained(ckpt)
+
+
+@pytest.fixture(scope="module")
+def small() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)  # grid (1, 4, 6): 6 tokens
+
+
+@pytest.fixture(scope="module")
+def inputs(processor, small) -> dict:
+    return processor(text="a<|vision_start|><|image_pad|><|vision_end|>b", images=[small])
+
+
+def _naming(name: str, rule: str) -> str:
+    """A regex for a message that names the file and states the rule, in either order."""
+    return rf"{re.escape(name)}.*{rule}|{rule}.*{re.escape(name)}"
+
+
+def _write_mp4(path: Path, frames: int) -> None:
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    container.start_encoding()
+    for _ in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+# ---------------------------------------------------------------- image files and arrays
+
+
+@pytest.mark.parametrize(
+    "name, make, error, message",
+    [
+        ("text.jpg", lambda p, photo: p.write_text("this is text, not a JPEG"), ValueError, "is not an image file"),
+        ("empty.jpg", lambda p, photo: p.write_bytes(b""), ValueError, r"is empty \(0 bytes\)"),
+        ("cut.jpg", lambda p, photo: p.write_bytes(photo.read_bytes()[:5000]), ValueError, "truncated or corrupt"),
+        ("video.jpg", lambda p, photo: shutil.copy(photo.parent / "sample_video.mp4", p), ValueError, "not an image"),
+        ("missing.jpg", lambda p, photo: None, FileNotFoundError, "image file not found"),
+    ],
+    ids=["text-as-jpg", "zero-bytes", "truncated-jpg", "mp4-as-jpg", "missing"],
+)
+def test_unreadable_image_files_are_named(name, make, error, message, tmp_path, photo_path, processor):
+    path = tmp_path / name
+    make(path, photo_path)
+    with pytest.raises(error, match=_naming(name, message)):
+        load_image(path)
+    with pytest.raises(error, match=re.escape(name)):  # through the processor too
+        processor(text="<|image_pad|>", images=[str(path)])
+
+
+def test_png_cut_in_half_is_named(tmp_path, photo_path):
+    Image.open(photo_path).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot decode image .*half\.png: the file is truncated or corrupt"):
+        pp.preprocess_image(tmp_path / "half.png")
+
+
+@pytest.mark.parametrize(
+    "source, error, message",
+    [
+        (
+            np.zeros((20, 20, 3), np.float32),
+            ValueError,
+            r"expected a uint8 array \(values 0..255\), got dtype torch.float32",
+        ),
+        (torch.zeros(3, 20, 20), ValueError, r"expected a uint8 tensor .* got dtype torch.float32"),
+        (np.zeros((20, 20, 2), np.uint8), ValueError, r"\(H, W\) or \(H, W, C\) with C in 1, 3, 4; got shape"),
+        (np.zeros((0, 20, 3), np.uint8), ValueError, r"the array image is empty, shape \(3, 0, 20\)"),
+        (42, TypeError, "load_image: expected a path, PIL image, numpy array or tensor, got int"),
+    ],
+    ids=["float-array", "float-tensor", "two-channels", "empty", "not-an-image"],
+)
+def test_bad_image_arrays(source, error, message):
+    with pytest.raises(error, match=message):
+        load_image(source)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 100), "height must be a positive integer number of pixels, got 0"),
+        ((100, -5), "width must be a positive integer number of pixels, got -5"),
+        ((100.5, 100), "height must be a positive integer number of pixels, got 100.5"),
+        ((100, 100, 28, 5000, 4000), r"min_pixels \(5000\) must not exceed max_pixels \(4000\)"),
+        ((1, 300), r"aspect ratio of 1x300 \(height x width\) is 300.0, above the limit of 200"),
+    ],
+)
+def test_smart_resize_rejects_bad_sizes(args, message):
+    with pytest.raises(ValueError, match=message):
+        smart_resize(*args)
+
+
+def test_image_pixel_limits_in_the_wrong_order():
+    with pytest.raises(ValueError, match=r"min_pixels \(10000\) must not exceed max_pixels \(5000\)"):
+        pp.preprocess_image(np.zeros((20, 20, 3), np.uint8), min_pixels=10000, max_pixels=5000)
+
+
+# ---------------------------------------------------------------- video files and frame lists
+
+
+@pytest.mark.parametrize(
+    "name, kind, error, message",
+    [
+        ("text.mp4", "text", ValueError, "not a video file, or truncated/corrupt"),
+        ("half.mp4", "half", ValueError, "not a video file, or truncated/corrupt"),
+        ("zero.mp4", "zero", ValueError, r"is empty \(0 bytes\)"),
+        ("noframes.mp4", "no frames", ValueError, "(is empty: .*no frames|ends before its first frame: empty)"),
+        ("noframes.mkv", "no frames", ValueError, "(is empty: .*no frames|ends before its first frame: empty)"),
+        ("photo.mp4", "photo", ValueError, r"1 frame\(s\), fewer than the 2 that one temporal patch"),
+        ("one.mp4", "one frame", ValueError, r"1 frame\(s\), fewer than the 2 that one temporal patch"),
+        ("missing.mp4", "missing", FileNotFoundError, "video file not found"),
+    ],
+    ids=[
+        "text-as-mp4",
+        "truncated",
+        "zero-bytes",
+        "no-frames-mp4",
+        "no-frames-mkv",
+        "jpg-as-mp4",
+        "one-frame",
+        "missing",
+    ],
+)
+def test_unreadable_or_too_short_video_files_are_named(name, kind, error, message, tmp_path, video_path, photo_path):
+    path = tmp_path / name
+    if kind == "text":
+        path.write_text("hello")
+    elif kind == "half":
+        data = video_path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "zero":
+        path.write_bytes(b"")
+    elif kind == "no frames":
+        _write_mp4(path, 0)
+    elif kind == "photo":  # FFmpeg reads a JPEG as a video of one frame
+        shutil.copy(photo_path, path)
+    elif kind == "one frame":
+        _write_mp4(path, 1)
+    with pytest.raises(error, match=_naming(name, message)):
+        load_video(path)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda v, tmp: load_video([]), "load_video: the list of frames is empty"),
+        (lambda v, tmp: load_video(tmp), "video folder .* holds no frame files"),
+        (lambda v, tmp: load_video(v, nframes=40), r"cannot sample 40 frames from a video of 32 frames"),
+        (lambda v, tmp: load_video(v, fps=2.0, nframes=4), r"give either fps \(2.0\) or nframes \(4\), not both"),
+        (lambda v, tmp: load_video(v, fps=-1.0), "sampling at fps needs positive fps"),
+        (
+            lambda v, tmp: load_video([np.zeros((28, 28, 3), np.uint8), np.zeros((56, 28, 3), np.uint8)]),
+            "all frames must have one size",
+        ),
+        (
+            lambda v, tmp: load_video([np.zeros((28, 28, 3), np.uint8)], video_fps=8.0),
+            r"1 frame\(s\), fewer than the 2 that one temporal patch",
+        ),
+        (
+            lambda v, tmp: pp.preprocess_video(load_video(v), min_pixels=700000, max_pixels=600000),
+            r"min_pixels \(700000\) must not exceed max_pixels",
+        ),
+        (lambda v, tmp: load_video(42), "load_video: expected a file, a folder or a list of frames, got int"),
+    ],
+    ids=[
+        "empty-list",
+        "empty-folder",
+        "too-many",
+        "fps-and-nframes",
+        "negative-fps",
+        "sizes",
+        "one-frame",
+        "limits",
+        "type",
+    ],  # fmt: skip
+)
+def test_bad_video_requests(call, message, video_path, tmp_path):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(video_path, tmp_path)
+
+
+# ---------------------------------------------------------------- the processor
+
+
+def test_processor_pads_and_items_must_agree(processor, small):
+    with pytest.raises(ValueError, match=r"the text holds 1 <\|image_pad\|> token\(s\) but 2 image\(s\) were given"):
+        processor(text="<|image_pad|>", images=[small, small])
+    with pytest.raises(ValueError, match=r"the text holds 0 <\|image_pad\|> token\(s\) but 1 image\(s\)"):
+        processor(text="an image but no placeholder", images=[small])
+    with pytest.raises(ValueError, match=r"the text holds 1 <\|image_pad\|> token\(s\) but 0 image\(s\)"):
+        processor(text="a placeholder <|image_pad|> but no image")
+    with pytest.raises(ValueError, match=r"the text holds 0 <\|video_pad\|> token\(s\) but 1 video\(s\)"):
+        processor(text="no pads", videos=[[np.zeros((28, 28, 3), np.uint8)] * 2])
+
+
+def test_processor_refuses_bad_options_and_items(processor, small):
+    with pytest.raises(ValueError, match="padding_side must be 'left' or 'right', got 'middle'"):
+        processor(text="hi", padding_side="middle")
+    with pytest.raises(ValueError, match="return_tensors='np': qwenlite returns torch tensors only"):
+        processor(text="hi", return_tensors="np")
+    with pytest.raises(ValueError, match="image content item .* has no 'image' .* or 'image_url'"):
+        processor.from_messages([{"role": "user", "content": [{"type": "image"}]}])
+    with pytest.raises(ValueError, match="video content item .* has no 'video'"):
+        processor.from_messages([{"role": "user", "content": [{"type": "video"}]}])
+    image_patches = pp.preprocess_image(small)  # an image's Patches handed over as a video
+    with pytest.raises(ValueError, match="a video's Patches need second_per_grid_t: build them with preprocess_video"):
+        processor(text="<|video_pad|>", videos=[image_patches])
+
+
+def test_processor_folder_without_tokenizer(tmp_path, ckpt):
+    shutil.copy(ckpt / "preprocessor_config.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer files \(tokenizer.json"):
+        Processor.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------- vision inputs to the model
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda x: {**x, "pixel_values": torch.zeros(24, 100)}, r"pixel_values must be \(num_patches, 1176\), got"),
+        (lambda x: {**x, "pixel_values": x["pixel_values"][None]}, r"pixel_values must be \(num_patches, 1176\)"),
+        (
+            lambda x: {**x, "pixel_values": (x["pixel_values"] * 50 + 128).to(torch.uint8)},
+            r"pixel_values must be floating point \(normalised patches from the processor\), got torch.uint8",
+        ),
+        (
+            lambda x: {**x, "image_grid_thw": torch.tensor([[1, 4, 4]])},
+            r"image_grid_thw \[\[1, 4, 4\]\] describes 16 patches \(sum of t \* h \* w\), pixel_values has 24 rows",
+        ),
+        (
+            lambda x: {**x, "image_grid_thw": torch.tensor([[1, 3, 8]])},
+            "image_grid_thw h and w must be multiples of spatial_merge_size 2",
+        ),
+        (
+            lambda x: {**x, "image_grid_thw": torch.tensor([1, 4, 6])},
+            r"image_grid_thw must be \(num_items, 3\) rows of \(t, h, w\), got \(3,\)",
+        ),
+        (lambda x: {**x, "image_grid_thw": x["image_grid_thw"].float()}, "image_grid_thw must hold integers"),
+        (lambda x: {**x, "image_grid_thw": torch.tensor([[0, 4, 6]])}, "image_grid_thw entries must be >= 1 patch"),
+        (lambda x: {**x, "image_grid_thw": None}, "pixel_values was given without image_grid_thw"),
+    ],
+    ids=["width", "batch-axis", "uint8", "product", "odd-h", "1-d-grid", "float-grid", "zero-grid", "no-grid"],
+)
+def test_bad_image_inputs_to_the_model(ours, inputs, edit, message):
+    with pytest.raises(ValueError, match=message):
+        ours(**edit(inputs))
+
+
+@torch.no_grad()
+def test_bad_video_inputs_are_named_as_videos(ours):
+    with pytest.raises(ValueError, match=r"pixel_values_videos must be \(num_patches, 1176\), got \(8, 100\)"):
+        ours.get_video_features(torch.zeros(8, 100), torch.tensor([[2, 2, 2]]))
+    with pytest.raises(ValueError, match="pixel_values_videos must be floating point"):
+        ours.get_video_features(torch.zeros(8, 1176, dtype=torch.int64), torch.tensor([[2, 2, 2]]))
+    with pytest.raises(ValueError, match=r"video_grid_thw \[\[1, 2, 2\]\] describes 4 patches .* has 8 rows"):
+        ours.get_video_features(torch.zeros(8, 1176), torch.tensor([[1, 2, 2]]))
+    ids = torch.tensor([[VS, VID, VID, VE]])
+    with pytest.raises(ValueError, match="pixel_values_videos was given without video_grid_thw"):
+        ours(ids, pixel_values_videos=torch.zeros(8, 1176))
+
+
+# ---------------------------------------------------------------- token ids, fusion, positions
+
+
+@torch.no_grad()
+def test_pad_tokens_must_match_the_features(ours, inputs):
+    ids = inputs["input_ids"].clone()
+    ids[0, int((ids[0] == IMG).nonzero()[0])] = 100  # one <|image_pad|> fewer than the image's 6 tokens
+    vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw")}
+    with pytest.raises(ValueError, match=r"image: input_ids hold 5 <\|image_pad\|> tokens .* features have 6 rows"):
+        ours.embed(ids, **vision)
+    with pytest.raises(ValueError, match=r"input_ids hold 6 <\|image_pad\|> tokens but no image pixels were given"):
+        ours(inputs["input_ids"])
+    with pytest.raises(ValueError, match="mm_token_type_ids disagree with the pad tokens in input_ids"):
+        ours(**{**inputs, "mm_token_type_ids": torch.zeros_like(inputs["input_ids"])})
+
+
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_fuse_names_counts_widths_and_modality(modality):
+    ids = torch.tensor([[5, 9, 9, 9, 6]])  # three pad tokens
+    with pytest.raises(ValueError, match=rf"{modality}: input_ids hold 3 <\|{modality}_pad\|> .* have 4 rows"):
+        fuse(torch.zeros(1, 5, 8), ids, torch.zeros(4, 8), token_id=9, modality=modality)
+    with pytest.raises(ValueError, match=rf"{modality} features must be \(rows, 8\) to fill the text embeddings"):
+        fuse(torch.zeros(1, 5, 8), ids, torch.zeros(3, 7), token_id=9, modality=modality)
+
+
+@torch.no_grad()
+def test_bad_token_ids(ours):
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\) integer token ids, got torch.float32"):
+        ours(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\) .* of shape \(3,\)"):
+        ours(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"input_ids hold token id 200000, outside the vocabulary \[0, 151936\)"):
+        ours(torch.tensor([[1, 2, 200000]]))
+    with pytest.raises(ValueError, match=r"input_ids hold token id -1, outside the vocabulary"):
+        ours(torch.tensor([[1, -1]]))
+
+
+@torch.no_grad()
+def test_prompts_longer_than_the_positions_are_refused(ours):
+    text = dataclasses.replace(ours.config.text_config, max_position_embeddings=8)
+    short = QwenLiteVL(dataclasses.replace(ours.config, text_config=text))  # the same weights, 8 positions
+    short.load_checkpoint(ours.state_dict())
+    assert short(torch.arange(1, 9)[None]).logits.shape[1] == 8  # 8 tokens: positions 0..7 fit
+    with pytest.raises(ValueError, match="position id 8 is beyond max_position_embeddings = 8: the prompt"):
+        short(torch.arange(1, 10)[None])
+    with pytest.raises(ValueError, match="position id 8 is beyond max_position_embeddings = 8"):  # while decoding
+        short.generate(torch.arange(1, 7)[None], max_new_tokens=5, eos_token_id=[-1])
+
+
+@torch.no_grad()
+def test_decoding_with_a_cache_takes_tokens_and_rope_deltas(ours, inputs):
+    cache = KVCache()
+    ours(**inputs, cache=cache)
+    with pytest.raises(ValueError, match="decoding with a cache needs the rope_deltas returned by the prefill"):
+        ours(inputs["input_ids"][:, :1], cache=cache)
+    with pytest.raises(ValueError, match="pixel_values / pixel_values_videos go with the prefill; decoding with a"):
+        ours(
+            inputs["input_ids"][:, :1], cache=cache, pixel_values=inputs["pixel_values"], rope_deltas=torch.zeros(1, 1)
+        )
+
+
+@torch.no_grad()
+def test_decoder_shapes_are_named(ours):
+    x = torch.zeros(1, 4, ours.config.text_config.hidden_size)
+    with pytest.raises(ValueError, match=r"position_ids must be \(3 axes t/h/w, batch, new tokens\) = \(3, 1, 4\)"):
+        ours.model(x, torch.arange(4)[None])  # 1-D text positions instead of (3, B, L)
+    with pytest.raises(ValueError, match=r"attention_mask must be \(batch, cached \+ new\) = \(2, 5\), got \(2, 4\)"):
+        causal_mask(torch.zeros(2, 3, 4), torch.ones(2, 4), past=2)
+
+
+@pytest.mark.parametrize(
+    ("ids", "grids", "message"),
+    [
+        ([VS, IMG, IMG, IMG, VE], {"image_grid_thw": [[1, 4, 4]]}, r"has 3 <\|image_pad\|> tokens, .* needs 4"),
+        ([VS, IMG, IMG, IMG, IMG, VE], {}, r"more image spans than the 0 rows of image_grid_thw"),
+        ([VS, IMG, IMG, IMG, IMG, VE], {"image_grid_thw": [[1, 4, 4], [1, 2, 2]]}, r"has 2 rows but .* 1 image"),
+        (
+            [VS, VID, VID, VE],
+            {"video_grid_thw": [[2, 2, 2]], "second_per_grid_ts": [1.0, 2.0]},
+            r"second_per_grid_ts has 2 entries but video_grid_thw has 1 rows",
+        ),
+        ([1, 2], {"second_per_grid_ts": [0.5]}, r"second_per_grid_ts has 1 entries but video_grid_thw has 0 rows"),
+        ([VS, IMG, VE], {"image_grid_thw": [1, 2, 2]}, r"image_grid_thw must be \(num_images, 3\) rows of \(t, h, w\)"),
+    ],
+    ids=["short-span", "no-grid", "extra-grid", "seconds-length", "seconds-without-video", "1-d-grid"],
+)
+def test_bad_layouts_for_get_rope_index(ids, grids, message, config):
+    kwargs = {k: torch.tensor(v) for k, v in grids.items()}
+    with pytest.raises(ValueError, match=message):
+        get_rope_index(torch.tensor([ids]), config=config, **kwargs)
+
+
+def test_get_rope_index_arguments(config):
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'config'"):
+        get_rope_index(torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match=r"get_rope_index needs config= \(token ids, merge size"):
+        get_rope_index(torch.tensor([[1, 2]]), config=None)
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\), got shape \(2,\)"):
+        get_rope_index(torch.tensor([1, 2]), config=config)
+    with pytest.raises(ValueError, match=r"attention_mask \(1, 3\) must have the shape of input_ids \(1, 2\)"):
+        get_rope_index(torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 3), config=config)
+
+
+# ---------------------------------------------------------------- generate
+
+
+@torch.no_grad()
+def test_generate_refuses_what_it_does_not_do(ours, inputs):
+    with pytest.raises(TypeError, match="generate.* got an unexpected keyword argument 'do_sample'"):
+        ours.generate(**inputs, do_sample=True)
+    with pytest.raises(TypeError, match="generate.* got an unexpected keyword argument 'num_beams'"):
+        ours.generate(**inputs, num_beams=2)
+    for bad in (0, -3, 1.5):
+        with pytest.raises(ValueError, match=rf"max_new_tokens must be an integer >= 1 .*got {bad}"):
+            ours.generate(**inputs, max_new_tokens=bad)
+    with pytest.raises(ValueError, match=r"repetition_penalty must be > 0 \(1.0 = off\), got 0.0"):
+        ours.generate(**inputs, repetition_penalty=0.0)
+
+
+# ---------------------------------------------------------------- checkpoint folders and weights
+
+
+def _folder(tmp_path: Path, twin: Path, config: bool = True, weights: bool = True) -> Path:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    if config:
+        shutil.copy(twin / "config.json", folder)
+    if weights:
+        shutil.copy(twin / "model.safetensors", folder)
+    return folder
+
+
+@pytest.mark.parametrize("loader", [QwenLiteVL.from_pretrained, load_models], ids=["qwenlite", "load_models"])
+def test_incomplete_checkpoint_folders(loader, tmp_path, twin):
+    with pytest.raises(FileNotFoundError, match=r"no config.json at .*nowhere.*: expected a Qwen2.5-VL checkpoint"):
+        loader(tmp_path / "nowhere")
+    no_config = _folder(tmp_path, twin, config=False)
+    with pytest.raises(FileNotFoundError, match=r"no config.json at .*ckpt.*: expected a Qwen2.5-VL checkpoint"):
+        loader(no_config)
+    shutil.rmtree(no_config)
+    no_weights = _folder(tmp_path, twin, weights=False)
+    with pytest.raises(FileNotFoundError, match="no model.safetensors or model.safetensors.index.json in .*ckpt"):
+        loader(no_weights)
+
+
+def test_foreign_architecture(tmp_path, twin):
+    folder = _folder(tmp_path, twin)
+    llama = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "vocab_size": 100}
+    (folder / "config.json").write_text(json.dumps(llama))
+    message = r"model_type is 'llama' \(architectures \['LlamaForCausalLM'\]\), expected 'qwen2_5_vl'"
+    for load in (QwenLiteVL.from_pretrained, load_models):
+        with pytest.raises(ValueError, match=message):
+            load(folder)
+
+
+def test_pickle_weights_are_refused(tmp_path, twin):
+    folder = _folder(tmp_path, twin, weights=False)
+    torch.save({"model.norm.weight": torch.ones(3)}, folder / "pytorch_model.bin")
+    for load in (QwenLiteVL.from_pretrained, load_models):
+        with pytest.raises(FileNotFoundError, match=r"found \['pytorch_model.bin'\]: only safetensors are loaded"):
+            load(folder)
+
+
+def _rewrite(tmp_path: Path, twin: Path, edit) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    folder = _folder(tmp_path, twin, weights=False)
+    state = load_file(twin / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.pop("visual.blocks.0.attn.qkv.bias"), r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"),
+        (
+            lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}),
+            r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]",
+        ),
+        (
+            lambda s: s.update({"model.norm.weight": torch.ones(3)}),
+            r"wrong shapes \(1\): \['model.norm.weight: checkpoint \(3,\) vs model \(128,\)'\]",
+        ),
+    ],
+    ids=["missing", "unexpected", "wrong-shape"],
+)
+def test_bad_keys_are_named(tmp_path, twin, edit, message):
+    with pytest.raises(KeyError, match=message):
+        QwenLiteVL.from_pretrained(_rewrite(tmp_path, twin, edit))
+
+
+def test_untied_lm_head_in_a_tied_checkpoint(tmp_path, twin):
+    folder = _rewrite(tmp_path, twin, lambda s: s.update({"lm_head.weight": s["model.embed_tokens.weight"] + 1}))
+    with pytest.raises(ValueError, match="config ties lm_head to embed_tokens, but lm_head.weight differs"):
+        QwenLiteVL.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[:4], "header of .* bytes in a 4-byte file"),
+        (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header of 1000000000 bytes"),
+        (lambda b: b[:8] + b"\xff" * (len(b) - 8), "the header is not JSON"),
+        (lambda b: b[:-100], "the header needs .* bytes, the file has"),
+    ],
+    ids=["4-bytes", "huge-header", "not-json", "cut-short"],
+)
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["mapped", "converted"])
+def test_damaged_safetensors_are_named(tmp_path, twin, damage, message, dtype):
+    folder = _folder(tmp_path, twin, weights=False)
+    (folder / "model.safetensors").write_bytes(damage((twin / "model.safetensors").read_bytes()))
+    with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
+        checkpoint.read_tensors(folder, dtype)
+
+
+def test_an_index_naming_a_missing_shard(tmp_path, twin):
+    folder = _folder(tmp_path, twin, weights=False)
+    index = {"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(FileNotFoundError, match=r"index.json names shards that are missing: .*model-00001-of-00002"):
+        QwenLiteVL.from_pretrained(folder)
+
+
+def test_qwenlite_checkpoint_pointing_nowhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT points to .*, which has no config.json"):
+        checkpoint.resolve()
+    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT points to .*absent, which is not a folder"):
+        checkpoint.resolve()
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.pop("vision_config"), "no 'vision_config' section"),
+        (lambda c: c["rope_scaling"].update(mrope_section=[16, 24, 20]), r"mrope_section \(16, 24, 20\) must sum to"),
+        (lambda c: c["rope_scaling"].pop("mrope_section"), "no mrope_section in rope_scaling"),
+        (lambda c: c.update(num_key_value_heads=3), "16 query heads not divisible by 3 kv heads"),
+        (lambda c: c["vision_config"].update(out_hidden_size=100), "vision out_hidden_size 100 != text hidden_size"),
+    ],
+    ids=["no-vision", "mrope-sum", "no-mrope", "kv-heads", "out-hidden"],
+)
+def test_bad_configs_name_the_field(edit, message, tmp_path):
+    raw = json.loads((CONFIGS / "qwen2_5_vl_3b_instruct.config.json").read_text())
+    edit(raw)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        QwenLiteConfig.from_pretrained(tmp_path)
+
+
+def test_config_that_is_not_json(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+        QwenLiteConfig.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------- run settings and the tolerance policy
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        (
+            {"QWENLITE_DTYPE": "float16"},
+            r"QWENLITE_DTYPE='float16' is not supported: use one of \['bfloat16', 'float32'",
+        ),
+        ({"QWENLITE_DTYPE": "fp32"}, "QWENLITE_DTYPE='fp32' is not supported"),
+        ({"QWENLITE_DEVICE": "gpu0"}, r"QWENLITE_DEVICE='gpu0' is not a device: use cpu or cuda \(cuda:N\)"),
+        ({"QWENLITE_DEVICE": "meta"}, r"QWENLITE_DEVICE='meta': qwenlite runs on cpu or cuda"),
+    ],
+)
+def test_bad_run_settings(environ, message):
+    with pytest.raises(ValueError, match=message):
+        run_settings(environ)
+
+
+def test_cuda_asked_for_where_there_is_none(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="QWENLITE_DEVICE='cuda', but torch sees no CUDA device here"):
+        run_settings({"QWENLITE_DEVICE": "cuda"})
+
+
+def test_tolerance_for_a_dtype_without_a_policy():
+    with pytest.raises(ValueError, match=r"tolerance: no policy for dtype torch.float16; the policy covers"):
+        tolerance(torch.ones(3), torch.float16)
+
+
+# ---------------------------------------------------------------- an invariant of loading
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under the folder (and the folder itself) -> (size, mtime in ns)."""
+    paths = [folder, *sorted(folder.rglob("*"))]
+    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in paths}
+
+
+def test_loading_never_writes_into_the_checkpoint_folder(ckpt):
+    before = _snapshot(ckpt)
+    QwenLiteVL.from_pretrained(ckpt)
+    load_models(ckpt)  # qwenlite and the transformers reference on one read
+    Processor.from_pretrained(ckpt)
+    after = _snapshot(ckpt)
+    assert after == before, {
+        k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
+    }
