@@ -21,12 +21,17 @@ from qwenlite.checkpoint import tiny_twin
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_vision", ROOT / "benchmarks" / "bench_vision.py")
+def _load(name: str):
+    """A script in benchmarks/ as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("bench_vision")
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +90,7 @@ def test_bench_times_one_dtype_against_the_float32_reference(bench, twin_config,
 
 @pytest.fixture(scope="module")
 def bench_generate():
-    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "benchmarks" / "bench_generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("bench_generate")
 
 
 def test_decode_floor_counts_every_weight_a_step_reads(bench_generate, ours):

@@ -8,12 +8,15 @@ layout the tower itself computes (`qwenlite.vision.vision_layout`), so nothing h
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 
 from ..config import VisionConfig
+from ..preprocessing import Patches
 from ..vision import VisionTransformer, segment_ids, vision_layout, vision_rotary_ids
 
 
@@ -411,3 +414,54 @@ def show_features(
     axes[1].set_ylabel("merged h")
     fig.tight_layout()
     return fig
+
+
+@dataclass(frozen=True)
+class DemoInputs:
+    """The photo and the clip that notebooks 02-04 feed the vision tower, at the run's dtype and device."""
+
+    photo: Patches  # the photo: pixel_values (N, 1176), grid_thw, the resized frames
+    video: Patches  # the sample clip, 8 frames
+    pixels: torch.Tensor  # photo.pixel_values, at the run's dtype and device
+    grid: torch.Tensor  # (1, 3) photo.grid_thw
+    video_pixels: torch.Tensor
+    video_grid: torch.Tensor
+    frame: torch.Tensor  # the resized photo (3, H, W) uint8
+    hw: tuple[int, int]  # the photo's (h, w) in patches
+
+
+# Sizes that suit the checkpoint: the tiny twin runs the whole photo (600 x 512 px, 1512 patches) and the clip
+# at its processor size in a moment; the real tower (32 blocks of width 1280) takes about 25 s per 1500 patches
+# in float32 on a 2-core CPU, and these notebooks run it several times, so a real checkpoint gets smaller inputs.
+REAL_PHOTO_MAX_PIXELS = 336 * 336  # 26 x 22 patches
+REAL_VIDEO_PIXELS = (56 * 56, 112 * 168)  # min, max per frame: 8 x 12 patches
+
+
+def demo_inputs(path, settings) -> DemoInputs:
+    """The photo and the sample clip through qwenlite's processor, sized for the checkpoint; prints their shapes."""
+    from .. import checkpoint
+    from ..preprocessing import PreprocessorConfig, preprocess_image, preprocess_video
+    from ..video_io import load_video
+    from . import data_dir
+
+    twin = checkpoint.is_tiny_twin(path)
+    config = PreprocessorConfig.from_pretrained(path)
+    photo = preprocess_image(
+        data_dir() / "grace_hopper.jpg", config, max_pixels=None if twin else REAL_PHOTO_MAX_PIXELS
+    )
+    frames = load_video(data_dir() / "sample_video.mp4", nframes=8)
+    video = preprocess_video(frames, config) if twin else preprocess_video(frames, config, *REAL_VIDEO_PIXELS)
+    inputs = DemoInputs(
+        photo,
+        video,
+        settings.cast(photo.pixel_values),
+        settings.put(photo.grid_thw[None]),
+        settings.cast(video.pixel_values),
+        settings.put(video.grid_thw[None]),
+        photo.frames[0],
+        tuple(int(v) for v in photo.grid_thw[1:]),
+    )
+    size = "full size (the tiny twin)" if twin else "shrunk for the real checkpoint's tower on a CPU"
+    print(f"photo: pixel_values {tuple(inputs.pixels.shape)}, grid_thw {inputs.grid.tolist()} ({size})")
+    print(f"video: pixel_values {tuple(inputs.video_pixels.shape)}, grid_thw {inputs.video_grid.tolist()}")
+    return inputs
