@@ -35,7 +35,7 @@ except ImportError:  # the test is skipped with this reason
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 SERVER_START_S = 60
-NOTEBOOK_RUN_S = 150  # one notebook's Run All on the tiny twin: about 30 s on an idle 2-core machine
+NOTEBOOK_RUN_S = 150  # Run All of 01 and 06 at once on the tiny twin: 70 s on the 2-core test machine
 WIDGET_REDRAW_S = 30
 # (notebook, slider label of its explorer, value to type into the slider's readout)
 EXPLORERS = [
@@ -262,3 +262,22 @@ def test_notebook_runs_and_explorer_redraws(ran, shots, notebook, label, value):
     after = explorer_image(cell)
     assert after.startswith("data:image/png") and after != before, f"{notebook}: the figure did not change"
     assert not cell_report(page)["errors"], f"{notebook}: moving the slider raised an error"
+
+
+def test_the_checks_fail_on_a_page_with_an_error_and_an_unrun_cell(browser):
+    """Mutation: JupyterLab's DOM for a cell that raised and a cell still queued; the checks above must see both."""
+    page = browser.new_page()
+    try:
+        page.set_content(
+            f"""<div class="jp-NotebookPanel"><div class="jp-Notebook-ExecutionIndicator" data-status="idle"></div>
+            <div class="jp-CodeCell"><div class="jp-InputPrompt">[1]:</div>
+              <div class="jp-OutputArea-output" data-mime-type="{STDERR}">Traceback (most recent call last):
+              ValueError: image height 0</div></div>
+            <div class="jp-CodeCell"><div class="jp-InputPrompt">[*]:</div></div></div>"""
+        )
+        report = cell_report(page)
+        assert len(report["errors"]) == 1 and "ValueError" in report["errors"][0]
+        assert report["prompts"] == ["[1]:", "[*]:"]
+        assert page.evaluate(RUNNING) and not page.evaluate(KERNEL_DONE)
+    finally:
+        page.close()
