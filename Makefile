@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lab test lint format bench full-size clean
+.PHONY: setup lab test html lint format bench full-size clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ lab: setup  ## open JupyterLab on the notebooks
 
 test: setup  ## all tests and all notebooks (pytest + nbmake), offline
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -q
+
+html: setup  ## execute every notebook and write build/html: index.html, one page and one reveal.js deck per notebook, offline
+	$(BIN)/python lecture/export.py build/html
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
