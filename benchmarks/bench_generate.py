@@ -7,8 +7,10 @@ each model mapping them itself, as `reference.load_models` does). Prompts are ra
 rows of equal length. Both decode greedily with no repetition penalty, and no end-of-sequence token can stop
 either (its id is one past the vocabulary), so both produce exactly --new tokens, which must be equal.
 
-Timing: `generate(max_new_tokens=1)` is the prefill (and one argmax); `generate(max_new_tokens=1 + N)` minus
-that, over N, is one decode step. The two libraries alternate run by run; the best of --repeats is kept.
+Timing: one `generate(max_new_tokens=1 + N)` call per run, split by a forward hook on `lm_head` that stamps
+the clock each time a step's logits are out: the first stamp ends the prefill, the gaps between the next ones
+are the N decode steps (their median is the run's step time). The two libraries alternate run by run; the
+best of --repeats is kept.
 
 The floor of a decode step: every weight matrix is read from memory once per step (one token per row, so
 the step is a matrix-vector product per row: bound by bytes, not FLOPs). Floor tokens/s = batch x measured
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -92,30 +95,46 @@ def _time(fn) -> float:
     return time.perf_counter() - start
 
 
+def timed_generate(model, run, new: int) -> tuple[float, list[float], torch.Tensor]:
+    """One generate call: seconds to the end of the prefill, the seconds of each decode step, the ids.
+
+    A forward hook on lm_head stamps the clock each time the model has produced a step's logits (both
+    libraries run lm_head once per step), so one call splits into its prefill and its decode steps."""
+    stamps: list[float] = []
+    hook = model.lm_head.register_forward_hook(lambda *_: stamps.append(time.perf_counter()))
+    try:
+        start = time.perf_counter()
+        ids = run(1 + new)
+    finally:
+        hook.remove()
+    if len(stamps) != 1 + new:
+        raise RuntimeError(f"expected {1 + new} lm_head calls (a prefill and {new} steps), saw {len(stamps)}")
+    return stamps[0] - start, [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)], ids
+
+
 def measure(ours, ref, ids: torch.Tensor, new: int, repeats: int) -> dict:
-    """Best prefill and decode-step seconds of each library, runs alternating; and their generated ids."""
+    """Best prefill and median decode-step seconds of each library over runs that alternate; their ids."""
     mask = torch.ones_like(ids)
     never = ours.config.text_config.vocab_size  # an id no argmax can return: nothing ends early
     runs = {
-        "transformers": lambda n: ref.generate(
+        "transformers": (ref, lambda n: ref.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False, repetition_penalty=1.0,
             eos_token_id=never, pad_token_id=0,
-        ),
-        "qwenlite": lambda n: ours.generate(
+        )),
+        "qwenlite": (ours, lambda n: ours.generate(
             ids, mask, max_new_tokens=n, repetition_penalty=1.0, eos_token_id=never, pad_token_id=0
-        ),
+        )),
     }  # fmt: skip
-    best = {name: {"prefill": float("inf"), "total": float("inf")} for name in runs}
+    best = {name: {"prefill": float("inf"), "step": float("inf")} for name in runs}
     outputs = {}
     with torch.inference_mode():
-        for name, run in runs.items():  # warm-up
+        for name, (_, run) in runs.items():  # warm-up
             outputs[name] = run(1 + new)
         for _ in range(repeats):
-            for name, run in runs.items():
-                best[name]["prefill"] = min(best[name]["prefill"], _time(lambda run=run: run(1)))
-                best[name]["total"] = min(best[name]["total"], _time(lambda run=run: run(1 + new)))
-    for times in best.values():
-        times["step"] = max(times["total"] - times["prefill"], 1e-9) / new
+            for name, (model, run) in runs.items():
+                prefill, steps, _ = timed_generate(model, run, new)
+                best[name]["prefill"] = min(best[name]["prefill"], prefill)
+                best[name]["step"] = min(best[name]["step"], statistics.median(steps))
     return {"best": best, "outputs": outputs}
 
 
