@@ -1,8 +1,11 @@
 """Exercises for the notebooks: `describe(name)` gives the question, `check(name, answer)` says if it is right.
 
-Each expected answer is computed when checking, from the package's own functions (`smart_resize`,
-`get_window_index`, `get_rope_index`, `patchify`, `KVCache`, `penalise_repeats`, `load_video`), so it stays
-true when the package changes. A wrong answer gets a hint that says what looks wrong, never the answer.
+Each expected answer is computed when checking, from the package's own functions and modules (`smart_resize`,
+`get_window_index`, `vision_layout`, `vision_rotary_ids`, `get_rope_index`, `decode_position_ids`, `patchify`,
+`PatchEmbed`, `PatchMerger`, `fuse`, `KVCache`, `penalise_repeats`, `load_video`, `QwenLiteVL` on the meta
+device), so it stays true when the package changes. A wrong answer gets a hint that says what looks wrong,
+never the answer. Each notebook ends with two or three of them; a placeholder answer (None, or a function
+that still raises NotImplementedError) gets "not yet", never an exception.
 
     from qwenlite import exercises
     print(exercises.describe("pad_tokens_1920x1080"))
@@ -11,6 +14,7 @@ true when the package changes. A wrong answer gets a hint that says what looks w
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +43,8 @@ def exercise(name: str, text: str) -> Callable:
 
 
 def describe(name: str) -> str:
-    return _get(name).text
+    """The question, wrapped to 100 columns for a notebook's output."""
+    return textwrap.fill(_get(name).text, 100)
 
 
 def check(name: str, answer: Any) -> bool:

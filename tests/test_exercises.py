@@ -516,3 +516,46 @@ def test_windows_sample_video_fps2(capsys):
     _fails_without_giving_away(capsys, name, windows([1, h // 14, w // 14]), correct, "one temporal patch's")
     _fails_without_giving_away(capsys, name, t // 2 * (h // 112) * (w // 112), correct, "partial windows")
     _fails_without_giving_away(capsys, name, windows([t // 2, 252 // 14, 336 // 14]), correct, "resize the frames")
+
+
+# ---------------------------------------------------------------- the notebooks' exercise cells
+
+
+def _exercise_cells() -> dict[str, list[str]]:
+    """Notebook name -> the sources of the code cells after its '## Exercises' heading (the notebook's end)."""
+    import json
+
+    found = {}
+    for path in sorted((DATA.parent / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        heads = [i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises")]
+        assert len(heads) == 1 and cells[heads[0]]["cell_type"] == "markdown", f"{path.name}: one '## Exercises'"
+        after = cells[heads[0] + 1 :]
+        assert all(c["cell_type"] == "code" for c in after), f"{path.name}: only exercise cells after the heading"
+        found[path.stem] = ["".join(c["source"]) for c in after]
+    return found
+
+
+def test_every_notebook_ends_with_two_or_three_exercises():
+    cells = _exercise_cells()
+    assert len(cells) == 9, sorted(cells)
+    used = []
+    for notebook, sources in cells.items():
+        assert 2 <= len(sources) <= 3, f"{notebook} has {len(sources)} exercises"
+        for source in sources:
+            (name,) = set(re.findall(r'exercises\.check\("(\w+)"', source))
+            assert f'print(exercises.describe("{name}"))' in source, (notebook, source)
+            assert "from qwenlite import exercises" in source, (notebook, source)
+            # the placeholder the learner replaces: None for a value, a stub for a function
+            assert "answer = None" in source or "raise NotImplementedError" in source, (notebook, source)
+            used.append(name)
+    assert sorted(used) == sorted(exercises.EXERCISES), "each exercise appears in exactly one notebook"
+
+
+def test_exercise_cells_run_and_say_not_yet(capsys):
+    """Each cell as the notebook holds it prints the question and 'not yet', and raises nothing (nbmake passes)."""
+    for notebook, sources in _exercise_cells().items():
+        for source in sources:
+            exec(compile(source, f"{notebook} exercise cell", "exec"), {})
+            printed = capsys.readouterr().out
+            assert "\nnot yet: " in printed and "correct\n" not in printed, (notebook, printed)
