@@ -664,7 +664,7 @@ def _rotary_ids(answer: Any) -> str | None:
             "the right pairs in the wrong order: the processor does not go row by row over patches; each 2 x 2 "
             "group of patches (one merged token) comes as 4 consecutive rows."
         )
-    if int(answer.max()) < int(expected.max()):
+    if torch.equal(answer, expected // VisionConfig.spatial_merge_size):
         return "the ids count patches (4 rows, 6 columns), not merged tokens."
     return "some pairs are not the (row, column) of any patch of a 4 x 6 grid, or appear twice."
 
