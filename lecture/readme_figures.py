@@ -52,12 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="save every figure as NN_name.K.png to choose from")
     parser.add_argument("--notebooks", nargs="*", default=sorted(CHOSEN), help="notebook names (no .ipynb)")
+    parser.add_argument("--keep", type=Path, help="also write the executed notebooks into this folder")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.notebooks:
         path = ROOT / "notebooks" / f"{name}.ipynb"
         nb = nbformat.read(path, as_version=4)
         execute(nb, path, timeout=900)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, args.keep / path.name)
         pngs = figures(nb)
         chosen = range(len(pngs)) if args.list else [CHOSEN[name]]
         for k in chosen:

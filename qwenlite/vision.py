@@ -143,7 +143,8 @@ class PatchEmbed(nn.Module):
 
 
 class VisionRotaryEmbedding(nn.Module):
-    """2-D RoPE: a quarter of each head's pairs turn with h, a quarter with w, and the halves repeat."""
+    """2-D RoPE over a head's Dh/2 rotary pairs (i, i + Dh/2): the first half of the pairs turn with h, the second
+    half with w (20 and 20 of the 40 pairs in the real model, the same Dh/4 frequencies for both)."""
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -160,7 +161,8 @@ class VisionRotaryEmbedding(nn.Module):
 
 
 class VisionAttention(nn.Module):
-    """Multi-head attention restricted to segments of a packed sequence (windows, or whole frames)."""
+    """Multi-head attention restricted to segments of a packed sequence: windows, or whole temporal patches (an
+    image, or two video frames); no segment spans two temporal patches."""
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()

@@ -290,7 +290,7 @@ def test_decode_continues_the_prefill(config, rows, new):
     assert torch.equal(decode[:, :, 0], pos.amax(dim=(0, 2))[None].expand(3, -1) + 1)  # first new = max + 1
     steps = torch.cat([decode_position_ids(delta, past + k, 1, longer_mask) for k in range(new)], dim=2)
     assert torch.equal(steps, decode)  # one token at a time gives the same ids
-    if bool(mask.all()):  # no padding: the seed's rule arange(new) + cache_position + rope_deltas
+    if bool(mask.all()):  # no padding: transformers 4.5x's rule arange(new) + cache_position + rope_deltas
         assert torch.equal(decode_position_ids(delta, past, new), decode)
 
 
