@@ -922,10 +922,11 @@ def _marker_seconds() -> tuple[float, float]:
 
 
 @exercise(
-    "windows_sample_video_fps2",
+    "windows_sample_video_fps4",
     _SAMPLE_VIDEO_TEXT
-    + """ How many windows (segments of the windowed blocks) does the vision tower cut it
-    into? (qwenlite.vision.get_window_index on its grid_thw applies the rule.)""",
+    + """ Sample it at 4 frames per second instead (load_video(path, fps=4.0)): how many windows
+    (segments of the windowed blocks) does the vision tower cut it into? (qwenlite.vision.get_window_index on
+    its grid_thw applies the rule.)""",
 )
 def _sample_video_windows(answer: Any) -> str | None:
     from .config import VisionConfig
@@ -934,7 +935,7 @@ def _sample_video_windows(answer: Any) -> str | None:
     from .vision import get_window_index
 
     vision = VisionConfig()
-    grid = preprocess_video(load_video(DATA / "sample_video.mp4", fps=2.0)).grid_thw
+    grid = preprocess_video(load_video(DATA / "sample_video.mp4", fps=4.0)).grid_thw
     _, cu = get_window_index(grid[None], vision.window_size, vision.patch_size, vision.spatial_merge_size)
     expected = len(cu) - 1
     side = vision.window_size // vision.patch_size  # patches per window side

@@ -166,7 +166,7 @@ def test_left_padded_row_gives_the_logits_of_the_unpadded_prompt(ours, hf_proces
     for row, text in enumerate(texts):
         alone = dict(hf_processor(text=[text], images=[small], return_tensors="pt"))
         real = batch["attention_mask"][row].bool()
-        check_table([Row(f"row {row} real tokens", padded[row, real], ours(**alone).logits[0], atol=1e-4)])
+        check_table([Row(f"row {row} real tokens", padded[row, real], ours(**alone).logits[0])])
 
 
 def test_gqa_equals_attention_with_repeated_kv_heads(ours):
@@ -224,7 +224,7 @@ def test_prefill_then_single_steps_equals_one_full_forward(ours, hf_processor, p
     assert len(cache) == n + k
     cached = torch.cat(steps, dim=1)
     real = mask.bool()
-    check_table([Row("prefill + 6 steps vs full", cached[real], full[real], atol=1e-4)])
+    check_table([Row("prefill + 6 steps vs full", cached[real], full[real])])
 
 
 def test_attention_weights_equal_transformers_eager_attention():

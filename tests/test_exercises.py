@@ -499,10 +499,10 @@ def test_marker_patch_sample_video_fps3(capsys, ref):
     _fails_without_giving_away(capsys, name, (patch, 2 * patch), correct, "1 s per temporal patch")
 
 
-def test_windows_sample_video_fps2(capsys):
+def test_windows_sample_video_fps4(capsys):
     from qwenlite.reference import qwen_vl_utils_fetch_video
 
-    frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=2.0)  # (T, C, H, W), resized
+    frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=4.0)  # (T, C, H, W), resized
     t, _, h, w = frames.shape
 
     def windows(grid):
@@ -510,7 +510,7 @@ def test_windows_sample_video_fps2(capsys):
         return len(torch.unique_consecutive(cu)) - 1
 
     correct = windows([t // 2, h // 14, w // 14])
-    name = "windows_sample_video_fps2"
+    name = "windows_sample_video_fps4"
     _passes(capsys, name, correct)
     _fails_without_giving_away(capsys, name, 2 * correct, correct, "every sampled frame")
     _fails_without_giving_away(capsys, name, windows([1, h // 14, w // 14]), correct, "one temporal patch's")

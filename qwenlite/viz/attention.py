@@ -90,7 +90,7 @@ def _overlay(ax, picture: torch.Tensor, heat: np.ndarray, vmax: float, title: st
     """picture (3, H, W) uint8 with heat (h, w) stretched over it."""
     ax.imshow(picture.permute(1, 2, 0).cpu().numpy())
     height, width = picture.shape[1:]
-    ax.imshow(heat, cmap="magma", alpha=0.6, vmin=0, vmax=vmax, extent=(0, width, height, 0), interpolation="nearest")
+    ax.imshow(heat, cmap="magma", alpha=0.5, vmin=0, vmax=vmax, extent=(0, width, height, 0), interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -110,11 +110,13 @@ def draw_attention_over_frames(
     seconds_per_patch: float,
     marker_seconds: tuple[float, float] | None = None,
     title: str = "",
+    timestamps: Sequence[float] | None = None,
 ) -> Figure:
     """A strip of temporal patches: the first of each patch's frames (T frames, 3, H, W) with its (h, w) map.
 
     heat (grid_t, h, w); all panels share one colour scale, so a brighter patch holds more attention.
-    The patch covering marker_seconds, if given, is framed in red.
+    The patch covering marker_seconds, if given, is framed in red. timestamps: when each frame was shown
+    (the titles then name the patch's frames; else the patch's nominal [start, end) seconds).
     """
     grid_t = heat.shape[0]
     frames_per_patch = frames.shape[0] // grid_t
@@ -128,7 +130,14 @@ def draw_attention_over_frames(
             frames[k * frames_per_patch],
             heat[k].numpy(),
             vmax,
-            f"patch {k}: [{start:g}, {start + seconds_per_patch:g}) s\nshare {float(heat[k].sum()):.3f}",
+            (
+                f"patch {k}: [{start:g}, {start + seconds_per_patch:g}) s"
+                if timestamps is None
+                else f"patch {k}: frames at "
+                + ", ".join(f"{s:.2f}" for s in timestamps[k * frames_per_patch :][:frames_per_patch])
+                + " s"
+            )
+            + f"\nshare {float(heat[k].sum()):.3f}",  # fmt: skip
         )
         if marker_seconds is not None and start < marker_seconds[1] and marker_seconds[0] < start + seconds_per_patch:
             for side in ax.spines.values():
@@ -184,7 +193,8 @@ def draw_share_by_layer(
 ) -> Figure:
     """Layers x temporal patches: the share of the queries' attention (mean over heads) each patch receives.
 
-    The last column is the rest of the prompt (text and other spans), so each row sums to 1.
+    The last column is everything else the queries read (text of the prompt and the answer, other spans), so
+    each row sums to 1.
     """
     shares = torch.stack(
         [attention_to_span(a[0], queries, span).sum(dim=(1, 2)) for a in attentions]
@@ -195,7 +205,10 @@ def draw_share_by_layer(
     names = [f"patch {k}" if step is None else f"{k * step:g}-{(k + 1) * step:g} s" for k in range(grid_t)]
     fig, ax = plt.subplots(figsize=(1.2 * (grid_t + 1) + 2, 0.32 * len(attentions) + 1.5))
     image = ax.imshow(table, cmap="magma", aspect="auto", vmin=0)
-    ax.set_xticks(range(grid_t + 1), [*names, "rest of\nthe prompt"], fontsize=9)
+    ax.set_xticks(range(grid_t + 1), [*names, "text (prompt\nand answer)"], fontsize=9)
+    for (row, col), value in np.ndenumerate(table):  # the numbers too: the text column can dwarf the patches
+        dark = value < 0.5 * table.max()  # magma is dark at the bottom of its scale
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_yticks(range(len(attentions)))
     ax.set_ylabel("decoder layer")
     for k in range(grid_t):

@@ -82,7 +82,9 @@ def draw_video_ids(
             ax = axes[row, g]
             _ids_over(ax, frames[g], grids[row, g], cmap, lo, hi)
             if row == 0:
-                ax.set_title(f"group {g}: frames at {seconds[g]:.2f} s\nt = {grids[0, g, 0, 0]}", fontsize=11)
+                ax.set_title(
+                    f"temporal patch {g}: first frame at {seconds[g]:.2f} s\nt = {grids[0, g, 0, 0]}", fontsize=10
+                )
             if g == 0:
                 ax.set_ylabel(f"{axis} ids", fontsize=13, color=AXIS_COLOURS[axis])
     fig.tight_layout()

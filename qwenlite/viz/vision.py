@@ -194,10 +194,15 @@ def show_masks(grid_thw: torch.Tensor, vision_config: VisionConfig | None = None
     panels = [(axes[0], layout.cu_windows, "windowed blocks"), (axes[1], layout.cu_frames, "full-attention blocks")]
     for ax, cu, title in panels:
         ax.imshow(segment_mask(cu).numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+        if len(layout.cu_frames) > 2:  # several temporal patches: mark where one ends and the next begins
+            for edge in layout.cu_frames[1:-1].tolist():
+                ax.axhline(edge - 0.5, color="tab:red", linewidth=0.8, alpha=0.7)
+                ax.axvline(edge - 0.5, color="tab:red", linewidth=0.8, alpha=0.7)
         ax.set_title(f"{title}: {len(cu) - 1} segments", fontsize=10)
         ax.set_xlabel("key (window order)")
         ax.set_ylabel("query (window order)")
-    fig.suptitle(f"who attends to whom, grid_thw {grid_thw.tolist()} (black = allowed)", fontsize=10)
+    edges = ", red lines: temporal patches" if len(layout.cu_frames) > 2 else ""
+    fig.suptitle(f"who attends to whom, grid_thw {grid_thw.tolist()} (black = allowed{edges})", fontsize=10)
     fig.tight_layout()
     return fig
 
