@@ -294,6 +294,24 @@ def test_decode_continues_the_prefill(config, rows, new):
         assert torch.equal(decode_position_ids(delta, past, new), decode)
 
 
+@settings(max_examples=60, deadline=None)
+@given(layouts, st.integers(1, 4))
+def test_the_4_5x_decode_rule_is_right_with_its_own_deltas(config, rows, new):
+    """docs/the_reading.md, claim 11: transformers 4.5x took rope_deltas against the padded length (max + 1 - len(row))
+    and decoded with arange(new) + cache_position + rope_deltas, which lands on qwenlite's ids on every row, padded
+    or not. The same rule with qwenlite's real-token deltas overshoots each row by its number of pads."""
+    ids, mask, images, videos, seconds = encode(rows)
+    grids = (as_grid(images), as_grid(videos), torch.tensor(seconds) if seconds else None)
+    pos, delta = get_rope_index(ids, *grids, attention_mask=mask, config=config)
+    past = ids.shape[1]
+    longer_mask = torch.cat([mask, torch.ones(ids.shape[0], new, dtype=mask.dtype)], dim=1)
+    ours = decode_position_ids(delta, past, new, longer_mask)
+    deltas_4_5x = pos.amax(dim=(0, 2))[:, None] + 1 - past  # (B, 1) padding ids are 0, so the max is the real one
+    assert torch.equal(decode_position_ids(deltas_4_5x, past, new), ours)
+    pads = (mask == 0).sum(1)  # (B,)
+    assert torch.equal(decode_position_ids(delta, past, new) - ours, pads.view(1, -1, 1).expand_as(ours))
+
+
 def _record_positions(module, sink: list, index: int | None = None):
     def grab(_module, args, kwargs):
         p = kwargs["position_ids"] if index is None else args[index]
