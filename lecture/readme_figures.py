@@ -26,15 +26,15 @@ OUT = ROOT / "docs" / "figures"
 WIDTH = 720  # px: readable on GitHub's README column, small in the repo
 # notebook -> which of its PNG outputs (0-based, in cell order) stands for it in the README
 CHOSEN = {
-    "00_tour": 0,
-    "01_preprocessing": 1,
-    "02_patch_embed": 0,
-    "03_vision_block": 2,
+    "00_tour": 3,
+    "01_preprocessing": 0,
+    "02_patch_embed": 1,
+    "03_vision_block": 0,
     "04_merger": 0,
-    "05_token_fusion": 0,
+    "05_token_fusion": 1,
     "06_rope_index": 1,
     "07_decoder_generation": 3,
-    "08_video_end_to_end": 4,
+    "08_video_end_to_end": 5,
 }
 
 

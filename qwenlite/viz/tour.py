@@ -20,6 +20,8 @@ from torch import nn
 
 from ..checkpoint import to_hub_key
 from ..config import VisionConfig
+from ..tokens import token_kinds
+from .fusion import KIND_COLOURS
 
 # stage -> (box title, notebook that rebuilds it, (column, row) in the diagram, lane)
 STAGES: dict[str, tuple[str, str, tuple[float, float], str]] = {
@@ -152,25 +154,21 @@ def patch_grid_figure(
     return fig
 
 
-def tokens_and_positions(
-    input_ids: torch.Tensor, position_ids: torch.Tensor, image_token_id: int, vision_start_id: int, vision_end_id: int
-) -> Figure:
-    """Top: one row of the prompt, coloured by token kind. Bottom: its t, h, w position ids against token index."""
+def tokens_and_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, config) -> Figure:
+    """Top: one row of the prompt, coloured by token kind (`tokens.token_kinds`, as in notebook 05's strips).
+    Bottom: its t, h, w position ids against token index."""
     ids = input_ids.reshape(-1)
-    kind = np.zeros(len(ids), dtype=int)  # 0 text, 1 vision start/end, 2 image pad
-    kind[((ids == vision_start_id) | (ids == vision_end_id)).numpy()] = 1
-    kind[(ids == image_token_id).numpy()] = 2
+    kinds = token_kinds(ids.tolist(), config)
+    names = list(KIND_COLOURS)
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(12, 5.8), sharex=True, gridspec_kw={"height_ratios": [1, 5]}, constrained_layout=True
     )
-    cmap = ListedColormap(["#f58518", "#333333", "#4c78a8"])
-    top.imshow(kind[None], aspect="auto", cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+    cmap = ListedColormap([KIND_COLOURS[n] for n in names])
+    codes = np.array([names.index(k) for k in kinds])
+    top.imshow(codes[None], aspect="auto", cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
     top.set_yticks([])
-    n_img = int((kind == 2).sum())
-    top.set_title(
-        f"{len(ids)} prompt tokens: orange text, black <|vision_start|>/<|vision_end|>, blue {n_img} <|image_pad|>",
-        fontsize=12,
-    )
+    counts = ", ".join(f"{kinds.count(n)} {n}" for n in names if n in kinds)
+    top.set_title(f"{len(ids)} prompt tokens: {counts}", fontsize=12)
     pos = position_ids.reshape(3, -1).numpy()
     for row, name, colour in zip(
         pos, ("t (time)", "h (row)", "w (column)"), ("#d62728", "#9467bd", "#2ca02c"), strict=True
