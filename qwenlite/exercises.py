@@ -17,12 +17,13 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-DATA = Path(__file__).resolve().parents[1] / "data"  # the repository's data/ folder (an editable install)
+from .viz import data_dir
+
+DATA = data_dir()  # the repository's data/ folder (photo, sample video, configs)
 
 
 @dataclass(frozen=True)

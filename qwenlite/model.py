@@ -215,26 +215,24 @@ class QwenLiteVL(nn.Module):
         past = len(cache) if cache is not None else 0
         if past == 0 and mm_token_type_ids is not None:
             self._check_token_types(input_ids, mm_token_type_ids)
-        # 1) embed tokens and fuse vision features into the pad positions, at prefill only: a pad token generated
-        #    while decoding is an ordinary token (transformers' generate hands the pixels to the prefill alone)
-        if past == 0:
+        if past == 0:  # prefill
+            # 1) embed tokens and fuse vision features into the pad positions
             x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
-        elif pixel_values is not None or pixel_values_videos is not None:
-            raise ValueError(
-                "pixel_values / pixel_values_videos go with the prefill; decoding with a cache takes new tokens only"
-            )
-        else:
-            check_token_ids(input_ids, self.config.text_config.vocab_size)
-            x = self.model.embed_tokens(input_ids)
-        # 2) 3-D positions: from the prompt's layout at prefill, text positions + rope_deltas after it
-        if past == 0:
+            # 2) 3-D positions from the prompt's layout
             position_ids, rope_deltas = get_rope_index(
                 input_ids, image_grid_thw, video_grid_thw, second_per_grid_ts, attention_mask, config=self.config
             )
-        else:
+        else:  # decode: new tokens are text (a generated pad token is an ordinary token, as in transformers)
+            if pixel_values is not None or pixel_values_videos is not None:
+                raise ValueError(
+                    "pixel_values / pixel_values_videos go with the prefill; "
+                    "decoding with a cache takes new tokens only"
+                )
             if rope_deltas is None:
                 raise ValueError("decoding with a cache needs the rope_deltas returned by the prefill")
-            position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)
+            check_token_ids(input_ids, self.config.text_config.vocab_size)
+            x = self.model.embed_tokens(input_ids)  # 1) embed
+            position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)  # 2) text + delta
         # 3) decoder and the language-model head
         hidden_states = [] if output_hidden_states else None
         attentions = [] if output_attentions is not False else None
