@@ -29,7 +29,7 @@ CHOSEN = {
     "00_tour": 3,
     "01_preprocessing": 0,
     "02_patch_embed": 1,
-    "03_vision_block": 0,
+    "03_vision_block": 1,
     "04_merger": 0,
     "05_token_fusion": 1,
     "06_rope_index": 1,
