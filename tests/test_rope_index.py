@@ -414,3 +414,30 @@ def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames,
         assert torch.equal(value, theirs[key].to(value.dtype)), key
     pos, delta = get_rope_index(**ours, config=config)
     assert pos.shape == (3, *ours["input_ids"].shape) and int(delta) < 0  # the vision spans really are there
+
+
+# ----------------------------------------------------------------------------- sizes for a real checkpoint
+
+
+def test_notebook_08_real_clip_keeps_the_two_rules_together(ckpt, config, ref, video_path):
+    """08 shrinks the clip on a real checkpoint (CI never runs that path) and then asserts, as on the twin,
+    that qwenlite's positions equal transformers' after the video: the shrunk size must keep that true."""
+    from qwenlite import Processor
+    from qwenlite.video_io import load_video
+    from qwenlite.viz.vision import REAL_CLIP_LIMITS
+
+    clip = load_video(video_path, fps=2.0)
+    content = [{"type": "video", "video": clip, **REAL_CLIP_LIMITS}, {"type": "text", "text": "When?"}]
+    batch = Processor.from_pretrained(ckpt).from_messages([{"role": "user", "content": content}])
+    assert batch["video_grid_thw"].tolist() == [[4, 12, 16]]  # 168 x 224 px frames, as 08's text says
+    args = [batch[k] for k in ("video_grid_thw", "second_per_grid_ts", "attention_mask")]
+    pos, delta = get_rope_index(batch["input_ids"], None, *args, config=config)
+    theirs, their_delta = transformers_rope_index(ref, config, batch["input_ids"], args[2], None, args[0], args[1])
+    assert torch.equal(pos, theirs) and torch.equal(delta, their_delta)
+    # the limits of 02-04 would not do for 08: 112 x 140 px frames, 5 tokens wide, the rules 2 ids apart
+    small = [{"type": "video", "video": clip, "min_pixels": 56 * 56, "max_pixels": 112 * 168}]
+    batch = Processor.from_pretrained(ckpt).from_messages([{"role": "user", "content": small}])
+    args = [batch[k] for k in ("video_grid_thw", "second_per_grid_ts", "attention_mask")]
+    pos, _ = get_rope_index(batch["input_ids"], None, *args, config=config)
+    theirs, _ = transformers_rope_index(ref, config, batch["input_ids"], args[2], None, args[0], args[1])
+    assert batch["video_grid_thw"].tolist() == [[4, 8, 10]] and int((pos - theirs).max()) == 2

@@ -387,3 +387,19 @@ def test_images_in_a_batch_do_not_interact(ours, vision_inputs):
 
 
 # ------------------------------------------------------------------ errors
+
+
+def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
+    """02-04 take the whole photo on the twin and smaller inputs on a real checkpoint (CI never has one)."""
+    from qwenlite import checkpoint
+    from qwenlite.reference import run_settings
+
+    settings = run_settings()
+    twin = vv.demo_inputs(ckpt, settings)
+    assert tuple(twin.frame.shape) == (3, 588, 504) and twin.video_grid.tolist() == [[4, 20, 28]]
+    monkeypatch.setattr(checkpoint, "is_tiny_twin", lambda path: False)
+    real = vv.demo_inputs(ckpt, settings)
+    assert real.frame.shape[1] * real.frame.shape[2] <= vv.REAL_PHOTO_MAX_PIXELS
+    assert tuple(real.frame.shape) == (3, 336, 308) and real.grid.tolist() == [[1, 24, 22]]
+    assert real.video_grid.tolist() == [[4, 8, 10]]  # 112 x 140 px frames
+    assert real.pixels.shape[0] == 24 * 22 and real.video_pixels.shape[0] == 4 * 8 * 10

@@ -438,8 +438,13 @@ class DemoInputs:
 # Sizes that suit the checkpoint: the tiny twin runs the whole photo (600 x 512 px, 1512 patches) and the clip
 # at its processor size in a moment; the real tower (32 blocks of width 1280) takes about 25 s per 1500 patches
 # in float32 on a 2-core CPU, and these notebooks run it several times, so a real checkpoint gets smaller inputs.
-REAL_PHOTO_MAX_PIXELS = 336 * 336  # 26 x 22 patches
-REAL_VIDEO_PIXELS = (56 * 56, 112 * 168)  # min, max per frame: 8 x 12 patches
+REAL_PHOTO_MAX_PIXELS = 336 * 336  # the photo at 336 x 308 px: 24 x 22 patches
+REAL_VIDEO_PIXELS = (56 * 56, 112 * 168)  # min, max per frame: the clip at 112 x 140 px, 8 x 10 patches
+# Notebook 08 on a real checkpoint: the sample clip (336 x 252 px) at 224 x 168 px, a third of qwen-vl-utils' size.
+# Its frame stays 8 merged tokens wide, more than the clip's t ids climb (s + 6), so the released position rule
+# and transformers 5.24 still agree after the video (notebook 06). REAL_VIDEO_PIXELS would not: 112 x 140 px,
+# 5 tokens wide, the rules 2 ids apart.
+REAL_CLIP_LIMITS = {"min_pixels": 56 * 56, "max_pixels": 168 * 224}  # keys of a chat message's video entry
 
 
 def demo_inputs(path, settings) -> DemoInputs:
