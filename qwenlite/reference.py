@@ -340,6 +340,67 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
     return rows
 
 
+def shared_steps(ours: torch.Tensor, theirs: torch.Tensor, prompt_length: int) -> int:
+    """How many new tokens' logits two generations computed on the same prefix: up to the first differing token.
+
+    The logits that chose new token k saw the prompt and tokens 0..k-1, so they are comparable up to and including
+    the first token where the two sequences part (all of them when the sequences are equal).
+    """
+    end = min(ours.shape[1], theirs.shape[1])
+    new = end - prompt_length
+    differ = ours[:, prompt_length:end].cpu() != theirs[:, prompt_length:end].cpu()
+    parted = differ.any(0).nonzero()
+    return int(parted[0]) + 1 if len(parted) else new
+
+
+def generated_row(
+    name: str,
+    ours: torch.Tensor,
+    theirs: torch.Tensor,
+    ref: nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    position_ids: torch.Tensor | None = None,
+    repetition_penalty: float = 1.0,
+) -> Row:
+    """Generated ids (B, L + N): exactly equal, except where bfloat16 rounding can pick another token.
+
+    In float32, or when the two sequences are equal, this is the plain exact row. In bfloat16 two correct runs
+    part where the top logits lie within rounding of each other, and from there on they continue different
+    sequences. Then the row teacher-forces transformers on qwenlite's sequence (one forward, with position_ids
+    when given, as after a video) and requires each token qwenlite chose to be within the bfloat16 bound of
+    transformers' best logit at that step: a token that no rounding explains still fails. A repetition penalty
+    is applied to those logits by transformers' own `RepetitionPenaltyLogitsProcessor`, step by step.
+    """
+    if torch.equal(ours.cpu(), theirs.cpu()) or next(ref.parameters()).dtype != torch.bfloat16:
+        return Row(name, ours, theirs)
+    from .tokens import mm_token_type_ids
+
+    ids = inputs["input_ids"]
+    length = ids.shape[1]
+    if not torch.equal(ours[:, :length].cpu(), ids.cpu()):
+        return Row(f"{name} (prompt part)", ours[:, :length], ids)
+    mask = inputs.get("attention_mask", torch.ones_like(ids))
+    full = dict(inputs, input_ids=ours, attention_mask=torch.cat([mask, torch.ones_like(ours[:, length:])], 1))
+    full["mm_token_type_ids"] = mm_token_type_ids(ours, ref.config)
+    with torch.no_grad():
+        given = {} if position_ids is None else {"position_ids": position_ids}
+        logits = ref(**full, **given).logits[:, length - 1 : -1].float()  # (B, N, V): what chose each token
+    if repetition_penalty != 1.0:
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        penalise = RepetitionPenaltyLogitsProcessor(repetition_penalty)
+        seen = ours.to(logits.device)
+        logits = torch.stack([penalise(seen[:, : length + k], logits[:, k]) for k in range(logits.shape[1])], 1)
+    chosen = logits.gather(-1, ours[:, length:, None].to(logits.device))[..., 0]  # (B, N)
+    parted = shared_steps(ours, theirs, length) - 1  # the first new token where the two differ
+    return Row(
+        f"{name}: parted at new token {parted}; tf's logit of each of ours vs its best",
+        chosen,
+        logits.amax(-1),
+        atol=tolerance(logits, torch.bfloat16),
+    )
+
+
 def greedy_with_positions(
     ref: nn.Module, inputs: Mapping[str, torch.Tensor], position_ids: torch.Tensor, max_new_tokens: int
 ) -> torch.Tensor:

@@ -216,3 +216,34 @@ def test_a_bug_in_qwenlites_key_map_alone_fails_the_check(ckpt, prompts, monkeyp
     assert torch.equal(ours.model.layers[0].mlp.up_proj.weight, ref.model.language_model.layers[1].mlp.up_proj.weight)
     with pytest.raises(AssertionError, match="outside tolerance"):
         check_table(rows((ours, ref), prompts))
+
+
+# ---------------------------------------------------------------- 5. generated ids
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_generated_row_is_exact_in_float32_and_explains_a_parting_by_rounding_in_bfloat16(pairs, prompts, dtype):
+    """Where bfloat16 rounding may part two greedy runs, `generated_row` asks transformers, teacher-forced on
+    qwenlite's sequence, whether each chosen token is within the bf16 bound of its best; in float32 it is exact."""
+    from qwenlite.reference import generated_row, greedy_with_positions, shared_steps
+
+    ours, ref = pairs[dtype]
+    inputs = prompts["video"]  # text after a video: transformers is teacher-forced with qwenlite's positions
+    sequence = ours.generate(**inputs, max_new_tokens=6, repetition_penalty=1.0)
+    full = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}  # qwenlite derives them from the ids
+    full.update(input_ids=sequence, attention_mask=torch.ones_like(sequence))
+    with torch.no_grad():
+        positions = ours(**full).position_ids  # (3, 1, L + 6): the prompt's, then max + 1, max + 2, ...
+    theirs = greedy_with_positions(ref, inputs, positions[..., : inputs["input_ids"].shape[1]], 6)
+    assert generated_row("ids", sequence, theirs, ref, inputs, positions).ok()
+    length = inputs["input_ids"].shape[1]
+    parted = theirs.clone()
+    parted[0, length + 2] = (parted[0, length + 2] + 1) % ours.config.text_config.vocab_size  # as if tf chose another
+    assert shared_steps(sequence, parted, length) == 3
+    row = generated_row("ids", sequence, parted, ref, inputs, positions)
+    assert row.ok() == (dtype == torch.bfloat16)  # float32: any differing id fails; bf16: ours was tf's best
+    wrong = sequence.clone()
+    with torch.no_grad():
+        logits = ref(**full, position_ids=positions).logits[0, length + 3].float()  # what chose token length + 4
+    wrong[0, length + 4] = int(logits.argmin())  # a token no rounding explains
+    assert not generated_row("ids", wrong, theirs, ref, inputs, positions).ok()
