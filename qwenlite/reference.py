@@ -227,7 +227,7 @@ def policy_text(dtypes: Sequence[torch.dtype] = tuple(TOLERANCES)) -> str:
     lines = ["integers, token ids and grids: exactly equal"]
     for dtype in dtypes:
         t = TOLERANCES[dtype]
-        lines.append(f"{str(dtype).removeprefix('torch.')}: |ours - ref| <= {t.rtol:.0e} x max(1, max|ref|) ({t.why})")
+        lines.append(f"{str(dtype).removeprefix('torch.')}: |ours - ref| <= {t.rtol:.1e} x max(1, max|ref|) ({t.why})")
     return "\n".join(lines)
 
 
