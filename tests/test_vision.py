@@ -389,8 +389,14 @@ def test_images_in_a_batch_do_not_interact(ours, vision_inputs):
 # ------------------------------------------------------------------ errors
 
 
+# ------------------------------------------------------------------ inputs sized for a real checkpoint
+
+
 def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
-    """02-04 take the whole photo on the twin and smaller inputs on a real checkpoint (CI never has one)."""
+    """02-04 take the whole photo on the twin and smaller inputs on a real checkpoint (CI never has one).
+    The expected sizes are transformers' smart_resize of the photo (600 x 512) and the clip (252 x 336)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
     from qwenlite import checkpoint
     from qwenlite.reference import run_settings
 
@@ -400,6 +406,8 @@ def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
     monkeypatch.setattr(checkpoint, "is_tiny_twin", lambda path: False)
     real = vv.demo_inputs(ckpt, settings)
     assert real.frame.shape[1] * real.frame.shape[2] <= vv.REAL_PHOTO_MAX_PIXELS
-    assert tuple(real.frame.shape) == (3, 336, 308) and real.grid.tolist() == [[1, 24, 22]]
-    assert real.video_grid.tolist() == [[4, 8, 10]]  # 112 x 140 px frames
+    h, w = hf_smart_resize(600, 512, 28, 56 * 56, vv.REAL_PHOTO_MAX_PIXELS)
+    assert tuple(real.frame.shape) == (3, h, w) and real.grid.tolist() == [[1, h // 14, w // 14]]
+    fh, fw = hf_smart_resize(252, 336, 28, *vv.REAL_VIDEO_PIXELS)
+    assert real.video_grid.tolist() == [[4, fh // 14, fw // 14]] == [[4, 8, 10]]  # 112 x 140 px frames
     assert real.pixels.shape[0] == 24 * 22 and real.video_pixels.shape[0] == 4 * 8 * 10
