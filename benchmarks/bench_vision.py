@@ -3,7 +3,9 @@
 Both towers get the same seeded random weights (transformers' model is built from the config's
 vision_config, its state_dict is copied into qwenlite's VisionTransformer under the same key names)
 and the same inputs; times are on CPU, in one process, alternating the two models, in float32 and then
-bfloat16 (a table each; --dtype picks one). Each dtype's error is measured against transformers in float32.
+bfloat16 (a table each; --dtype picks one). On a CPU without a bfloat16 unit a third table, "bfloat16-via-float32",
+times bfloat16 with both models' products going through float32's kernel (qwenlite/cpu_bfloat16.py), which is
+what the notebooks do there. Each dtype's error is measured against transformers in float32.
 Also prints the share of this machine's matmul peak in that dtype (measured here) that each reaches, the
 page faults each run takes, and the "linear floor": the time of the tower's linear layers alone, which
 bounds the speed-up any implementation of the same arithmetic can reach.
@@ -20,6 +22,7 @@ twin's config (tests/test_benchmarks.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -33,11 +36,13 @@ import torch
 
 from qwenlite import QwenLiteConfig
 from qwenlite.config import VisionConfig
+from qwenlite.cpu_bfloat16 import Float32Products, has_bfloat16_unit
 from qwenlite.vision import VisionTransformer, get_window_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "data" / "configs" / "qwen2_5_vl_3b_instruct.config.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bfloat16-via-float32": torch.bfloat16}
+DEFAULT_DTYPES = ["float32", "bfloat16"] + ([] if has_bfloat16_unit() else ["bfloat16-via-float32"])
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG, help="model config.json (default: the real 3B)")
     parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmul that measures the peak")
     parser.add_argument("--sizes", type=int, nargs="+", default=[448, 896], help="square image sides in pixels")
-    parser.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES), help="default: both, a table each")
+    parser.add_argument("--dtype", nargs="+", choices=DTYPES, default=DEFAULT_DTYPES, help="a table each")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model and size (after a warm-up)")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one run of each model")
     parser.add_argument("--steady-allocator", action="store_true", help="no page faults after warm-up (glibc)")
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in sorted(set(args.dtype), key=list(DTYPES).index):
         dtype = DTYPES[name]
         cast(ref, dtype), cast(ours, dtype)
+        mode = Float32Products() if name == "bfloat16-via-float32" else contextlib.nullcontext()
+        mode.__enter__()  # left below, after this dtype's table
         peak = matmul_peak(args.peak_size, dtype=dtype)
         print(f"\n{name}: matmul peak ({args.peak_size}^3) {peak / 1e9:.1f} GFLOP/s")
         tables[name] = []
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {best['qwenlite']:.2f} / {median['qwenlite']:.2f} s | {speedup:.2f}x | {floor:.2f} s "
                 f"| {best['qwenlite'] / floor:.2f} | {error['transformers']:.1e} / {error['qwenlite']:.1e} |"
             )
+        mode.__exit__(None, None, None)
     for name, rows in tables.items():
         print(
             f"\n{name}\n| input | transformers best / median | qwenlite best / median | speed-up (median of pairs) "

@@ -1,6 +1,7 @@
 """The reference side of every check: transformers' Qwen2.5-VL on the same weights, and the tolerance policy.
 
-- `run_settings()` reads QWENLITE_DTYPE and QWENLITE_DEVICE, which every notebook uses for both models.
+- `run_settings()` reads QWENLITE_DTYPE and QWENLITE_DEVICE, which every notebook uses for both models (and
+  QWENLITE_BF16_PRODUCTS: whether bfloat16 products run through float32 on a CPU without bfloat16 units).
 - `load_models(path, settings)` reads the checkpoint's files once and hands the same tensors to qwenlite
   (through qwenlite's key map) and to transformers (through transformers' own loader), so a notebook holds
   one copy of the weights, and each library still decides by itself which file tensor goes where.
@@ -31,6 +32,7 @@ class RunSettings:
 
     dtype: torch.dtype = torch.float32
     device: torch.device = torch.device("cpu")
+    float32_products: bool = False  # bfloat16 matrix products done by float32's kernel (qwenlite.cpu_bfloat16)
 
     def __str__(self) -> str:
         return f"dtype {str(self.dtype).removeprefix('torch.')}, device {self.device}"
@@ -50,6 +52,8 @@ def run_settings(environ: Mapping[str, str] = os.environ) -> RunSettings:
     """QWENLITE_DTYPE (float32, the default, or bfloat16) and QWENLITE_DEVICE (cpu, the default, or cuda[:N]).
 
     float16 is refused on purpose: the real 3B's vision tower overflows it (vLLM issues #13968, #13817).
+    QWENLITE_BF16_PRODUCTS (auto, the default, float32 or bfloat16): in bfloat16 on the CPU, whether matrix
+    products go through float32's kernel (`cpu_bfloat16`). auto: when the CPU has no bfloat16 unit.
     """
     name = environ.get("QWENLITE_DTYPE", "float32").strip() or "float32"
     if name not in DTYPES:
@@ -66,7 +70,16 @@ def run_settings(environ: Mapping[str, str] = os.environ) -> RunSettings:
             raise ValueError(f"QWENLITE_DEVICE={where!r}, but torch sees no CUDA device here")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"QWENLITE_DEVICE={where!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return RunSettings(DTYPES[name], device)
+    products = environ.get("QWENLITE_BF16_PRODUCTS", "auto").strip() or "auto"
+    if products not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"QWENLITE_BF16_PRODUCTS={products!r} is not supported: use auto, float32 or bfloat16")
+    dtype = DTYPES[name]
+    float32_products = dtype == torch.bfloat16 and device.type == "cpu" and products != "bfloat16"
+    if products == "auto":
+        from .cpu_bfloat16 import has_bfloat16_unit
+
+        float32_products = float32_products and not has_bfloat16_unit()
+    return RunSettings(dtype, device, float32_products)
 
 
 def load_models(
@@ -78,12 +91,17 @@ def load_models(
     qwenlite maps those keys with its own `to_hub_key`; transformers gets them as `state_dict=` and maps
     them with its own conversion rules. Both models then point at the same storage: one copy in memory,
     yet a bug in either key map still shows up as a difference.
+    With settings.float32_products it also enters `cpu_bfloat16.Float32Products` for the rest of the process.
     """
     from . import checkpoint
     from .config import QwenLiteConfig
     from .model import QwenLiteVL
 
     QwenLiteConfig.from_pretrained(path)  # a folder that is no Qwen2.5-VL checkpoint fails here, before any read
+    if settings.float32_products:
+        from . import cpu_bfloat16
+
+        cpu_bfloat16.enable()  # for the rest of this process: both models' products, and every cell's
     tensors = checkpoint.read_tensors(path, settings.dtype, settings.device)
     ours = QwenLiteVL.from_pretrained(path, settings.dtype, settings.device, tensors=tensors)
     ref = reference_model(path, settings.dtype, settings.device, tensors=tensors) if reference else None

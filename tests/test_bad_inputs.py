@@ -587,6 +587,10 @@ def test_config_that_is_not_json(tmp_path):
         ({"QWENLITE_DTYPE": "fp32"}, "QWENLITE_DTYPE='fp32' is not supported"),
         ({"QWENLITE_DEVICE": "gpu0"}, r"QWENLITE_DEVICE='gpu0' is not a device: use cpu or cuda \(cuda:N\)"),
         ({"QWENLITE_DEVICE": "meta"}, r"QWENLITE_DEVICE='meta': qwenlite runs on cpu or cuda"),
+        (
+            {"QWENLITE_BF16_PRODUCTS": "fp32"},
+            r"QWENLITE_BF16_PRODUCTS='fp32' is not supported: use auto, float32 or bfloat16",
+        ),
     ],
 )
 def test_bad_run_settings(environ, message):

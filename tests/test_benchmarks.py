@@ -63,9 +63,10 @@ def test_vision_flops_equal_torch_flop_counter(bench, twin_tower, grid):
 
 
 def test_bench_runs_and_both_towers_agree(bench, twin_config, capsys):
-    """Both dtypes by default: in float32 the towers agree; in bfloat16 each is about as far from transformers'
+    """float32 and bfloat16: in float32 the towers agree; in bfloat16 each is about as far from transformers'
     float32 features as the other, and both are printed in their own table."""
-    bench.main(["--config", str(twin_config), "--sizes", "56", "168", "--repeats", "1", "--peak-size", "512"])
+    args = ["--config", str(twin_config), "--sizes", "56", "168", "--repeats", "1", "--peak-size", "512"]
+    bench.main([*args, "--dtype", "float32", "bfloat16"])
     out = capsys.readouterr().out
     diffs = [float(d) for d in re.findall(r"max \|diff\| / max \|ref\| = (\S+)", out)]
     assert len(diffs) == 4 and max(diffs[:2]) < 1e-4, out  # float32 first, then bfloat16
@@ -76,6 +77,17 @@ def test_bench_runs_and_both_towers_agree(bench, twin_config, capsys):
     assert 0 < tf16 < 0.05 and ql16 <= 1.5 * tf16, out
     assert len(re.findall(r"linear floor \d", out)) == 4 and out.count("page faults per run") == 8, out
     assert "\nfloat32\n| input" in out and "\nbfloat16\n| input" in out, out
+
+
+def test_bench_times_bfloat16_with_products_through_float32(bench, twin_config, capsys):
+    """The third table (the default on CPUs without a bfloat16 unit): bfloat16 errors of the same size as
+    bfloat16's own, since the arithmetic is the same."""
+    args = ["--config", str(twin_config), "--sizes", "56", "--repeats", "1", "--peak-size", "256"]
+    bench.main([*args, "--dtype", "bfloat16", "bfloat16-via-float32"])
+    out = capsys.readouterr().out
+    (native, via) = [tuple(map(float, r)) for r in re.findall(r"^\| 56x56 \|.*\| (\S+) / (\S+) \|$", out, flags=re.M)]
+    assert "\nbfloat16-via-float32\n| input" in out, out
+    assert 0 < via[0] < 0.05 and 0 < via[1] <= 1.5 * max(native), out
 
 
 def test_bench_times_one_dtype_against_the_float32_reference(bench, twin_config, capsys):

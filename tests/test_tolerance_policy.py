@@ -5,6 +5,9 @@
 3. Mutations: each of ten plausible bugs, put into qwenlite only, makes that same check fail, in both dtypes.
 4. One copy of the weights: the models share storage, and swapping two layers inside qwenlite's key map only
    (transformers reads the same tensors through its own) makes the check fail.
+5. Generated ids: exact in float32, a parting explained by rounding in bfloat16.
+6. bfloat16 products through float32 (`cpu_bfloat16`, on by default on CPUs without a bfloat16 unit): the bar
+   and the check still hold, and every mutation still fails.
 """
 
 from __future__ import annotations
@@ -247,3 +250,31 @@ def test_generated_row_is_exact_in_float32_and_explains_a_parting_by_rounding_in
         logits = ref(**full, position_ids=positions).logits[0, length + 3].float()  # what chose token length + 4
     wrong[0, length + 4] = int(logits.argmin())  # a token no rounding explains
     assert not generated_row("ids", wrong, theirs, ref, inputs, positions).ok()
+
+
+# ---------------------------------------------------------------- 6. bfloat16 products through float32
+
+
+def test_float32_products_keep_the_bar_and_the_check(pairs, prompts):
+    """Under cpu_bfloat16's mode both bfloat16 models still pass the check and the float32 bar."""
+    from qwenlite.cpu_bfloat16 import Float32Products
+
+    ql32, tf32 = pairs[torch.float32]
+    ql16, tf16 = pairs[torch.bfloat16]
+    with Float32Products() as mode:
+        theirs = rows((ql32, tf16), prompts)
+        float32_bar(rows((ql16, tf32), prompts), theirs)
+        check_table(rows((ql16, tf16), prompts), title="bfloat16, products through float32")
+    assert mode.routed > 100  # the twin's prompts are long enough for the mode to take the products over
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__)
+def test_each_bug_fails_the_bar_with_float32_products(pairs, prompts, mutation, monkeypatch):
+    from qwenlite.cpu_bfloat16 import Float32Products
+
+    ours = pairs[torch.bfloat16][0]
+    with Float32Products():
+        theirs = rows((pairs[torch.float32][0], pairs[torch.bfloat16][1]), prompts)
+        mutation(ours, monkeypatch)
+        with pytest.raises(AssertionError, match="outside tolerance"):
+            float32_bar(rows((ours, pairs[torch.float32][1]), prompts), theirs, title=mutation.__name__)

@@ -31,6 +31,11 @@ def banner(path: str | Path, settings=None) -> str:
     ]
     if settings is not None:
         lines.append(f"qwenlite and transformers run in {settings} (QWENLITE_DTYPE, QWENLITE_DEVICE)")
+        if settings.float32_products:
+            lines.append(
+                "  this CPU has no bfloat16 unit: both models' bfloat16 products run through float32's kernel, "
+                "the same arithmetic 5x faster (qwenlite/cpu_bfloat16.py; QWENLITE_BF16_PRODUCTS=bfloat16: off)"
+            )
     if checkpoint.is_tiny_twin(path):
         lines.append(
             "  (no real Qwen2.5-VL checkpoint found: set QWENLITE_CHECKPOINT to one to see real text; "
