@@ -115,7 +115,7 @@ class Float32Products(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _LINEAR:
+        if func in _LINEAR and len(args) >= 2:  # called with keywords only: left to torch
             x, weight, *rest = args
             bias = rest[0] if rest else kwargs.get("bias")
             if _bf16_cpu(x, weight, bias) and _rows(x) >= MIN_ROWS:
@@ -126,7 +126,7 @@ class Float32Products(TorchFunctionMode):
             if isinstance(b, torch.Tensor) and _bf16_cpu(a, b) and _rows(a) >= MIN_ROWS:
                 self.routed += 1
                 return func(a.float(), b.float()).to(torch.bfloat16)
-        elif func in _CONV3D:
+        elif func in _CONV3D and len(args) >= 2:
             x, weight, *rest = args
             bias = rest[0] if rest else kwargs.get("bias")
             if _bf16_cpu(x, weight, bias) and x.shape[0] >= MIN_ROWS:  # (patches, C, T, P, P): one row a patch

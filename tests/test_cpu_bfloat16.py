@@ -74,7 +74,9 @@ def test_short_and_float32_products_are_left_alone():
     with Float32Products() as mode:
         one = F.linear(short, w, b)
         full = F.linear(x.float(), w.float(), b.float())
+        by_keyword = F.linear(input=x, weight=w, bias=b)  # an unusual call: torch's own kernel, not an error
     assert mode.routed == 0
+    assert torch.equal(by_keyword, F.linear(x, w, b))
     assert torch.equal(one, F.linear(short, w, b)) and torch.equal(full, F.linear(x.float(), w.float(), b.float()))
 
 
