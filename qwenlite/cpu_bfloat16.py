@@ -115,22 +115,19 @@ class Float32Products(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _LINEAR and len(args) >= 2:  # called with keywords only: left to torch
-            x, weight, *rest = args
-            bias = rest[0] if rest else kwargs.get("bias")
-            if _bf16_cpu(x, weight, bias) and _rows(x) >= MIN_ROWS:
-                self.routed += 1
-                return linear(x, weight, bias)
-        elif func in _MATMUL and len(args) == 2 and not kwargs:
+        if func in _MATMUL and len(args) == 2 and not kwargs:
             a, b = args
             if isinstance(b, torch.Tensor) and _bf16_cpu(a, b) and _rows(a) >= MIN_ROWS:
                 self.routed += 1
                 return func(a.float(), b.float()).to(torch.bfloat16)
-        elif func in _CONV3D and len(args) >= 2:
+        elif (func in _LINEAR or func in _CONV3D) and len(args) >= 2:  # keywords only: left to torch
             x, weight, *rest = args
             bias = rest[0] if rest else kwargs.get("bias")
-            if _bf16_cpu(x, weight, bias) and x.shape[0] >= MIN_ROWS:  # (patches, C, T, P, P): one row a patch
+            rows = _rows(x) if func in _LINEAR else x.shape[0]  # conv3d: (patches, C, T, P, P), one row a patch
+            if _bf16_cpu(x, weight, bias) and rows >= MIN_ROWS:
                 self.routed += 1
+                if func in _LINEAR:
+                    return linear(x, weight, bias)
                 options = {k: v for k, v in kwargs.items() if k != "bias"}
                 b = None if bias is None else bias.float()
                 return func(x.float(), weight.float(), b, *rest[1:], **options).to(torch.bfloat16)
@@ -146,15 +143,3 @@ def enable() -> None:
     if _ACTIVE is None:
         _ACTIVE = Float32Products()
         _ACTIVE.__enter__()
-
-
-def disable() -> None:
-    """Leave the mode `enable` entered (tests use this)."""
-    global _ACTIVE
-    if _ACTIVE is not None:
-        _ACTIVE.__exit__(None, None, None)
-        _ACTIVE = None
-
-
-def enabled() -> bool:
-    return _ACTIVE is not None

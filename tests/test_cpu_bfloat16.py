@@ -113,4 +113,4 @@ def test_run_settings_choose_float32_products_only_for_bfloat16_on_the_cpu(ckpt)
     assert not products(QWENLITE_DTYPE="float32", QWENLITE_BF16_PRODUCTS="float32")  # nothing to do in float32
     assert products(QWENLITE_DTYPE="bfloat16") == (not has_bfloat16_unit())  # auto
     settings = run_settings({"QWENLITE_DTYPE": "bfloat16", "QWENLITE_BF16_PRODUCTS": "float32"})
-    assert "products run through float32's kernel" in banner(ckpt, settings)
+    assert "bfloat16 products run through float32's kernel" in banner(ckpt, settings)

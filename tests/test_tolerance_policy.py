@@ -6,12 +6,13 @@
 4. One copy of the weights: the models share storage, and swapping two layers inside qwenlite's key map only
    (transformers reads the same tensors through its own) makes the check fail.
 5. Generated ids: exact in float32, a parting explained by rounding in bfloat16.
-6. bfloat16 products through float32 (`cpu_bfloat16`, on by default on CPUs without a bfloat16 unit): the bar
-   and the check still hold, and every mutation still fails.
+1-3 also run with bfloat16 products through float32's kernel (`cpu_bfloat16`, on by default on CPUs without a
+bfloat16 unit): the bar and the check still hold under it, and every mutation still fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 
@@ -22,12 +23,14 @@ import torch.nn.functional as F
 import qwenlite.model
 import qwenlite.rope_index
 from qwenlite import checkpoint
+from qwenlite.cpu_bfloat16 import Float32Products
 from qwenlite.preprocessing import preprocess_image, preprocess_video
 from qwenlite.reference import TOLERANCES, RunSettings, check_table, end_to_end_rows, float32_bar, load_models
 from qwenlite.video_io import load_video
 from qwenlite.vision import get_window_index
 
 DTYPES = (torch.float32, torch.bfloat16)
+PRODUCTS = {"bfloat16 products": contextlib.nullcontext, "through float32": Float32Products}  # cpu_bfloat16
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +68,33 @@ def _renamed(rows, prefix):
 # ---------------------------------------------------------------- 1. calibration
 
 
-def test_bfloat16_qwenlite_is_as_close_to_float32_as_transformers_is(pairs, prompts):
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_bfloat16_qwenlite_is_as_close_to_float32_as_transformers_is(pairs, prompts, products):
     """The sharp bfloat16 bar (`float32_bar`): qwenlite-bf16's distance from float32 within 1.5x transformers'."""
     ql32, tf32 = pairs[torch.float32]
     ql16, tf16 = pairs[torch.bfloat16]
-    theirs = rows((ql32, tf16), prompts)  # transformers-bf16 vs float32
-    float32_bar(rows((ql16, tf32), prompts), theirs)
-    # two bf16 runs differ by less than the direct bf16 bound, with room
-    worst = max(r.diff() / max(1.0, float(r.ref.abs().max())) for r in rows((ql16, tf16), prompts) if not r.exact)
+    with PRODUCTS[products]() as mode:
+        theirs = rows((ql32, tf16), prompts)  # transformers-bf16 vs float32
+        float32_bar(rows((ql16, tf32), prompts), theirs)
+        # two bf16 runs differ by less than the direct bf16 bound, with room
+        both = rows((ql16, tf16), prompts)
+    worst = max(r.diff() / max(1.0, float(r.ref.abs().max())) for r in both if not r.exact)
     assert worst <= TOLERANCES[torch.bfloat16].rtol / 3, worst
+    if mode is not None:  # the twin's prompts are long enough for the mode to take the products over
+        assert mode.routed > 100, mode.routed
 
 
 # ---------------------------------------------------------------- 2. the check passes
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_end_to_end_check_passes(pairs, prompts, dtype):
-    check_table(rows(pairs[dtype], prompts), title=f"qwenlite vs transformers, {dtype}")
+VARIANTS = [(torch.float32, "bfloat16 products"), *((torch.bfloat16, name) for name in PRODUCTS)]
+VARIANT_IDS = ["float32", "bfloat16", "bfloat16 through float32"]
+
+
+@pytest.mark.parametrize("dtype, products", VARIANTS, ids=VARIANT_IDS)
+def test_end_to_end_check_passes(pairs, prompts, dtype, products):
+    with PRODUCTS[products]():
+        check_table(rows(pairs[dtype], prompts), title=f"qwenlite vs transformers, {dtype}, {products}")
 
 
 # ---------------------------------------------------------------- 3. mutations
@@ -176,19 +189,20 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype, products", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__)
-def test_each_bug_fails_the_check(pairs, prompts, dtype, mutation, monkeypatch):
+def test_each_bug_fails_the_check(pairs, prompts, dtype, products, mutation, monkeypatch):
     """float32: the check table against transformers. bfloat16: the float32 bar (the direct bf16 bound is
     wide enough for a 36-layer model's rounding, so only the comparison with a float32 run is sharp)."""
     ours, ref = pairs[dtype]
-    theirs = rows((pairs[torch.float32][0], pairs[torch.bfloat16][1]), prompts) if dtype == torch.bfloat16 else None
-    mutation(ours, monkeypatch)
-    with pytest.raises(AssertionError, match="outside tolerance"):
-        if dtype == torch.float32:
-            check_table(rows((ours, ref), prompts), title=f"{mutation.__name__}, float32")
-        else:
-            float32_bar(rows((ours, pairs[torch.float32][1]), prompts), theirs, title=mutation.__name__)
+    with PRODUCTS[products]():
+        theirs = rows((pairs[torch.float32][0], pairs[torch.bfloat16][1]), prompts) if dtype == torch.bfloat16 else None
+        mutation(ours, monkeypatch)
+        with pytest.raises(AssertionError, match="outside tolerance"):
+            if dtype == torch.float32:
+                check_table(rows((ours, ref), prompts), title=f"{mutation.__name__}, float32")
+            else:
+                float32_bar(rows((ours, pairs[torch.float32][1]), prompts), theirs, title=mutation.__name__)
 
 
 # ---------------------------------------------------------------- 4. one copy of the weights
@@ -250,31 +264,3 @@ def test_generated_row_is_exact_in_float32_and_explains_a_parting_by_rounding_in
         logits = ref(**full, position_ids=positions).logits[0, length + 3].float()  # what chose token length + 4
     wrong[0, length + 4] = int(logits.argmin())  # a token no rounding explains
     assert not generated_row("ids", wrong, theirs, ref, inputs, positions).ok()
-
-
-# ---------------------------------------------------------------- 6. bfloat16 products through float32
-
-
-def test_float32_products_keep_the_bar_and_the_check(pairs, prompts):
-    """Under cpu_bfloat16's mode both bfloat16 models still pass the check and the float32 bar."""
-    from qwenlite.cpu_bfloat16 import Float32Products
-
-    ql32, tf32 = pairs[torch.float32]
-    ql16, tf16 = pairs[torch.bfloat16]
-    with Float32Products() as mode:
-        theirs = rows((ql32, tf16), prompts)
-        float32_bar(rows((ql16, tf32), prompts), theirs)
-        check_table(rows((ql16, tf16), prompts), title="bfloat16, products through float32")
-    assert mode.routed > 100  # the twin's prompts are long enough for the mode to take the products over
-
-
-@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__)
-def test_each_bug_fails_the_bar_with_float32_products(pairs, prompts, mutation, monkeypatch):
-    from qwenlite.cpu_bfloat16 import Float32Products
-
-    ours = pairs[torch.bfloat16][0]
-    with Float32Products():
-        theirs = rows((pairs[torch.float32][0], pairs[torch.bfloat16][1]), prompts)
-        mutation(ours, monkeypatch)
-        with pytest.raises(AssertionError, match="outside tolerance"):
-            float32_bar(rows((ours, pairs[torch.float32][1]), prompts), theirs, title=mutation.__name__)

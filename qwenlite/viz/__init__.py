@@ -33,8 +33,8 @@ def banner(path: str | Path, settings=None) -> str:
         lines.append(f"qwenlite and transformers run in {settings} (QWENLITE_DTYPE, QWENLITE_DEVICE)")
         if settings.float32_products:
             lines.append(
-                "  this CPU has no bfloat16 unit: both models' bfloat16 products run through float32's kernel, "
-                "the same arithmetic 5x faster (qwenlite/cpu_bfloat16.py; QWENLITE_BF16_PRODUCTS=bfloat16: off)"
+                "  both models' bfloat16 products run through float32's kernel: the same arithmetic, about 5x faster "
+                "on a CPU without a bfloat16 unit (qwenlite/cpu_bfloat16.py; QWENLITE_BF16_PRODUCTS=bfloat16: off)"
             )
     if checkpoint.is_tiny_twin(path):
         lines.append(
