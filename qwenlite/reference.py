@@ -150,13 +150,18 @@ def reference_processor(path: str | Path):
 
 
 @contextlib.contextmanager
-def capture(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record each module's output under its name while the block runs (the last call wins)."""
-    seen: dict[str, torch.Tensor] = {}
+def capture(modules: dict[str, nn.Module], every: bool = False) -> Iterator[dict[str, Any]]:
+    """Record each module's output under its name while the block runs: the last call's, or with every=True
+    a list of all of them in call order (lm_head during `generate`: the logits of the prefill, then each step)."""
+    seen: dict[str, Any] = {name: [] for name in modules} if every else {}
 
     def hook(name: str):
         def record(_module, _inputs, output):
-            seen[name] = (output[0] if isinstance(output, tuple) else output).detach()
+            output = (output[0] if isinstance(output, tuple) else output).detach()
+            if every:
+                seen[name].append(output)
+            else:
+                seen[name] = output
 
         return record
 
@@ -254,7 +259,8 @@ def check_table(rows: Sequence[Row], title: str = "qwenlite vs transformers") ->
     dtypes = sorted({r.dtype for r in rows if not r.exact}, key=str)
     print(title)
     print("policy: " + policy_text(dtypes).replace("\n", "\n        "))
-    print(f"{'tensor':<34} {'shape':<22} {'max |diff|':>12}  {'tolerance':>10}  ok")
+    width = max([34, *(len(r.name) for r in rows)])  # the names' column
+    print(f"{'tensor':<{width}} {'shape':<22} {'max |diff|':>12}  {'tolerance':>10}  ok")
     bad = []
     for r in rows:
         shape = str(tuple(r.ours.shape)) + ("" if r.ours.shape == r.ref.shape else f" vs {tuple(r.ref.shape)}")
@@ -262,7 +268,7 @@ def check_table(rows: Sequence[Row], title: str = "qwenlite vs transformers") ->
         tol = "exact" if r.exact else f"{r.bound():.1e}"
         shown = f"{int(d)} differ" if r.exact and math.isfinite(d) else f"{d:.2e}"
         ok = r.ok(d)
-        print(f"{r.name:<34} {shape:<22} {shown:>12}  {tol:>10}  {'yes' if ok else 'NO'}")
+        print(f"{r.name:<{width}} {shape:<22} {shown:>12}  {tol:>10}  {'yes' if ok else 'NO'}")
         if not ok:
             bad.append(r.name)
     assert not bad, f"outside tolerance: {bad}"
@@ -352,8 +358,7 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
         longer = dict(inputs, input_ids=torch.cat([ids, token], 1), attention_mask=step_mask)
         longer["mm_token_type_ids"] = torch.cat([types, torch.zeros_like(token)], 1)
         if video:  # the released rule, stated independently of rope_deltas: the next token at max(prefill) + 1
-            after = out.position_ids.amax(dim=(0, 2)) + 1  # (B,)
-            longer["position_ids"] = torch.cat([out.position_ids, after[None, :, None].expand(3, -1, 1)], dim=-1)
+            longer["position_ids"] = torch.cat([out.position_ids, positions_after(out.position_ids, 1)], dim=-1)
         rows.append(Row("decode step logits (KV cache)", step.logits[:, -1], ref(**longer).logits[:, -1]))
     return rows
 
@@ -379,6 +384,7 @@ def generated_row(
     inputs: Mapping[str, torch.Tensor],
     position_ids: torch.Tensor | None = None,
     repetition_penalty: float = 1.0,
+    teacher_forced: torch.Tensor | None = None,
 ) -> Row:
     """Generated ids (B, L + N): exactly equal, except where bfloat16 rounding can pick another token.
 
@@ -388,7 +394,11 @@ def generated_row(
     when given, as after a video) and requires each token qwenlite chose to be within the bfloat16 bound of
     transformers' best logit at that step: a token that no rounding explains still fails. A repetition penalty
     is applied to those logits by transformers' own `RepetitionPenaltyLogitsProcessor`, step by step.
+    teacher_forced: transformers' logits (B, L + N, V) from a forward on `ours` already run (for example by
+    `reference_eager`), so the row needs no forward of its own.
     """
+    if teacher_forced is not None and teacher_forced.shape[:2] != ours.shape:
+        raise ValueError(f"teacher_forced logits {tuple(teacher_forced.shape)} are not for ours {tuple(ours.shape)}")
     if torch.equal(ours.cpu(), theirs.cpu()) or next(ref.parameters()).dtype != torch.bfloat16:
         return Row(name, ours, theirs)
     from .tokens import mm_token_type_ids
@@ -400,9 +410,11 @@ def generated_row(
     mask = inputs.get("attention_mask", torch.ones_like(ids))
     full = dict(inputs, input_ids=ours, attention_mask=torch.cat([mask, torch.ones_like(ours[:, length:])], 1))
     full["mm_token_type_ids"] = mm_token_type_ids(ours, ref.config)
-    with torch.no_grad():
-        given = {} if position_ids is None else {"position_ids": position_ids}
-        logits = ref(**full, **given).logits[:, length - 1 : -1].float()  # (B, N, V): what chose each token
+    if teacher_forced is None:
+        with torch.no_grad():
+            given = {} if position_ids is None else {"position_ids": position_ids}
+            teacher_forced = ref(**full, **given).logits
+    logits = teacher_forced[:, length - 1 : -1].float()  # (B, N, V): what chose each token
     if repetition_penalty != 1.0:
         from transformers import RepetitionPenaltyLogitsProcessor
 
@@ -414,6 +426,16 @@ def generated_row(
     best = logits.amax(-1)  # (B, N); both back in bfloat16, so the row falls under the bfloat16 policy
     name = f"{name}: parted at new token {parted}; tf's logit of each of ours vs its best"
     return Row(name, chosen.to(torch.bfloat16), best.to(torch.bfloat16))
+
+
+def positions_after(position_ids: torch.Tensor, new: int) -> torch.Tensor:
+    """Position ids (3, B, new) of `new` text tokens after a prompt with position_ids (3, B, L): max + 1, max + 2, ...
+
+    The released rule, stated without rope_deltas. Left padding has id 0, so the max is the real tokens'.
+    """
+    after = position_ids.amax(dim=(0, 2)) + 1  # (B,)
+    steps = torch.arange(new, device=position_ids.device)
+    return (after[:, None] + steps)[None].expand(3, -1, -1)
 
 
 def greedy_with_positions(
@@ -433,22 +455,26 @@ def greedy_with_positions(
     tokens = []
     with torch.no_grad():
         out = ref(**dict(inputs, attention_mask=mask), position_ids=position_ids, cache=cache, use_cache=True)
-        after = position_ids.amax(dim=(0, 2)) + 1  # (B,) left padding has id 0, so the max is the real tokens'
+        new_ids = positions_after(position_ids, max_new_tokens)  # (3, B, new): token k at max + 1 + k
         for step in range(max_new_tokens):
             token = out.logits[:, -1].float().argmax(-1, keepdim=True)  # (B, 1)
             tokens.append(token)
             if step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-            step_ids = (after + step)[None, :, None].expand(3, -1, 1)  # (3, B, 1)
-            out = ref(input_ids=token, attention_mask=mask, position_ids=step_ids, cache=cache, use_cache=True)
+            out = ref(
+                input_ids=token,
+                attention_mask=mask,
+                position_ids=new_ids[..., step : step + 1],
+                cache=cache,
+                use_cache=True,
+            )
     return torch.cat([ids, *tokens], dim=1)
 
 
-def reference_attentions(
-    ref: nn.Module, inputs: Mapping[str, torch.Tensor], position_ids: torch.Tensor | None = None
-) -> tuple[torch.Tensor, ...]:
-    """transformers' attention probabilities, one (B, H, L, S) per decoder layer, from its eager attention.
+def reference_eager(ref: nn.Module, inputs: Mapping[str, torch.Tensor], position_ids: torch.Tensor | None = None):
+    """transformers' whole forward with its eager attention: `.logits` and `.attentions`, one (B, H, L, S) of
+    attention probabilities per decoder layer. One pass serves a notebook's logits and attention rows.
 
     SDPA cannot return its weights, so the model is switched to "eager" for this one call and back after.
     position_ids, when given, replace transformers' own (needed after a video, where the rules differ).
@@ -458,7 +484,7 @@ def reference_attentions(
     try:
         given = {} if position_ids is None else {"position_ids": position_ids}
         with torch.no_grad():
-            return ref(**inputs, **given, output_attentions=True).attentions
+            return ref(**inputs, **given, output_attentions=True)
     finally:
         ref.set_attn_implementation(before)
 

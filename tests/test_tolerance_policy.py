@@ -6,6 +6,8 @@
 4. One copy of the weights: the models share storage, and swapping two layers inside qwenlite's key map only
    (transformers reads the same tensors through its own) makes the check fail.
 5. Generated ids: exact in float32, a parting explained by rounding in bfloat16.
+6. Notebook 08's decode check (the logits that chose each token inside `generate` against one pass of
+   transformers over prompt + answer) passes, and fails for decode bugs after a video.
 1-3 also run with bfloat16 products through float32's kernel (`cpu_bfloat16`, on by default on CPUs without a
 bfloat16 unit): the bar and the check still hold under it, and every mutation still fails.
 """
@@ -25,7 +27,7 @@ import qwenlite.rope_index
 from qwenlite import checkpoint
 from qwenlite.cpu_bfloat16 import Float32Products
 from qwenlite.preprocessing import preprocess_image, preprocess_video
-from qwenlite.reference import TOLERANCES, RunSettings, check_table, end_to_end_rows, float32_bar, load_models
+from qwenlite.reference import TOLERANCES, RunSettings, capture, check_table, end_to_end_rows, float32_bar, load_models
 from qwenlite.video_io import load_video
 from qwenlite.vision import get_window_index
 
@@ -242,7 +244,7 @@ def test_a_bug_in_qwenlites_key_map_alone_fails_the_check(ckpt, prompts, monkeyp
 def test_generated_row_is_exact_in_float32_and_explains_a_parting_by_rounding_in_bfloat16(pairs, prompts, dtype):
     """Where bfloat16 rounding may part two greedy runs, `generated_row` asks transformers, teacher-forced on
     qwenlite's sequence, whether each chosen token is within the bf16 bound of its best; in float32 it is exact."""
-    from qwenlite.reference import generated_row, greedy_with_positions, shared_steps
+    from qwenlite.reference import generated_row, greedy_with_positions, positions_after, shared_steps
 
     ours, ref = pairs[dtype]
     inputs = prompts["video"]  # text after a video: transformers is teacher-forced with qwenlite's positions
@@ -251,16 +253,92 @@ def test_generated_row_is_exact_in_float32_and_explains_a_parting_by_rounding_in
     full.update(input_ids=sequence, attention_mask=torch.ones_like(sequence))
     with torch.no_grad():
         positions = ours(**full).position_ids  # (3, 1, L + 6): the prompt's, then max + 1, max + 2, ...
-    theirs = greedy_with_positions(ref, inputs, positions[..., : inputs["input_ids"].shape[1]], 6)
-    assert generated_row("ids", sequence, theirs, ref, inputs, positions).ok()
     length = inputs["input_ids"].shape[1]
+    # qwenlite's rule for the new tokens (get_rope_index on the whole sequence) is the helper's max + 1, max + 2, ...
+    assert torch.equal(positions[..., length:], positions_after(positions[..., :length], 6))
+    theirs = greedy_with_positions(ref, inputs, positions[..., :length], 6)
+    assert generated_row("ids", sequence, theirs, ref, inputs, positions).ok()
     parted = theirs.clone()
     parted[0, length + 2] = (parted[0, length + 2] + 1) % ours.config.text_config.vocab_size  # as if tf chose another
     assert shared_steps(sequence, parted, length) == 3
     row = generated_row("ids", sequence, parted, ref, inputs, positions)
     assert row.ok() == (dtype == torch.bfloat16)  # float32: any differing id fails; bf16: ours was tf's best
-    wrong = sequence.clone()
     with torch.no_grad():
-        logits = ref(**full, position_ids=positions).logits[0, length + 3].float()  # what chose token length + 4
-    wrong[0, length + 4] = int(logits.argmin())  # a token no rounding explains
+        forced = ref(**full, position_ids=positions).logits  # transformers teacher-forced on qwenlite's sequence
+    given = generated_row("ids", sequence, parted, ref, inputs, teacher_forced=forced)  # that pass, handed in
+    assert (given.ok(), given.diff()) == (row.ok(), row.diff())
+    with pytest.raises(ValueError, match=r"teacher_forced logits \(1, \d+, \d+\) are not for ours"):
+        generated_row("ids", sequence, parted, ref, inputs, teacher_forced=forced[:, :-1])
+    wrong = sequence.clone()
+    wrong[0, length + 4] = int(
+        forced[0, length + 3].float().argmin()
+    )  # what chose token length + 4: no rounding explains it
     assert not generated_row("ids", wrong, theirs, ref, inputs, positions).ok()
+
+
+def test_capture_every_call_keeps_the_logits_that_chose_each_generated_token(pairs, prompts):
+    """`capture(..., every=True)` on lm_head during `generate` (notebook 08): one (B, 1, V) per new token, in order,
+    and each one's argmax is the token generate appended (float32, no penalty)."""
+    ours, _ = pairs[torch.float32]
+    inputs = prompts["video"]
+    with capture({"lm_head": ours.lm_head}, every=True) as chose:
+        sequence = ours.generate(**inputs, max_new_tokens=5, repetition_penalty=1.0)
+    new = sequence[:, inputs["input_ids"].shape[1] :]
+    assert [tuple(t.shape) for t in chose["lm_head"]] == [(1, 1, ours.config.text_config.vocab_size)] * new.shape[1]
+    assert torch.equal(torch.cat(chose["lm_head"], 1).argmax(-1), new)
+    with capture({"lm_head": ours.lm_head}) as last:  # without every: the last call wins
+        ours.generate(**inputs, max_new_tokens=5, repetition_penalty=1.0)
+    assert torch.equal(last["lm_head"], chose["lm_head"][-1])
+
+
+# ---------------------------------------------------------------- 6. notebook 08's check after a video
+
+
+@pytest.fixture(scope="module")
+def video_then_text(ckpt, video_path, pairs):
+    """Notebook 08's kind of prompt: a video, then text, where transformers' position rule agrees with the
+    released one (its t ids stay within the frame's 8 token columns), with transformers' position ids."""
+    from qwenlite import Processor
+
+    processor = Processor.from_pretrained(ckpt)
+    video = preprocess_video(load_video(video_path, nframes=4), processor.config, 56 * 56, 168 * 224)
+    text = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What moves?<|im_end|>\n"
+    inputs = processor(text=text, videos=[video])
+    ours, ref = pairs[torch.float32]
+    with torch.no_grad():
+        theirs, _ = ref.model.get_rope_index(
+            inputs["input_ids"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            video_grid_thw=inputs["video_grid_thw"],
+            second_per_grid_ts=inputs["second_per_grid_ts"],
+            attention_mask=inputs["attention_mask"],
+        )
+        assert torch.equal(ours(**inputs).position_ids, theirs)  # the rules agree on this prompt
+    return inputs, theirs
+
+
+def video_answer_rows(ours, ref, inputs, theirs, new=5):
+    """Notebook 08's row after a video: qwenlite's logits that chose each token inside `generate` (through its
+    KV cache, caught on lm_head) against one eager pass of transformers over prompt + answer, given
+    transformers' own prompt positions followed by max + 1, max + 2, ..."""
+    from qwenlite.reference import Row, positions_after, reference_eager
+
+    length = inputs["input_ids"].shape[1]
+    with capture({"lm_head": ours.lm_head}, every=True) as chose:
+        sequence = ours.generate(**inputs, max_new_tokens=new, repetition_penalty=1.0)
+    full = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    full.update(input_ids=sequence, attention_mask=torch.ones_like(sequence))
+    forced = reference_eager(ref, full, torch.cat([theirs, positions_after(theirs, new)], dim=-1))
+    cached = torch.cat(chose["lm_head"], 1)
+    return [Row("logits that chose each new token (KV cache)", cached, forced.logits[:, length - 1 : -1])]
+
+
+@pytest.mark.parametrize("mutation", [None, rope_deltas_off_by_one, values_cached_as_keys, video_time_scale_halved])
+def test_cached_logits_row_of_notebook_08_catches_decode_bugs(pairs, video_then_text, mutation, monkeypatch):
+    """The row notebook 08 checks decoding with: it passes as is, and fails for each bug that shows while
+    decoding after a video (the new tokens' positions, the cache, the video's time scale)."""
+    ours, ref = pairs[torch.float32]
+    if mutation is not None:
+        mutation(ours, monkeypatch)
+    with contextlib.nullcontext() if mutation is None else pytest.raises(AssertionError, match="outside tolerance"):
+        check_table(video_answer_rows(ours, ref, *video_then_text), title=getattr(mutation, "__name__", "as is"))
