@@ -355,14 +355,18 @@ def run(root: Path, size: str, dtype: str, notebooks: list[Path], timeout: int, 
     )
     head = f"{'notebook':<26} {'wall s':>7} {'peak PSS GB':>12} {'peak/weights':>13}  result"
     print(head + "\n" + "-" * len(head), flush=True)
-    ok = True
+    ok, total, worst = True, 0.0, 0.0
     for path in notebooks:
         r = run_notebook(path, timeout, dict(os.environ), save_to)
+        total, worst = total + r["wall"], max(worst, r["peak"])
         if not r["error"] and r["checkpoint"] not in (None, str(snap)):
             r["error"] = f"the notebook used {r['checkpoint']}, not the snapshot"
         ok &= not r["error"]
         result = f"FAIL {r['error']}" if r["error"] else "pass"
         print(f"{r['name']:<26} {r['wall']:>7.1f} {r['peak'] / 1e9:>12.2f} {r['peak'] / weights:>13.2f}  {result}")
+    print("-" * len(head))
+    summary = f"all {len(notebooks)} ({total / 60:.1f} min)"
+    print(f"{summary:<26} {total:>7.1f} {worst / 1e9:>12.2f} {worst / weights:>13.2f}  (the largest peak)")
     return ok
 
 

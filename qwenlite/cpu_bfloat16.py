@@ -105,7 +105,8 @@ class Float32Products(TorchFunctionMode):
     """While active, bfloat16 CPU products of at least MIN_ROWS rows run as float32 products rounded to bfloat16.
 
     # speed: on the seeded 3B in bfloat16 on a 2-core AVX2 CPU, notebook 00 took 266 s with it (before the
-    # reused buffer), 886 s without; bench_vision.py's bfloat16-via-float32 table times the vision tower.
+    # cache-sized chunks), 886 s without; all nine notebooks 18.6 min. bench_vision.py's bfloat16-via-float32
+    # table times the vision tower.
 
     `routed` counts the products it took over (tests check that it did).
     """

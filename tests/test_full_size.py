@@ -193,6 +193,9 @@ def test_run_reports_time_memory_and_failures(full_size, built, hf_home, tmp_pat
     rows = {line.split()[0]: line.split() for line in table.splitlines() if line.startswith(("good", "bad"))}
     assert rows["good"][-1] == "pass" and float(rows["good"][2]) > 0.01  # a kernel with torch: tens of MB at least
     assert rows["bad"][4:] == ["FAIL", "ValueError:", "boom"]
+    (total,) = [line.split() for line in table.splitlines() if line.startswith("all 2 ")]  # the summary line
+    assert float(total[4]) == pytest.approx(float(rows["good"][1]) + float(rows["bad"][1]), abs=0.11)
+    assert float(total[5]) == max(float(rows["good"][2]), float(rows["bad"][2]))  # the largest peak
     executed = nbformat.read(tmp_path / "out" / "good.ipynb", as_version=4)
     assert full_size.reported_checkpoint(executed) == str(built[1])  # the kernel found the snapshot too
 
