@@ -173,6 +173,8 @@ def prefill_vs_decode(lengths: Sequence[int], prefill_s: Sequence[float], step_s
     ax.loglog(L, np.asarray(step_s) * 1e3, "o-", color="#4c78a8", label="one decode step, L tokens cached")
     ax.loglog(L, prefill_s[-1] * 1e3 * (L / L[-1]) ** 2, ":", color="0.4", label="slope of L^2")
     ax.loglog(L, prefill_s[-1] * 1e3 * (L / L[-1]), "--", color="0.6", label="slope of L")
+    ax.set_xticks(L, [str(int(n)) for n in L])  # the measured lengths, as plain numbers
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("tokens L")
     ax.set_ylabel("milliseconds (fastest run)")
     ax.set_title("decoder only, this checkpoint, CPU", fontsize=11)
