@@ -121,3 +121,18 @@ def test_generate_bench_runs_and_both_libraries_produce_the_same_tokens(bench_ge
     out = capsys.readouterr().out
     rows = re.findall(r"^\| 2 \| float32 \| (\d) \|.*\| (\S+) \|$", out, flags=re.M)
     assert rows == [("1", "yes"), ("2", "yes")] * 2, out  # printed as measured, then in the closing table
+
+
+def test_routed_linear_floor_takes_the_path_of_the_towers_layers(bench, twin_config):
+    """In the bfloat16-via-float32 table the floor goes through F.linear, so Float32Products takes over each of its
+    products (as it does the towers' nn.Linear layers); otherwise it would time torch's emulated bfloat16."""
+    from qwenlite import QwenLiteConfig
+    from qwenlite.cpu_bfloat16 import MIN_ROWS, Float32Products
+    from qwenlite.vision import VisionTransformer
+
+    tower = VisionTransformer(QwenLiteConfig.from_pretrained(twin_config).vision_config).bfloat16()
+    calls = 5 * len(tower.blocks) * 2  # five linear layers a block, in the warm-up and one timed run
+    for routed, expected in ((True, calls), (False, 0)):
+        with Float32Products() as mode:
+            assert bench.linear_floor(tower, MIN_ROWS, repeats=1, routed=routed) > 0
+        assert mode.routed == expected, routed
