@@ -334,14 +334,7 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
                 ]
         cache = KVCache()
         out = ours(**inputs, cache=cache)
-        ref_pos, ref_deltas = ref.model.get_rope_index(
-            ids,
-            mm_token_type_ids=types,
-            image_grid_thw=inputs.get("image_grid_thw"),
-            video_grid_thw=inputs.get("video_grid_thw"),
-            second_per_grid_ts=inputs.get("second_per_grid_ts"),
-            attention_mask=mask,
-        )
+        ref_pos, ref_deltas = reference_rope_index(ref, dict(inputs, mm_token_type_ids=types, attention_mask=mask))
         video_cols = (ids == config.video_token_id).any(0).nonzero()
         upto = int(video_cols.max()) + 1 if len(video_cols) else ids.shape[1]
         rows.append(Row("position_ids" + (" (to the video's end)" if video else ""), out.position_ids[..., :upto],
@@ -361,6 +354,18 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
             longer["position_ids"] = torch.cat([out.position_ids, positions_after(out.position_ids, 1)], dim=-1)
         rows.append(Row("decode step logits (KV cache)", step.logits[:, -1], ref(**longer).logits[:, -1]))
     return rows
+
+
+def reference_rope_index(ref: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' `get_rope_index` on a processor batch: position ids (3, B, L) and rope_deltas (B, 1)."""
+    return ref.model.get_rope_index(
+        batch["input_ids"],
+        mm_token_type_ids=batch["mm_token_type_ids"],
+        image_grid_thw=batch.get("image_grid_thw"),
+        video_grid_thw=batch.get("video_grid_thw"),
+        second_per_grid_ts=batch.get("second_per_grid_ts"),
+        attention_mask=batch.get("attention_mask"),
+    )
 
 
 def shared_steps(ours: torch.Tensor, theirs: torch.Tensor, prompt_length: int) -> int:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
-from qwenlite.reference import Row, check_table
+from qwenlite.reference import Row, check_table, reference_rope_index
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 FULL_SIZE = {  # meta-device counts with transformers 5.24 (Qwen2_5_VLForConditionalGeneration on the meta device)
@@ -206,14 +206,7 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
     # the released rule, built from transformers' own ids: after the video, every id is higher by the gap between
     # the video's largest t + 1 and transformers' advance of max(h, w) / merge (written out by hand)
     inputs = image_video_inputs
-    theirs_ids, _ = ref.model.get_rope_index(
-        inputs["input_ids"],
-        mm_token_type_ids=inputs["mm_token_type_ids"],
-        image_grid_thw=inputs["image_grid_thw"],
-        video_grid_thw=inputs["video_grid_thw"],
-        second_per_grid_ts=inputs["second_per_grid_ts"],
-        attention_mask=inputs["attention_mask"],
-    )
+    theirs_ids, _ = reference_rope_index(ref, inputs)
     t, h, w = inputs["video_grid_thw"][0].tolist()
     seconds = np.float32(float(inputs["second_per_grid_ts"][0]))
     gap = math.floor(np.float32(t - 1) * np.float32(2) * seconds) + 1 - max(h, w) // 2  # tokens_per_second 2

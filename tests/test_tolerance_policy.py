@@ -27,7 +27,16 @@ import qwenlite.rope_index
 from qwenlite import checkpoint
 from qwenlite.cpu_bfloat16 import Float32Products
 from qwenlite.preprocessing import preprocess_image, preprocess_video
-from qwenlite.reference import TOLERANCES, RunSettings, capture, check_table, end_to_end_rows, float32_bar, load_models
+from qwenlite.reference import (
+    TOLERANCES,
+    RunSettings,
+    capture,
+    check_table,
+    end_to_end_rows,
+    float32_bar,
+    load_models,
+    reference_rope_index,
+)
 from qwenlite.video_io import load_video
 from qwenlite.vision import get_window_index
 
@@ -306,13 +315,7 @@ def video_then_text(ckpt, video_path, pairs):
     inputs = processor(text=text, videos=[video])
     ours, ref = pairs[torch.float32]
     with torch.no_grad():
-        theirs, _ = ref.model.get_rope_index(
-            inputs["input_ids"],
-            mm_token_type_ids=inputs["mm_token_type_ids"],
-            video_grid_thw=inputs["video_grid_thw"],
-            second_per_grid_ts=inputs["second_per_grid_ts"],
-            attention_mask=inputs["attention_mask"],
-        )
+        theirs, _ = reference_rope_index(ref, inputs)
         assert torch.equal(ours(**inputs).position_ids, theirs)  # the rules agree on this prompt
     return inputs, theirs
 
