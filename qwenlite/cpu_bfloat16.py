@@ -97,7 +97,8 @@ def _scratch(n: int) -> torch.Tensor:
     """n float32 entries of the one reused buffer (its contents are overwritten by the next product)."""
     global _BUFFER
     if _BUFFER is None or _BUFFER.numel() < n:
-        _BUFFER = torch.empty(max(n, CHUNK))
+        with torch.inference_mode(False):  # a plain tensor even when first asked for under inference_mode
+            _BUFFER = torch.empty(max(n, CHUNK))
     return _BUFFER[:n]
 
 

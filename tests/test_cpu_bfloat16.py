@@ -98,6 +98,16 @@ def test_a_large_weight_is_upcast_in_chunks_with_the_same_result(monkeypatch):
     assert torch.equal(cpu_bfloat16.linear(x, w), F.linear(x.float(), w.float()).bfloat16())
 
 
+def test_the_buffer_first_made_under_inference_mode_serves_later_products(monkeypatch):
+    """The one reused float32 buffer is a plain tensor even when inference_mode asked for it first (a benchmark
+    does): an inference tensor could not be written outside inference_mode afterwards."""
+    monkeypatch.setattr(cpu_bfloat16, "_BUFFER", None)
+    with torch.inference_mode():
+        inside = cpu_bfloat16.linear(x, w, b)
+    assert not cpu_bfloat16._BUFFER.is_inference()
+    assert torch.equal(cpu_bfloat16.linear(x, w, b), inside)  # outside: the same buffer, written again
+
+
 def test_the_cpu_flags_decide():
     assert has_bfloat16_unit("flags : fpu sse avx2 amx_bf16 amx_tile")
     assert has_bfloat16_unit("flags : fpu avx512f avx512_bf16")
