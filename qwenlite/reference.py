@@ -412,10 +412,10 @@ def generated_row(
     length = ids.shape[1]
     if not torch.equal(ours[:, :length].cpu(), ids.cpu()):
         return Row(f"{name} (prompt part)", ours[:, :length], ids)
-    mask = inputs.get("attention_mask", torch.ones_like(ids))
-    full = dict(inputs, input_ids=ours, attention_mask=torch.cat([mask, torch.ones_like(ours[:, length:])], 1))
-    full["mm_token_type_ids"] = mm_token_type_ids(ours, ref.config)
-    if teacher_forced is None:
+    if teacher_forced is None:  # transformers teacher-forced on our sequence, here
+        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        full = dict(inputs, input_ids=ours, attention_mask=torch.cat([mask, torch.ones_like(ours[:, length:])], 1))
+        full["mm_token_type_ids"] = mm_token_type_ids(ours, ref.config)
         with torch.no_grad():
             given = {} if position_ids is None else {"position_ids": position_ids}
             teacher_forced = ref(**full, **given).logits
