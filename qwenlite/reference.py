@@ -524,3 +524,27 @@ def qwen_vl_utils_fetch_video(path: str | Path, **options: Any) -> tuple[torch.T
         else:
             vp.io.read_video = saved[0]
     return video, meta, sample_fps
+
+
+def gradient_rows(ours: nn.Module, ref: nn.Module, prefix: str = "grad ") -> list[Row]:
+    """One row per parameter that has a gradient in either model: qwenlite's against transformers' for the same
+    checkpoint key, both divided by the largest |entry| of transformers' gradient for that parameter.
+
+    Gradients are small numbers (1e-3 to 1e-7 here), so the policy's max(1, ...) floor would let any of them
+    pass; in units of the parameter's own largest gradient the policy's rtol is a relative bound. A parameter
+    that one model leaves without a gradient (a detached branch) shows as a row of zeros against non-zeros.
+    """
+    from .checkpoint import to_hub_key
+
+    theirs = {to_hub_key(name): p.grad for name, p in ref.named_parameters()}
+    rows = []
+    for name, p in ours.named_parameters():
+        if p.grad is None and theirs.get(name) is None:
+            continue
+        if name not in theirs:
+            raise KeyError(f"{name}: qwenlite has this parameter, transformers has no parameter of that name")
+        mine = p.grad if p.grad is not None else torch.zeros_like(p)
+        other = theirs[name] if theirs[name] is not None else torch.zeros_like(p)
+        scale = float(other.detach().abs().max()) or 1.0
+        rows.append(Row(prefix + name, mine.detach() / scale, other.detach() / scale))
+    return rows
