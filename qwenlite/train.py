@@ -69,9 +69,7 @@ def noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     return torch.randint(64, 192, tuple(shape), generator=generator, dtype=torch.uint8)
 
 
-def draw_shape(
-    picture: torch.Tensor, colour: str, x: int, y: int, size: int, round_: bool
-) -> torch.Tensor:
+def draw_shape(picture: torch.Tensor, colour: str, x: int, y: int, size: int, round_: bool) -> torch.Tensor:
     """A square, or a disc when round_, of side `size` px centred on (x, y), painted into picture (3, H, W)."""
     ys, xs = torch.meshgrid(torch.arange(picture.shape[1]), torch.arange(picture.shape[2]), indexing="ij")
     if round_:
@@ -228,9 +226,7 @@ def lr_at(step: int, settings: TrainSettings) -> float:
     return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(
-    model: QwenLiteVL, processor: Processor, settings: TrainSettings, progress: bool = True
-) -> list[dict]:
+def train(model: QwenLiteVL, processor: Processor, settings: TrainSettings, progress: bool = True) -> list[dict]:
     """AdamW on fresh synthetic batches (never the same example twice). Returns the log: one dict per step."""
     generator = torch.Generator().manual_seed(settings.seed)
     params = trainable(model)

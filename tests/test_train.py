@@ -33,7 +33,8 @@ def test_the_when_clip_has_its_marker_in_both_frames_of_one_temporal_patch_only(
         frames_with_marker = red.flatten(1).sum(1).nonzero().flatten().tolist()
         assert frames_with_marker == [2 * ex.truth, 2 * ex.truth + 1]
         assert ex.answer == T.ORDINALS[ex.truth]
-        assert ex.evidence.shape == (4, 4, 4) and ex.evidence.flatten(1).any(1).nonzero().flatten().tolist() == [ex.truth]
+        assert ex.evidence.shape == (4, 4, 4)
+        assert ex.evidence.flatten(1).any(1).nonzero().flatten().tolist() == [ex.truth]
 
 
 def test_the_where_answer_is_the_shapes_centre_in_pixels_and_its_evidence_covers_it():
@@ -148,7 +149,7 @@ def losses_and_grads(ours, ref, batch, ref_labels):
 
 def training_rows(ours, ref, batch, ref_labels) -> list[Row]:
     loss, ref_loss = losses_and_grads(ours, ref, batch, ref_labels)
-    dtype = next(ours.parameters()).dtype  # the loss is float32 in both, but computed from bfloat16 logits in a bf16 run
+    dtype = next(ours.parameters()).dtype  # the loss is float32, but from bfloat16 logits in a bf16 run
     return [Row("loss", loss, ref_loss, atol=tolerance(ref_loss, dtype)), *gradient_rows(ours, ref)]
 
 
