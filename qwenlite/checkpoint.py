@@ -1,9 +1,11 @@
 """Find a Qwen2.5-VL checkpoint (a real one, or the tiny twin) and read its safetensors.
 
 `resolve()` returns a checkpoint folder: `QWENLITE_CHECKPOINT`, else an offline Hugging Face cache
-snapshot of Qwen/Qwen2.5-VL-3B-Instruct or -7B-Instruct, else the tiny twin: transformers builds the
-model and writes it (`Qwen2_5_VLForConditionalGeneration.save_pretrained`), with seeded random weights
-that are the same bits on every machine (`seeded_noise`).
+snapshot of Qwen/Qwen2.5-VL-3B-Instruct or -7B-Instruct, else the trained twin.
+The tiny twin: transformers builds the model and writes it (`Qwen2_5_VLForConditionalGeneration.save_pretrained`),
+with seeded random weights that are the same bits on every machine (`seeded_noise`). The trained twin is that
+checkpoint with the tensors `qwenlite.train` trained put in place (shipped in assets/trained_twin.safetensors,
+2.5 MB: everything but the frozen token embedding, which rebuilds from its seed).
 `read_tensors()` reads the safetensors once, at the dtype and on the device asked for; `load_state_dict()`
 maps either key layout (hub or transformers 5.x in-memory) onto hub names.
 """
@@ -25,6 +27,8 @@ ASSETS = Path(__file__).parent / "assets"
 REAL_REPOS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
 TWIN_VERSION = "v3"  # bump when the twin's recipe changes, so stale caches are rebuilt
 TWIN_SEED = 0
+TRAINED_TENSORS = ASSETS / "trained_twin.safetensors"  # what training changed, float32, hub key names
+TRAINED_FACTS = ASSETS / "trained_twin.json"  # how they were made: recipe, accuracies, time, sha256
 
 # The tiny twin: the real architecture and token ids with shrunken widths.
 # Text head_dim 32: mrope_section (4, 6, 6) is the real (16, 24, 24) split scaled down by 4.
@@ -86,7 +90,7 @@ def resolve() -> Path:
         return path
     if (real := find_hf_snapshot()) is not None:
         return real
-    return tiny_twin()
+    return trained_twin()
 
 
 def find_hf_snapshot() -> Path | None:
@@ -104,15 +108,32 @@ def find_hf_snapshot() -> Path | None:
 
 
 def is_tiny_twin(path: str | Path) -> bool:
+    """The tiny twin, trained or not (the real architecture and token ids at tiny widths)."""
     return (Path(path) / "qwenlite_twin.json").is_file()
+
+
+def is_trained_twin(path: str | Path) -> bool:
+    return is_tiny_twin(path) and json.loads((Path(path) / "qwenlite_twin.json").read_text()).get("trained", False)
 
 
 def describe(path: str | Path) -> str:
     """One line for the banner at the top of every notebook."""
     path = Path(path)
+    if is_trained_twin(path):
+        scores = ", ".join(f"{task} {acc:.0%}" for task, acc in trained_facts()["held_out_accuracy"].items())
+        return (
+            "TRAINED TWIN (20 M parameters, the real architecture and token ids at tiny widths, trained on a CPU in "
+            f"notebook 09 to say when a red square appears in a clip, where a shape is, and its colour; held-out: "
+            f"{scores}) at {path}"
+        )
     if is_tiny_twin(path):
         return f"TINY TWIN (random weights, real architecture and token ids) at {path}"
     return f"REAL CHECKPOINT at {path}"
+
+
+def trained_facts() -> dict:
+    """The shipped training record: recipe, held-out accuracies, time, sha256 of the trained tensors."""
+    return json.loads(TRAINED_FACTS.read_text())
 
 
 def tiny_twin(root: Path | None = None) -> Path:
@@ -129,6 +150,52 @@ def tiny_twin(root: Path | None = None) -> Path:
     except OSError:  # another process finished first: use its copy
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def trained_twin(root: Path | None = None) -> Path:
+    """The trained twin's folder: the tiny twin with the shipped trained tensors in place (built when missing)."""
+    digest = file_sha256(TRAINED_TENSORS)
+    if digest != trained_facts()["sha256"]:
+        raise ValueError(
+            f"{TRAINED_TENSORS} has sha256 {digest}, but {TRAINED_FACTS.name} records {trained_facts()['sha256']}: "
+            "the file is damaged or was retrained without its record (python -m qwenlite.train writes both)"
+        )
+    folder = (root or cache_dir()) / f"trained-twin-{TWIN_VERSION}-{digest[:12]}"
+    if is_trained_twin(folder):
+        return folder
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(tiny_twin(root), tmp)
+    write_trained_twin(tmp, TRAINED_TENSORS)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first: use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def write_trained_twin(folder: Path, trained: Path) -> None:
+    """Overwrite the tensors of the tiny twin in folder with those in `trained` (same keys, same shapes)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    state, new = load_file(weights), load_file(trained)
+    unknown = sorted(set(new) - set(state))
+    wrong = sorted(k for k in set(new) & set(state) if new[k].shape != state[k].shape)
+    if unknown or wrong:
+        raise KeyError(f"{trained} does not fit the tiny twin: unknown keys {unknown}, wrong shapes {wrong}")
+    state.update({k: v.to(state[k].dtype) for k, v in new.items()})
+    save_file(state, weights, metadata={"format": "pt"})
+    facts = json.loads((folder / "qwenlite_twin.json").read_text())
+    facts |= {"trained": True, "trained_tensors_sha256": file_sha256(trained)}
+    (folder / "qwenlite_twin.json").write_text(json.dumps(facts, indent=1))
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def build_tiny_twin(folder: Path, save_original_format: bool = True) -> Path:

@@ -32,7 +32,7 @@ QUESTIONS = {
     "where": "Point to the shape.",
     "colour": "What colour is the shape?",
 }
-TASKS = tuple(QUESTIONS)
+TASKS = tuple(QUESTIONS)  # trained in turn, one task per batch
 
 
 # ---------------------------------------------------------------- 1) examples
@@ -199,7 +199,7 @@ def answer_loss(model: QwenLiteVL, batch: dict) -> torch.Tensor:
 class TrainSettings:
     """The recipe. Defaults: the one that trained the shipped twin (see train_twin)."""
 
-    steps: int = 600
+    steps: int = 240
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 20
@@ -207,6 +207,19 @@ class TrainSettings:
     clip: float = 1.0
     seed: int = 0
     tasks: tuple[str, ...] = TASKS
+    logit_scale: float = 5.0  # the final norm's weight is multiplied by this before training (see prepare)
+
+
+def prepare(model: QwenLiteVL, settings: TrainSettings) -> None:
+    """The recipe's starting point: the seeded twin with its final norm's weight times settings.logit_scale.
+
+    Why: the frozen embedding's rows (tied to lm_head) have norm ~1.1, the final RMSNorm's output has norm
+    sqrt(D) x weight ~ 11, so the best logit is ~13, while 151,936 random logits have a logsumexp of ~12.6:
+    no answer can get a probability much above 1/2 until the weight grows, and AdamW at lr 1e-3 grows it by
+    ~1e-3 a step. Starting at 5x lets the loss reach 0.01 (notebook 09 measures both).
+    """
+    with torch.no_grad():
+        model.model.norm.weight.mul_(settings.logit_scale)
 
 
 def trainable(model: QwenLiteVL) -> list[torch.nn.Parameter]:
@@ -253,6 +266,10 @@ def train(model: QwenLiteVL, processor: Processor, settings: TrainSettings, prog
         bar.close()
     model.eval()
     return log
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / max(1, len(values))
 
 
 def _progress(total: int, enabled: bool):
@@ -308,3 +325,91 @@ def accuracy(model, processor: Processor, examples: Sequence[Example], batch_siz
         for ex, text in zip(chunk, answer(model, processor, chunk), strict=True):
             right += is_correct(ex.task, ex.truth, parse_answer(ex.task, text))
     return right / len(examples)
+
+
+# ---------------------------------------------------------------- 6) what the answer looks at
+
+
+@torch.no_grad()
+def evidence_attention(model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32):
+    """(layers,) how much more of the answer's attention to the picture lands on the evidence than uniform would.
+
+    For each example, teacher-forced on its own answer: the queries that predict the answer's tokens, averaged
+    over heads, give A_ev (attention on the evidence's merged tokens) and A_vis (on all the picture's or clip's
+    tokens). The ratio (A_ev / A_vis) / (n_ev / n_vis) is 1 when the answer looks at the picture uniformly, and
+    x when the evidence gets x times its share. Averaged over the examples.
+    """
+    layers = len(model.model.layers)
+    total = torch.zeros(layers, dtype=torch.float64)
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        batch = make_batch(processor, chunk)
+        labels = batch.pop("labels")
+        out = model(**batch, output_attentions=True, logits_to_keep=1)
+        queries = torch.zeros_like(labels, dtype=torch.bool)
+        queries[:, :-1] = labels[:, 1:] != IGNORE  # the positions whose logits say the answer
+        pads = (batch["input_ids"] == model.config.image_token_id) | (batch["input_ids"] == model.config.video_token_id)
+        for row, ex in enumerate(chunk):
+            vision = pads[row].nonzero().flatten()  # the picture's tokens, in (t, h, w) order
+            on_evidence = vision[ex.evidence.flatten()]
+            share = len(on_evidence) / len(vision)
+            for layer, probs in enumerate(out.attentions):
+                att = probs[row].float().mean(0)[queries[row]]  # (answer queries, S), heads averaged
+                total[layer] += float((att[:, on_evidence].sum(1) / att[:, vision].sum(1)).mean()) / share
+    return total / len(examples)
+
+
+# ---------------------------------------------------------------- 7) the shipped twin
+
+
+def trained_state(model: QwenLiteVL) -> dict[str, torch.Tensor]:
+    """What training changed: every tensor but the frozen embedding (and lm_head, which is tied to it)."""
+    frozen = {"model.embed_tokens.weight", "lm_head.weight"}
+    return {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m qwenlite.train: retrain the twin from its seed and write assets/trained_twin.{safetensors,json}."""
+    import argparse
+    import json
+    import platform
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from . import checkpoint
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--steps", type=int, default=TrainSettings.steps)
+    parser.add_argument("--out", type=Path, default=checkpoint.TRAINED_TENSORS, help="the .safetensors to write")
+    parser.add_argument("--held-out", type=int, default=256, help="examples per task to score")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    path = checkpoint.tiny_twin()
+    model, processor = QwenLiteVL.from_pretrained(path), Processor.from_pretrained(path)
+    settings = TrainSettings(steps=args.steps)
+    prepare(model, settings)
+    log = train(model, processor, settings)
+    seconds = log[-1]["seconds"]
+    scores = {task: accuracy(model, processor, held_out(task, args.held_out)) for task in settings.tasks}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(trained_state(model), args.out, metadata={"format": "pt"})
+    facts = {
+        "questions": [QUESTIONS[t] for t in settings.tasks],
+        "tasks": list(settings.tasks),
+        "held_out_accuracy": scores,
+        "held_out_examples": args.held_out,
+        "recipe": {k: v for k, v in vars(settings).items()},
+        "train_seconds": round(seconds, 1),
+        "final_loss": {t: round(_mean([r["loss"] for r in log[-30:] if r["task"] == t]), 4) for t in settings.tasks},
+        "loss_curve": [[r["step"], r["task"], round(r["loss"], 4)] for r in log],
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}",
+        "sha256": checkpoint.file_sha256(args.out),
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(facts, indent=1) + "\n")
+    print(json.dumps(facts, indent=1))
+
+
+if __name__ == "__main__":
+    main()

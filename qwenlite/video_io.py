@@ -140,3 +140,27 @@ def _read_video_file(
             "it may be truncated)"
         )
     return Video(torch.stack([kept[i] for i in idx]), idx, rate, total, str(path))
+
+
+def write_video(frames: torch.Tensor, path: str | Path, fps: int) -> Path:
+    """Frames (T, 3, H, W) uint8 -> an mp4 file at `fps` frames per second, losslessly (H.264 in RGB, CRF 0),
+    so that `load_video(path)` gives back exactly these pixels. Frame i is shown at i / fps seconds."""
+    from fractions import Fraction
+
+    import av
+
+    if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(f"write_video: frames must be (T, 3, H, W) uint8, got {frames.dtype} {tuple(frames.shape)}")
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=fps)
+        stream.width, stream.height = frames.shape[3], frames.shape[2]
+        stream.pix_fmt = "rgb24"
+        stream.options = {"crf": "0", "preset": "medium"}
+        stream.time_base = Fraction(1, fps)
+        for i, frame in enumerate(frames):
+            out = av.VideoFrame.from_ndarray(frame.permute(1, 2, 0).contiguous().numpy(), format="rgb24")
+            out.pts = i
+            container.mux(stream.encode(out))
+        container.mux(stream.encode())
+    return path

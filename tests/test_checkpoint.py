@@ -87,7 +87,7 @@ def test_both_key_layouts_load_identical_weights(ckpt, ours, tmp_path):
     hub_keys = load_file(ckpt / "model.safetensors").keys()
     assert any(k.startswith("visual.") for k in hub_keys) and not any(k.startswith("model.visual") for k in hub_keys)
     other = QwenLiteVL.from_pretrained(folder)
-    a, b = _state(ours), _state(other)
+    a, b = _state(QwenLiteVL.from_pretrained(checkpoint.tiny_twin())), _state(other)  # the seeded twin, two layouts
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -192,3 +192,52 @@ def test_the_same_computation_twice_gives_the_same_bits():
     assert torch.equal(first(**inputs).logits, second(**inputs).logits)
     assert torch.equal(first(**inputs).logits, first(**inputs).logits)
     assert torch.equal(first.generate(**inputs, max_new_tokens=4), second.generate(**inputs, max_new_tokens=4))
+
+
+# ---------------------------------------------------------------- the trained twin
+
+
+def test_the_shipped_trained_tensors_match_their_recorded_checksum():
+    facts = checkpoint.trained_facts()
+    assert checkpoint.file_sha256(checkpoint.TRAINED_TENSORS) == facts["sha256"]
+    assert checkpoint.TRAINED_TENSORS.stat().st_size < 4_000_000  # a few MB: everything but the frozen embedding
+
+
+def test_the_trained_twin_is_the_seeded_twin_with_the_shipped_tensors_in_place():
+    trained = load_file(checkpoint.trained_twin() / "model.safetensors")
+    seeded = load_file(checkpoint.tiny_twin() / "model.safetensors")
+    shipped = load_file(checkpoint.TRAINED_TENSORS)
+    assert set(trained) == set(seeded) and set(shipped) < set(trained)
+    for key, tensor in trained.items():
+        expected = shipped[key] if key in shipped else seeded[key]  # the embedding rebuilds from its seed
+        assert torch.equal(tensor, expected.to(tensor.dtype)), key
+    assert "model.embed_tokens.weight" not in shipped
+    changed = [k for k in shipped if not torch.equal(shipped[k], seeded[k])]
+    assert len(changed) == len(shipped), "every shipped tensor was trained"
+
+
+def test_resolve_gives_the_trained_twin_without_a_real_checkpoint(monkeypatch, tmp_path):
+    monkeypatch.delenv("QWENLITE_CHECKPOINT", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    path = checkpoint.resolve()
+    assert checkpoint.is_trained_twin(path) and "TRAINED TWIN" in checkpoint.describe(path)
+    assert "random weights" in checkpoint.describe(checkpoint.tiny_twin())
+
+
+def test_a_damaged_trained_tensors_file_is_refused_by_name(monkeypatch, tmp_path):
+    bad = tmp_path / "trained_twin.safetensors"
+    bad.write_bytes(checkpoint.TRAINED_TENSORS.read_bytes()[:-1] + b"\0")
+    monkeypatch.setattr(checkpoint, "TRAINED_TENSORS", bad)
+    with pytest.raises(ValueError, match="trained_twin.safetensors has sha256 .* but trained_twin.json records"):
+        checkpoint.trained_twin(tmp_path)
+
+
+def test_trained_tensors_that_do_not_fit_the_twin_are_refused(tmp_path):
+    folder = tmp_path / "twin"
+    import shutil
+
+    shutil.copytree(checkpoint.tiny_twin(), folder)
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"model.norm.weight": torch.ones(7), "visual.extra": torch.ones(2)}, wrong)
+    with pytest.raises(KeyError, match=r"unknown keys \['visual.extra'\], wrong shapes \['model.norm.weight'\]"):
+        checkpoint.write_trained_twin(folder, wrong)

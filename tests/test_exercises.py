@@ -538,7 +538,7 @@ def _exercise_cells() -> dict[str, list[str]]:
 
 def test_every_notebook_ends_with_two_or_three_exercises():
     cells = _exercise_cells()
-    assert len(cells) == 9, sorted(cells)
+    assert len(cells) == 10, sorted(cells)
     used = []
     for notebook, sources in cells.items():
         assert 2 <= len(sources) <= 3, f"{notebook} has {len(sources)} exercises"
@@ -559,3 +559,26 @@ def test_exercise_cells_run_and_say_not_yet(capsys):
             exec(compile(source, f"{notebook} exercise cell", "exec"), {})
             printed = capsys.readouterr().out
             assert "\nnot yet: " in printed and "correct\n" not in printed, (notebook, printed)
+
+
+# ---------------------------------------------------------------- 09 training
+
+
+def test_labelled_tokens_point_answer(capsys, hf_processor):
+    correct = len(hf_processor.tokenizer('{"point_2d": [7, 105]}<|im_end|>', add_special_tokens=False)["input_ids"])
+    name = "labelled_tokens_point_answer"
+    _passes(capsys, name, correct)
+    _fails_without_giving_away(capsys, name, correct - 1, correct, "<|im_end|>")
+    _fails_without_giving_away(capsys, name, correct + 1, correct, "the newline")
+    _fails_without_giving_away(capsys, name, len('{"point_2d": [7, 105]}'), correct, "every digit")  # characters
+
+
+def test_adamw_bytes_3b_language_model(capsys, hf_counts):
+    counts = hf_counts["3b"]
+    trainable = counts["all"] - counts["vision"]
+    correct = 16 * trainable
+    name = "adamw_bytes_3b_language_model"
+    _passes(capsys, name, correct)
+    _fails_without_giving_away(capsys, name, 12 * trainable, correct, "two numbers per parameter")
+    _fails_without_giving_away(capsys, name, 8 * trainable, correct, "both of AdamW's moments")
+    _fails_without_giving_away(capsys, name, 16 * counts["all"], correct, "vision tower is frozen")

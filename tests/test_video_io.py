@@ -112,3 +112,18 @@ def test_bad_video_requests_raise(video_path, tmp_path):
         load_video(video_path, fps=2.0, nframes=4)
     with pytest.raises(ValueError, match="one size"):
         load_video([np.zeros((28, 28, 3), np.uint8), np.zeros((56, 28, 3), np.uint8)])
+
+
+def test_write_video_is_lossless_and_load_video_reads_it_back(tmp_path):
+    from qwenlite.video_io import write_video
+
+    frames = torch.randint(0, 256, (6, 3, 56, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    video = load_video(write_video(frames, tmp_path / "clip.mp4", fps=3), nframes=6)
+    assert torch.equal(video.frames, frames) and video.video_fps == 3 and video.indices == list(range(6))
+
+
+def test_write_video_names_wrong_frames(tmp_path):
+    from qwenlite.video_io import write_video
+
+    with pytest.raises(ValueError, match=r"frames must be \(T, 3, H, W\) uint8, got torch.float32 \(2, 3, 8, 8\)"):
+        write_video(torch.zeros(2, 3, 8, 8), tmp_path / "x.mp4", fps=2)

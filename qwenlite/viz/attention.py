@@ -96,10 +96,19 @@ def _overlay(ax, picture: torch.Tensor, heat: np.ndarray, vmax: float, title: st
     ax.set_yticks([])
 
 
-def draw_attention_over_image(picture: torch.Tensor, heat: torch.Tensor, title: str = "") -> Figure:
-    """An image (3, H, W) uint8 as fed to the model, and a (1, h, w) map of one span over it."""
+def draw_attention_over_image(
+    picture: torch.Tensor, heat: torch.Tensor, title: str = "", evidence: torch.Tensor | None = None
+) -> Figure:
+    """An image (3, H, W) uint8 as fed to the model, and a (1, h, w) map of one span over it.
+
+    evidence: (h, w) bool, merged tokens to frame in cyan (where the answer's evidence is), if given.
+    """
     fig, ax = plt.subplots(figsize=(4.2, 4.2 * picture.shape[1] / picture.shape[2] + 0.5))
     _overlay(ax, picture, heat[0].numpy(), float(heat.max()), f"{title}\nshare of attention: {float(heat.sum()):.3f}")
+    if evidence is not None:
+        cell_h, cell_w = picture.shape[1] / heat.shape[1], picture.shape[2] / heat.shape[2]
+        for i, j in evidence.nonzero().tolist():
+            ax.add_patch(plt.Rectangle((j * cell_w, i * cell_h), cell_w, cell_h, fill=False, ec="#00d0ff", lw=2))
     fig.tight_layout()
     return fig
 

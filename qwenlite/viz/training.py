@@ -1,0 +1,129 @@
+"""Pictures for notebook 09: the training examples, the loss curve, and what the answer attends to.
+
+Every figure draws what qwenlite.train computes: the examples come from `make_example`, the attention maps
+from the model's own `output_attentions` on `make_batch`'s rows, the evidence boxes from `Example.evidence`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .. import train as T
+
+HIGHLIGHT = "#00d0ff"  # cyan: contrasts with the red, green and blue shapes it frames
+TASK_COLOURS = {"when": "#1f77b4", "where": "#ff7f0e", "colour": "#2ca02c"}
+
+
+def _hwc(picture: torch.Tensor) -> np.ndarray:
+    return picture.permute(1, 2, 0).numpy()
+
+
+def draw_examples(examples: Sequence[T.Example]) -> Figure:
+    """One row per example: a clip's 8 frames (its marker's temporal patch framed) or the picture with its answer."""
+    fig, axes = plt.subplots(len(examples), T.FRAMES, figsize=(1.3 * T.FRAMES, 1.55 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples, strict=True):
+        for ax in row:
+            ax.axis("off")
+        if ex.modality == "video":
+            for f, ax in enumerate(row):
+                ax.imshow(_hwc(ex.pixels[f]))
+                ax.set_title(f"frame {f} (patch {f // 2})", fontsize=7)
+                if f // 2 == ex.truth:
+                    ax.add_patch(Rectangle((0, 0), T.SIZE - 1, T.SIZE - 1, fill=False, ec=HIGHLIGHT, lw=3))
+            row[0].text(-10, T.SIZE / 2, f"{T.QUESTIONS[ex.task]}\n-> {ex.answer}", ha="right", va="center", fontsize=8)
+            continue
+        ax = row[0]
+        ax.imshow(_hwc(ex.pixels))
+        for k in range(1, T.SIZE // 28):  # the merged tokens' 28 px grid
+            ax.axhline(28 * k - 0.5, color="white", lw=0.5)
+            ax.axvline(28 * k - 0.5, color="white", lw=0.5)
+        if ex.task == "where":
+            ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=14, mew=2)
+        row[1].text(0, 0.5, f"{T.QUESTIONS[ex.task]}\n-> {ex.answer}", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def draw_loss(logs: Mapping[str, Sequence[Mapping]], smooth: int = 10) -> Figure:
+    """Training loss per task (a moving mean over `smooth` of its steps), one line per run and task."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for (run, log), style in zip(logs.items(), ("-", ":", "--", "-."), strict=False):
+        for task in T.TASKS:
+            points = [(r["step"], r["loss"]) for r in log if r["task"] == task]
+            if not points:
+                continue
+            steps, losses = map(np.array, zip(*points, strict=True))
+            k = min(smooth, len(losses))
+            mean = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1 :], mean, style, color=TASK_COLOURS[task], label=f"{task} ({run})")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (nats per answer token)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def answer_attention(model, processor, example: T.Example, layer: int) -> torch.Tensor:
+    """(t, h, w) over the example's merged tokens: the share of the answer queries' attention (heads averaged)."""
+    batch = T.make_batch(processor, [example])
+    labels = batch.pop("labels")
+    out = model(**batch, output_attentions=[layer], logits_to_keep=1)
+    queries = torch.zeros_like(labels[0], dtype=torch.bool)
+    queries[:-1] = labels[0, 1:] != T.IGNORE
+    ids = batch["input_ids"][0]
+    pads = (ids == model.config.image_token_id) | (ids == model.config.video_token_id)
+    att = out.attentions[layer][0].float().mean(0)[queries][:, pads].mean(0)  # (vision tokens,)
+    return att.reshape(example.evidence.shape)
+
+
+def draw_attention_before_after(
+    models: Mapping[str, torch.nn.Module], processor, example: T.Example, layer: int
+) -> Figure:
+    """The answer's attention over the picture (or each temporal patch) for each model, evidence framed."""
+    maps = {name: answer_attention(m, processor, example, layer) for name, m in models.items()}
+    t = example.evidence.shape[0]
+    frames = example.pixels[::2] if example.modality == "video" else example.pixels[None]
+    fig, axes = plt.subplots(len(maps), t, figsize=(2.1 * t + 0.6, 2.2 * len(maps)), squeeze=False)
+    vmax = max(float(m.max()) for m in maps.values())
+    for row, (name, heat) in zip(axes, maps.items(), strict=True):
+        for k, ax in enumerate(row):
+            ax.imshow(_hwc(frames[k]), alpha=0.45)
+            extent = (0, T.SIZE, T.SIZE, 0)
+            image = ax.imshow(heat[k].numpy(), cmap="magma", vmin=0, vmax=vmax, alpha=0.75, extent=extent)
+            for i, j in example.evidence[k].nonzero().tolist():
+                ax.add_patch(Rectangle((28 * j, 28 * i), 28, 28, fill=False, ec=HIGHLIGHT, lw=2))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            share = float(heat[k].sum())
+            ax.set_title(f"{name}" + (f", patch {k}: {share:.2f}" if t > 1 else ""), fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="share of the answer's attention to the picture")
+    fig.suptitle(f"layer {layer}: {T.QUESTIONS[example.task]} -> {example.answer} (evidence framed)", fontsize=9)
+    return fig
+
+
+def draw_evidence_ratios(ratios: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """Bars: evidence attention / uniform, per task and decoder layer, for each model (seeded, trained)."""
+    tasks = list(ratios)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.8), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        runs = ratios[task]
+        width = 0.8 / len(runs)
+        for i, (name, values) in enumerate(runs.items()):
+            ax.bar(np.arange(len(values)) + i * width, values, width, label=name)
+        ax.axhline(1, color="grey", lw=1, ls=":")
+        ax.axhline(3, color="black", lw=1, ls="--")
+        ax.set_xticks(np.arange(len(values)) + width * (len(runs) - 1) / 2, [f"layer {k}" for k in range(len(values))])
+        ax.set_title(task)
+    axes[0][0].set_ylabel("x uniform (1 = no preference)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
