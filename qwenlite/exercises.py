@@ -964,14 +964,14 @@ def _sample_video_windows(answer: Any) -> str | None:
 
 @exercise(
     "labelled_tokens_point_answer",
-    """The twin answers "Point to the shape." in Qwen2.5-VL's format, e.g. {"point_2d": [7, 105]} for a shape
-    centred at x = 7, y = 105 px. In that training row, how many tokens carry a label (are not -100)? Use the
+    """The twin answers "Point to the shape." in Qwen2.5-VL's format, e.g. {"point_2d": [9, 8]} for a shape
+    centred at x = 9, y = 8 px. In that training row, how many tokens carry a label (are not -100)? Use the
     twin's tokenizer (processor.tokenizer) and the rule of qwenlite.train.answer_labels.""",
 )
 def _labelled_tokens(answer: Any) -> str | None:
     from .train import IGNORE
 
-    expected = len(_twin_tokenizer()('{"point_2d": [7, 105]}<|im_end|>', add_special_tokens=False)["input_ids"])
+    expected = len(_twin_tokenizer()('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
     assert IGNORE == -100
     value = _whole_number(answer, "tokens")
     if isinstance(value, int) and value == expected - 1:

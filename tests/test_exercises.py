@@ -565,12 +565,12 @@ def test_exercise_cells_run_and_say_not_yet(capsys):
 
 
 def test_labelled_tokens_point_answer(capsys, hf_processor):
-    correct = len(hf_processor.tokenizer('{"point_2d": [7, 105]}<|im_end|>', add_special_tokens=False)["input_ids"])
+    correct = len(hf_processor.tokenizer('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
     name = "labelled_tokens_point_answer"
     _passes(capsys, name, correct)
     _fails_without_giving_away(capsys, name, correct - 1, correct, "<|im_end|>")
     _fails_without_giving_away(capsys, name, correct + 1, correct, "the newline")
-    _fails_without_giving_away(capsys, name, len('{"point_2d": [7, 105]}'), correct, "every digit")  # characters
+    _fails_without_giving_away(capsys, name, len('{"point_2d": [9, 8]}'), correct, "every digit")  # characters
 
 
 def test_adamw_bytes_3b_language_model(capsys, hf_counts):

@@ -26,17 +26,20 @@ def _hwc(picture: torch.Tensor) -> np.ndarray:
 
 def draw_examples(examples: Sequence[T.Example]) -> Figure:
     """One row per example: a clip's 8 frames (its marker's temporal patch framed) or the picture with its answer."""
-    fig, axes = plt.subplots(len(examples), T.FRAMES, figsize=(1.3 * T.FRAMES, 1.55 * len(examples)), squeeze=False)
+    fig, axes = plt.subplots(len(examples), T.FRAMES, figsize=(1.4 * T.FRAMES, 2.0 * len(examples)), squeeze=False)
     for row, ex in zip(axes, examples, strict=True):
         for ax in row:
             ax.axis("off")
+        caption = f"{T.QUESTIONS[ex.task]}  ->  {ex.answer}"
         if ex.modality == "video":
             for f, ax in enumerate(row):
                 ax.imshow(_hwc(ex.pixels[f]))
-                ax.set_title(f"frame {f} (patch {f // 2})", fontsize=7)
+                ax.set_title(f"frame {f}, patch {f // 2}", fontsize=7)
                 if f // 2 == ex.truth:
                     ax.add_patch(Rectangle((0, 0), T.SIZE - 1, T.SIZE - 1, fill=False, ec=HIGHLIGHT, lw=3))
-            row[0].text(-10, T.SIZE / 2, f"{T.QUESTIONS[ex.task]}\n-> {ex.answer}", ha="right", va="center", fontsize=8)
+            row[0].text(
+                0, 1.3, f"{caption}   (the marker's temporal patch framed)", transform=row[0].transAxes, fontsize=9
+            )
             continue
         ax = row[0]
         ax.imshow(_hwc(ex.pixels))
@@ -45,8 +48,9 @@ def draw_examples(examples: Sequence[T.Example]) -> Figure:
             ax.axvline(28 * k - 0.5, color="white", lw=0.5)
         if ex.task == "where":
             ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=14, mew=2)
-        row[1].text(0, 0.5, f"{T.QUESTIONS[ex.task]}\n-> {ex.answer}", va="center", fontsize=9)
-    fig.tight_layout()
+        note = "(+ marks the point; white lines: 28 px merged tokens)" if ex.task == "where" else ""
+        row[1].text(0.05, 0.5, f"{caption}\n{note}", transform=row[1].transAxes, va="center", fontsize=9)
+    fig.subplots_adjust(hspace=0.7, wspace=0.1, left=0.02, right=0.98, top=0.88, bottom=0.02)
     return fig
 
 
