@@ -166,7 +166,7 @@ def test_loss_and_every_gradient_equal_transformers_in_float32(models, processor
     check_table(rows, title=f"{kind} batch, float32")
 
 
-@pytest.mark.parametrize("kind", ["image", "video"])
+@pytest.mark.parametrize("kind", ["mixed"])  # a clip and two pictures, left-padded: every path in one batch
 def test_bfloat16_gradients_are_as_close_to_float32_as_transformers_are(models, processors, kind):
     exs = examples(kind)
     batch = T.make_batch(processors[0], exs)
