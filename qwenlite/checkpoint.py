@@ -141,15 +141,7 @@ def tiny_twin(root: Path | None = None) -> Path:
     folder = (root or cache_dir()) / f"tiny-twin-{TWIN_VERSION}"
     if is_tiny_twin(folder):
         return folder
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_twin(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished first: use its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return _build_into(folder, build_tiny_twin)
 
 
 def trained_twin(root: Path | None = None) -> Path:
@@ -163,10 +155,19 @@ def trained_twin(root: Path | None = None) -> Path:
     folder = (root or cache_dir()) / f"trained-twin-{TWIN_VERSION}-{digest[:12]}"
     if is_trained_twin(folder):
         return folder
+
+    def build(tmp: Path) -> None:
+        shutil.copytree(tiny_twin(root), tmp)
+        write_trained_twin(tmp, TRAINED_TENSORS)
+
+    return _build_into(folder, build)
+
+
+def _build_into(folder: Path, build) -> Path:
+    """build(tmp) into a sibling folder, then rename it to folder: no one ever sees a half-built checkpoint."""
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(tiny_twin(root), tmp)
-    write_trained_twin(tmp, TRAINED_TENSORS)
+    build(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     try:
         tmp.rename(folder)
