@@ -122,9 +122,9 @@ def describe(path: str | Path) -> str:
     if is_trained_twin(path):
         scores = ", ".join(f"{task} {acc:.0%}" for task, acc in trained_facts()["held_out_accuracy"].items())
         return (
-            "TRAINED TWIN (20 M parameters, the real architecture and token ids at tiny widths, trained on a CPU in "
-            f"notebook 09 to say when a red square appears in a clip, where a shape is, and its colour; held-out: "
-            f"{scores}) at {path}"
+            "TRAINED TWIN (20 M parameters, the real architecture and token ids at tiny widths, trained on a CPU by "
+            "qwenlite.train, see notebook 09, to say when a red square appears in a clip, where a shape is, and its "
+            f"colour; held-out: {scores}) at {path}"
         )
     if is_tiny_twin(path):
         return f"TINY TWIN (random weights, real architecture and token ids) at {path}"

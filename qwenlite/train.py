@@ -216,7 +216,7 @@ def prepare(model: QwenLiteVL, settings: TrainSettings) -> None:
     Why: the frozen embedding's rows (tied to lm_head) have norm ~1.1, the final RMSNorm's output has norm
     sqrt(D) x weight ~ 11, so the best logit is ~13, while 151,936 random logits have a logsumexp of ~12.6:
     no answer can get a probability much above 1/2 until the weight grows, and AdamW at lr 1e-3 grows it by
-    ~1e-3 a step. Starting at 5x lets the loss reach 0.01 (notebook 09 measures both).
+    ~1e-3 a step. Starting at 5x lets the loss reach 0.001 (notebook 09 measures both).
     """
     with torch.no_grad():
         model.model.norm.weight.mul_(settings.logit_scale)
