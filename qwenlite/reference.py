@@ -450,7 +450,7 @@ def greedy_with_positions(
 
     The prompt gets position_ids (3, B, L); the k-th new token gets max(prompt ids) + 1 + k on all three
     axes (the released rule, stated without rope_deltas). No end-of-sequence stop: (B, L + max_new_tokens).
-    This is how qwenlite's `generate` is checked where transformers 5.24's own positions differ (after a video).
+    This is how qwenlite's `generate` is checked where transformers 5.x's own positions differ (after a video).
     """
     from transformers import DynamicCache
 

@@ -2,7 +2,7 @@
 
 Mirrors transformers' `Qwen2_5_VLModel.get_rope_index` (and `get_vision_position_ids`), with one
 deliberate difference: after a video, the next text starts at max(all positions so far) + 1, the
-rule of the released model (transformers 4.5x, vLLM). transformers 5.24 advances by
+rule of the released model (transformers 4.5x, vLLM). transformers 5.x advances by
 max(h, w) / merge only, so text after a video can restart below the video's largest temporal id.
 For images the two rules agree. Vision spans are found from the token ids themselves.
 Shapes: B batch, L tokens, N vision tokens of one span, 3 axes (t, h, w).

@@ -14,7 +14,7 @@ from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
 from qwenlite.reference import Row, check_table, reference_rope_index
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
-FULL_SIZE = {  # meta-device counts with transformers 5.24 (Qwen2_5_VLForConditionalGeneration on the meta device)
+FULL_SIZE = {  # meta-device counts with transformers 5.x (Qwen2_5_VLForConditionalGeneration on the meta device)
     "qwen2_5_vl_3b_instruct": 3_754_622_976,
     "qwen2_5_vl_7b_instruct": 8_292_166_656,
 }
@@ -217,7 +217,7 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
     assert torch.equal(out.position_ids, released)
     theirs = ref(**image_video_inputs, position_ids=released).logits
     check_table([Row("all logits, released positions", out.logits, theirs)])
-    default = ref(**image_video_inputs).logits  # transformers' own 5.24 rule after the video
+    default = ref(**image_video_inputs).logits  # transformers' own 5.x rule after the video
     assert (out.logits - default).abs().max() > 1e-3, "the rules differ after a video, so these logits must too"
 
 
@@ -442,7 +442,7 @@ def test_left_padded_image_and_video_batch_equals_each_prompt_alone(ours, ref_ea
 
 @torch.no_grad()
 def test_generation_after_a_video_equals_transformers_stepped_with_the_same_positions(ours, ref, video_inputs):
-    """transformers' own generate follows its 5.24 rule after a video; stepped by hand with the released positions
+    """transformers' own generate follows its 5.x rule after a video; stepped by hand with the released positions
     (`reference.greedy_with_positions`: prefill with qwenlite's position_ids, then max + 1, max + 2, ...), it
     picks the same tokens as qwenlite."""
     from qwenlite.reference import greedy_with_positions

@@ -1,4 +1,4 @@
-"""get_rope_index and decode positions against transformers 5.24, hand-worked examples and random layouts.
+"""get_rope_index and decode positions against transformers 5.x, hand-worked examples and random layouts.
 
 Where the two rules agree (no video whose temporal ids outgrow its spatial extent) qwenlite equals
 transformers exactly. After such a video they differ by a gap that these tests compute by hand.
@@ -95,7 +95,7 @@ def oracle(ids: torch.Tensor, mask: torch.Tensor, images, videos, seconds, token
 
 
 def video_gaps(grid, seconds: float, tokens_per_second: float = 2) -> int:
-    """How far the released rule puts the next text above transformers 5.24's, for one video (0 if they agree)."""
+    """How far the released rule puts the next text above transformers 5.x's, for one video (0 if they agree)."""
     t, h, w = grid
     t_max = math.floor(np.float32(t - 1) * np.float32(tokens_per_second) * np.float32(seconds))
     return max(t_max + 1 - max(h, w) // 2, 0)
@@ -127,7 +127,7 @@ def test_text_after_a_video_released_rule_vs_transformers(config, ref):
 
     Video ids start at 2: t = 2 + floor(k * 2 tokens/s * 1 s) = 2, 4, 6; h = 2 + [0,0,1,1]; w = 2 + [0,1,0,1].
     Released rule: <ve> = max(6) + 1 = 7, b = 8, rope_deltas = 9 - 16 = -7.
-    transformers 5.24: <ve> = 2 + max(2, 2) = 4, b = 5 (below the video's t = 6), rope_deltas = 7 - 16 = -9.
+    transformers 5.x: <ve> = 2 + max(2, 2) = 4, b = 5 (below the video's t = 6), rope_deltas = 7 - 16 = -9.
     """
     ids = torch.tensor([[WORD, VS] + [VID] * 12 + [VE, WORD + 1]])
     grid, seconds = torch.tensor([[3, 4, 4]]), torch.tensor([1.0])
@@ -252,7 +252,7 @@ def test_random_layouts(config, ref, rows):
         text = (row_ids != IMG) & (row_ids != VID)
         assert (row[0, text] == row[1, text]).all() and (row[1, text] == row[2, text]).all()
         assert torch.equal(row[0, text], running[text] + 1)
-        # 4) vs transformers 5.24: equal until a video outgrows its spatial extent, then lower by the summed gaps
+        # 4) vs transformers 5.x: equal until a video outgrows its spatial extent, then lower by the summed gaps
         offsets, gap, i = [], 0, 0
         while i < len(row_ids):
             token = int(row_ids[i])
@@ -356,7 +356,7 @@ def test_generate_matches_transformers_on_image_prompts(batch, ours, ref, hf_pro
 
 
 def test_video_decode_positions_differ_from_transformers(ours, ref, hf_processor, config):
-    """transformers 5.24 decodes from its own (restarted) last text id + 1; qwenlite from max + 1. Both shown."""
+    """transformers 5.x decodes from its own (restarted) last text id + 1; qwenlite from max + 1. Both shown."""
     seconds = 1.0  # grid (4, 4, 6): t = 0, 2, 4, 6 but max(h, w) / 2 = 3 -> gap 7 - 3 = 4
     inputs = chat_inputs(hf_processor, [["video", "text"]], clips=[clip(8, 84, 56)], seconds=[seconds])
     grid = inputs["video_grid_thw"][0].tolist()

@@ -1,5 +1,5 @@
 """Pictures and an explorer for 06_rope_index: t/h/w position ids drawn over an image and over video frames,
-the three rows of ids along a whole prompt, qwenlite's rule beside transformers 5.24's, and an ipywidgets
+the three rows of ids along a whole prompt, qwenlite's rule beside transformers 5.x's, and an ipywidgets
 explorer that rebuilds a prompt through the processor from image size, frame count, fps and layout and redraws the
 ids.
 
@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import transformers
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -144,7 +145,7 @@ def draw_sequence(
 def draw_rules_side_by_side(
     ours: torch.Tensor, theirs: torch.Tensor, input_ids: torch.Tensor, config: QwenLiteConfig
 ) -> Figure:
-    """qwenlite (released rule) and transformers 5.24 on the same (3, L) prompt, ours − theirs below them, and,
+    """qwenlite (released rule) and transformers 5.x on the same (3, L) prompt, ours − theirs below them, and,
     on the right, a zoom on the first token where they part (the t row of both, the video's largest t dashed)."""
     diff = (ours - theirs).numpy()
     parted = np.flatnonzero(diff.any(0))
@@ -156,9 +157,9 @@ def draw_rules_side_by_side(
     draw_sequence(
         ours, input_ids, config, "qwenlite = released rule: text after a span starts at max so far + 1", ax=top
     )
-    draw_sequence(
-        theirs, input_ids, config, "transformers 5.24: text after a span starts at start + max(h, w)/2", ax=middle
-    )
+    theirs_name = f"transformers {transformers.__version__}"
+    rule = f"{theirs_name}: text after a span starts at start + max(h, w)/2"
+    draw_sequence(theirs, input_ids, config, rule, ax=middle)
     for ax in (top, middle):
         ax.set_xlabel("")
     for axis, row in zip("thw", diff, strict=True):
@@ -176,7 +177,7 @@ def draw_rules_side_by_side(
         _shade_spans(zoom, token_kinds(input_ids.tolist(), config), label=False)
         zoom.plot(x, ours[0, lo:hi].numpy(), "o", ms=8, color=AXIS_COLOURS["t"], label="t, qwenlite")
         zoom.plot(
-            x, theirs[0, lo:hi].numpy(), "o", ms=11, mfc="none", mec="crimson", mew=1.6, label="t, transformers 5.24"
+            x, theirs[0, lo:hi].numpy(), "o", ms=11, mfc="none", mec="crimson", mew=1.6, label=f"t, {theirs_name}"
         )
         top_t = int(ours[0, :first].max())
         zoom.axhline(top_t, ls="--", color="grey")

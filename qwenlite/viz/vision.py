@@ -442,7 +442,7 @@ REAL_PHOTO_MAX_PIXELS = 336 * 336  # the photo at 336 x 308 px: 24 x 22 patches
 REAL_VIDEO_PIXELS = (56 * 56, 112 * 168)  # min, max per frame: the clip at 112 x 140 px, 8 x 10 patches
 # Notebook 08 on a real checkpoint: the sample clip (336 x 252 px) at 224 x 168 px, a third of qwen-vl-utils' size.
 # Its frame stays 8 merged tokens wide, more than the clip's t ids climb (s + 6), so the released position rule
-# and transformers 5.24 still agree after the video (notebook 06). REAL_VIDEO_PIXELS would not: 112 x 140 px,
+# and transformers 5.x still agree after the video (notebook 06). REAL_VIDEO_PIXELS would not: 112 x 140 px,
 # 5 tokens wide, the rules 2 ids apart.
 REAL_CLIP_LIMITS = {"min_pixels": 56 * 56, "max_pixels": 168 * 224}  # keys of a chat message's video entry
 
