@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from qwenlite import Processor, QwenLiteVL, checkpoint
+from qwenlite import Processor, QwenLiteVL, checkpoint, get_rope_index
 from qwenlite import train as T
 
 RESULTS = Path(__file__).parent / "results"
@@ -50,7 +50,8 @@ def accuracy(n: int) -> dict:
             new = 16
             a = ours.generate(**inputs, max_new_tokens=new, repetition_penalty=1.0)
             b = ref.generate(**inputs, max_new_tokens=new, do_sample=False, repetition_penalty=1.0)
-            positions = ours(**inputs, logits_to_keep=1).position_ids
+            keys = ("input_ids", "image_grid_thw", "video_grid_thw", "second_per_grid_ts", "attention_mask")
+            positions = get_rope_index(*(inputs.get(k) for k in keys), config=ours.config)[0]  # the released rule
             c = greedy_with_positions(ref, inputs, positions, new)
             for store, seq in ((ours_text, a), (own_text, b), (released_text, c)):
                 store += [_cut(t) for t in processor.batch_decode(seq[:, length:], skip_special_tokens=False)]

@@ -969,10 +969,7 @@ def _sample_video_windows(answer: Any) -> str | None:
     twin's tokenizer (processor.tokenizer) and the rule of qwenlite.train.answer_labels.""",
 )
 def _labelled_tokens(answer: Any) -> str | None:
-    from .train import IGNORE
-
     expected = len(_twin_tokenizer()('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
-    assert IGNORE == -100
     value = _whole_number(answer, "tokens")
     if isinstance(value, int) and value == expected - 1:
         return "one short: the <|im_end|> that closes the answer is labelled too (the model must learn to stop)."

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .model import QwenLiteVL
 from .processor import Processor
+from .tokens import mm_token_type_ids
 
 IGNORE = -100  # label of a token the loss skips (transformers' ignore_index)
 SIZE = 112  # px: a picture is 4 x 4 merged tokens (28 px each), a clip's frame the same
@@ -131,14 +132,10 @@ def make_batch(processor: Processor, examples: Sequence[Example], with_answers: 
         if with_answers:
             chat = [*chat, {"role": "assistant", "content": ex.answer}]
         conversations.append(chat)
-    inputs = _from_conversations(processor, conversations, add_generation_prompt=not with_answers)
+    inputs = processor.from_messages(conversations, add_generation_prompt=not with_answers)
     if with_answers:
         inputs["labels"] = answer_labels(processor, inputs["input_ids"], [ex.answer for ex in examples])
     return inputs
-
-
-def _from_conversations(processor: Processor, conversations: list, add_generation_prompt: bool) -> dict:
-    return processor.from_messages(conversations, add_generation_prompt=add_generation_prompt)
 
 
 def answer_labels(processor: Processor, input_ids: torch.Tensor, answers: Sequence[str]) -> torch.Tensor:
@@ -285,7 +282,7 @@ def _progress(total: int, enabled: bool):
 
 def held_out(task: str, n: int, seed: int = 10_000) -> list[Example]:
     """n examples from a seed that training never uses (training seeds are small)."""
-    generator = torch.Generator().manual_seed(seed + TASKS.index(task) if task in TASKS else seed)
+    generator = torch.Generator().manual_seed(seed + TASKS.index(task))
     return [make_example(task, generator) for _ in range(n)]
 
 
@@ -330,6 +327,13 @@ def accuracy(model, processor: Processor, examples: Sequence[Example], batch_siz
 # ---------------------------------------------------------------- 6) what the answer looks at
 
 
+def answer_queries(labels: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the positions whose logits say the answer (each one before a labelled token)."""
+    queries = torch.zeros_like(labels, dtype=torch.bool)
+    queries[:, :-1] = labels[:, 1:] != IGNORE
+    return queries
+
+
 @torch.no_grad()
 def evidence_attention(model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32):
     """(layers,) how much more of the answer's attention to the picture lands on the evidence than uniform would.
@@ -346,9 +350,8 @@ def evidence_attention(model: QwenLiteVL, processor: Processor, examples: Sequen
         batch = make_batch(processor, chunk)
         labels = batch.pop("labels")
         out = model(**batch, output_attentions=True, logits_to_keep=1)
-        queries = torch.zeros_like(labels, dtype=torch.bool)
-        queries[:, :-1] = labels[:, 1:] != IGNORE  # the positions whose logits say the answer
-        pads = (batch["input_ids"] == model.config.image_token_id) | (batch["input_ids"] == model.config.video_token_id)
+        queries = answer_queries(labels)
+        pads = mm_token_type_ids(batch["input_ids"], model.config) > 0  # the picture's or clip's tokens
         for row, ex in enumerate(chunk):
             vision = pads[row].nonzero().flatten()  # the picture's tokens, in (t, h, w) order
             on_evidence = vision[ex.evidence.flatten()]

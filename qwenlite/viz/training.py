@@ -15,13 +15,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import train as T
+from ..tokens import mm_token_type_ids
+from .preprocessing import _hwc
 
 HIGHLIGHT = "#00d0ff"  # cyan: contrasts with the red, green and blue shapes it frames
 TASK_COLOURS = {"when": "#1f77b4", "where": "#ff7f0e", "colour": "#2ca02c"}
-
-
-def _hwc(picture: torch.Tensor) -> np.ndarray:
-    return picture.permute(1, 2, 0).numpy()
 
 
 def draw_examples(examples: Sequence[T.Example]) -> Figure:
@@ -81,10 +79,8 @@ def answer_attention(model, processor, example: T.Example, layer: int) -> torch.
     batch = T.make_batch(processor, [example])
     labels = batch.pop("labels")
     out = model(**batch, output_attentions=[layer], logits_to_keep=1)
-    queries = torch.zeros_like(labels[0], dtype=torch.bool)
-    queries[:-1] = labels[0, 1:] != T.IGNORE
-    ids = batch["input_ids"][0]
-    pads = (ids == model.config.image_token_id) | (ids == model.config.video_token_id)
+    queries = T.answer_queries(labels)[0]
+    pads = mm_token_type_ids(batch["input_ids"][0], model.config) > 0
     att = out.attentions[layer][0].float().mean(0)[queries][:, pads].mean(0)  # (vision tokens,)
     return att.reshape(example.evidence.shape)
 
