@@ -44,17 +44,24 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x.repeat_interleave(n_rep, dim=1)
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention probabilities (B, H, L, S) = softmax over keys of q k^T / sqrt(Dh) + mask.
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention probabilities (B, H, L, S) = softmax over keys of q k^T / sqrt(Dh), masked.
 
-    q (B, H, L, Dh), k (B, Hkv, S, Dh), mask additive (B, 1, L, S). Row l of head h says how much query
-    l reads each key; masked keys (future, padding) get exactly 0 and every row sums to 1. A padding query
-    sees no key at all: every score is at the mask's minimum, so its row is uniform (as in transformers).
+    q (B, H, L, Dh), k (B, Hkv, S, Dh), mask from `causal_mask` (bool, True = may read) or None (causal, no
+    padding). Row l of head h says how much query l reads each key; masked keys (future, padding) get exactly 0
+    and every row sums to 1. A padding query sees no key at all: every score is at the mask's minimum, so its
+    row is uniform (as in transformers' eager attention). This path builds the (L, S) scores and mask: it runs
+    only when the maps are asked for (`output_attentions`).
     """
+    s = k.shape[2]
+    if mask is None:
+        mask = torch.ones(q.shape[2], s, dtype=torch.bool, device=q.device).tril(diagonal=s - q.shape[2])
     k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, S, Dh)
     scores = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, S) in the activations' dtype
-    # parity: transformers' eager attention adds the mask, takes the softmax in float32, then casts back
-    return torch.softmax(scores + mask, dim=-1, dtype=torch.float32).to(q.dtype)
+    # parity: transformers' eager attention adds a mask of 0 / the dtype's minimum, takes the softmax in float32,
+    # then casts back
+    additive = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
+    return torch.softmax(scores + additive, dim=-1, dtype=torch.float32).to(q.dtype)
 
 
 def attention_layers(output_attentions: bool | Collection[int], num_layers: int) -> frozenset[int]:
@@ -130,7 +137,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         cache: KVCache | None = None,
         attentions: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
@@ -144,7 +151,9 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, Dh)
         if attentions is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, H, L, Dh)
+            # mask None: plain causal attention, which SDPA computes without any (L, S) matrix in memory
+            causal = mask is None and n > 1
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
         else:
             probs = attention_weights(q, k, mask)  # (B, H, L, S)
             attentions.append(probs)
@@ -167,7 +176,7 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         cache: KVCache | None = None,
         attentions: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
@@ -234,19 +243,21 @@ class TextModel(nn.Module):
         return x
 
 
-def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor:
-    """Additive mask (B, 1, L, S): a query sees earlier keys that are not padding.
+def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor | None:
+    """Which keys each query may read: bool (B, 1, L, S), True where a query sees an earlier key that is not padding.
 
-    A finite minimum (not -inf) keeps rows of padding queries, which see nothing, free of NaN.
+    None when that is plain causal attention (no padding, and nothing cached or a single new token): then SDPA's
+    `is_causal` does the same without a mask, and memory stays linear in the length. A (L, S) mask for a 24k-token
+    prompt would be 576 MB as bool and 2.3 GB as float32 (transformers also skips it: `_ignore_causal_mask_sdpa`).
     """
     b, n = x.shape[:2]
     s = past + n
+    if attention_mask is not None and attention_mask.shape != (b, s):
+        raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, s)}, got {tuple(attention_mask.shape)}")
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if not padded and (past == 0 or n == 1):
+        return None
     allowed = torch.ones(n, s, dtype=torch.bool, device=x.device).tril(diagonal=past)[None, None]  # (1, 1, L, S)
-    if attention_mask is not None:
-        if attention_mask.shape != (b, s):
-            raise ValueError(
-                f"attention_mask must be (batch, cached + new) = {(b, s)}, got {tuple(attention_mask.shape)}"
-            )
+    if padded:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
-    mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
-    return mask.masked_fill(~allowed, torch.finfo(x.dtype).min)
+    return allowed

@@ -147,7 +147,7 @@ def test_each_layer_alone_equals_transformers_given_the_same_input(ours, ref, re
 def test_causal_mask_semantics():
     x = torch.zeros(2, 3, 4)
     pad = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])  # 2 cached + 3 new, row 0 left-padded
-    allowed = causal_mask(x, pad, past=2)[:, 0] == 0  # (B, L, S)
+    allowed = causal_mask(x, pad, past=2)[:, 0]  # (B, L, S)
     # query i (absolute position 2 + i) sees keys 0..2+i, minus padding
     expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
     assert torch.equal(allowed[1], expected)
@@ -238,8 +238,9 @@ def test_attention_weights_equal_transformers_eager_attention():
     pad = torch.ones(b, past + n, dtype=torch.long)
     pad[0, :2] = 0  # row 0 is left-padded
     mask = causal_mask(q.new_zeros(b, n, 1), pad, past=past)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)  # what transformers takes
     module = SimpleNamespace(num_key_value_groups=h // hkv, training=False)
-    ref_out, ref_probs = eager_attention_forward(module, q, k, v, mask, scaling=dh**-0.5)
+    ref_out, ref_probs = eager_attention_forward(module, q, k, v, additive, scaling=dh**-0.5)
     probs = attention_weights(q, k, mask)
     check_table([Row("attention_weights", probs, ref_probs)])
     assert torch.all(probs[0, :, :, :2] == 0)  # padding keys get exactly 0
@@ -261,7 +262,10 @@ def test_eager_attention_path_equals_sdpa(ours):
     kept: list[torch.Tensor] = []
     eager = attn(x, cos, sin, mask, attentions=kept)
     assert len(kept) == 1 and kept[0].shape == (2, attn.num_heads, 9, 9)
-    check_table([Row("eager vs SDPA attention output", eager, attn(x, cos, sin, mask))])
+    sdpa = attn(x, cos, sin, mask)
+    real = pad.bool()  # a padding query reads nothing: eager averages every value, SDPA gives 0 (so transformers)
+    check_table([Row("eager vs SDPA attention output, real queries", eager[real], sdpa[real])])
+    assert torch.all(sdpa[~real] == 0)
 
 
 def test_attention_layers_are_checked():
@@ -273,3 +277,21 @@ def test_attention_layers_are_checked():
         attention_layers([-1], 3)
     with pytest.raises(TypeError, match="output_attentions must be True, False or a collection"):
         attention_layers(1, 3)
+
+
+@torch.no_grad()
+def test_plain_causal_attention_needs_no_mask_and_equals_the_explicit_one(ours):
+    """Without padding a prefill passes no mask (SDPA's is_causal): no (L, S) matrix, the same output."""
+    x = torch.zeros(2, 5, 4)
+    assert causal_mask(x, None, past=0) is None and causal_mask(x, torch.ones(2, 5), past=0) is None
+    assert causal_mask(x[:, :1], torch.ones(2, 9), past=8) is None  # one new token reads every cached key
+    # with a cache and several new tokens is_causal would align the triangle top-left: an explicit mask is kept
+    assert causal_mask(x, torch.ones(2, 9), past=4).shape == (1, 1, 5, 9)
+    attn = ours.model.layers[0].self_attn
+    c = ours.config.text_config
+    x = torch.randn(2, 9, c.hidden_size)
+    cos, sin = mrope_cos_sin(torch.arange(9).expand(3, 2, -1), rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
+    explicit = torch.ones(9, 9, dtype=torch.bool).tril()[None, None]
+    check_table([Row("is_causal vs explicit causal mask", attn(x, cos, sin, None), attn(x, cos, sin, explicit))])
+    everything = torch.ones(1, 1, 9, 9, dtype=torch.bool)  # a plausible bug: no causal mask at all
+    assert not Row("no mask", attn(x, cos, sin, everything), attn(x, cos, sin, explicit)).ok()

@@ -352,7 +352,8 @@ def test_attention_check_catches_a_plausible_bug(ours, ref_eager, image_video_in
 
     if bug == "softmax without the mask":
         right = decoder.attention_weights
-        monkeypatch.setattr(decoder, "attention_weights", lambda q, k, mask: right(q, k, torch.zeros_like(mask)))
+        every_key = lambda q, k, mask: right(q, k, torch.ones(q.shape[2], k.shape[2], dtype=torch.bool))  # noqa: E731
+        monkeypatch.setattr(decoder, "attention_weights", every_key)
     else:  # h0 h1 h0 h1 instead of h0 h0 h1 h1: query head j would read kv head j % Hkv
         monkeypatch.setattr(decoder, "repeat_kv", lambda x, n_rep: x.repeat(1, n_rep, 1, 1))
     out, theirs = _both(ours, ref_eager, image_video_inputs, output_attentions=True)

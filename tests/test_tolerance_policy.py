@@ -174,9 +174,10 @@ def lm_head_untied(model, mp):
 def gqa_heads_tiled(model, mp):
     """Query head j reads kv head j % Hkv instead of j // (H / Hkv)."""
 
-    def sdpa(q, k, v, attn_mask=None, enable_gqa=False):
+    def sdpa(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
         rep = q.shape[1] // k.shape[1]
-        return F.scaled_dot_product_attention(q, k.repeat(1, rep, 1, 1), v.repeat(1, rep, 1, 1), attn_mask=attn_mask)
+        k, v = k.repeat(1, rep, 1, 1), v.repeat(1, rep, 1, 1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
 
     mp.setattr(qwenlite.decoder, "F", types.SimpleNamespace(scaled_dot_product_attention=sdpa))
 
