@@ -8,6 +8,7 @@ maps to one parameter. Shapes: B batch, L tokens, V vocab, D text hidden.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,9 @@ class QwenLiteVL(nn.Module):
         if grid is None:
             raise ValueError(f"{pixels_name} was given without {grid_name}")
         check_grid(pixels, grid, self.config.vision_config, (pixels_name, grid_name))
+        if pixels.is_floating_point() and not bool(torch.isfinite(pixels).all()):  # else: NaN logits, token 0 forever
+            bad = int((~torch.isfinite(pixels)).sum())
+            raise ValueError(f"{pixels_name} holds {bad} NaN or infinite values: the pixels must be finite numbers")
         return self.visual(pixels, grid)
 
     def _split(self, features: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -281,10 +285,12 @@ class QwenLiteVL(nn.Module):
         if pad_token_id is None:
             pad_token_id = settings.pad_token_id if settings.pad_token_id is not None else eos_ids[0]
         penalty = settings.repetition_penalty if repetition_penalty is None else float(repetition_penalty)
-        if penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got {penalty}")
+        if not math.isfinite(penalty) or penalty <= 0:
+            raise ValueError(f"repetition_penalty must be a finite number > 0 (1.0 = off), got {penalty}")
         b = input_ids.shape[0]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        check_left_padded(mask)
+        self._check_room(input_ids, mask, image_grid_thw, video_grid_thw, second_per_grid_ts, max_new_tokens)
         vision_inputs = {
             "pixel_values": pixel_values,
             "image_grid_thw": image_grid_thw,
@@ -311,12 +317,46 @@ class QwenLiteVL(nn.Module):
             out = self(token[:, None], mask, cache=cache, rope_deltas=out.rope_deltas)  # 2) one token at a time
         return sequence
 
+    def _check_room(self, input_ids, mask, image_grid_thw, video_grid_thw, second_per_grid_ts, new: int) -> None:
+        """Refuse up front, not after hours of decoding, a generation whose positions would pass the model's range.
+
+        The prompt's largest position id p comes from get_rope_index (integers, no model); new tokens are fed at
+        p + 1 ... p + new - 1 (the last one is only produced), each below max_position_embeddings.
+        """
+        limit = self.config.text_config.max_position_embeddings
+        if video_grid_thw is None and input_ids.shape[1] + new <= limit:
+            return  # without a video no position id passes its token's index (a video's t ids can: slow fps)
+        positions, _ = get_rope_index(
+            input_ids, image_grid_thw, video_grid_thw, second_per_grid_ts, mask, config=self.config
+        )
+        top = int(positions.max())
+        if top + new - 1 >= limit:
+            raise ValueError(
+                f"max_new_tokens={new} would feed position ids up to {top + new - 1}, beyond max_position_embeddings"
+                f" = {limit} (the prompt's largest is {top}): ask for at most {limit - top} new tokens"
+            )
+
     def _check_token_types(self, input_ids: torch.Tensor, given: torch.Tensor) -> None:
         """mm_token_type_ids, when given, must agree with the pad tokens in input_ids."""
         derived = mm_token_type_ids(input_ids, self.config)
         if not torch.equal(derived, given.long().to(derived.device)):
             bad = (derived != given.to(derived.device)).nonzero()[:5].tolist()
             raise ValueError(f"mm_token_type_ids disagree with the pad tokens in input_ids at (row, col) {bad}")
+
+
+def check_left_padded(attention_mask: torch.Tensor) -> None:
+    """generate appends each new token at the end of every row: a row with padding at its end (right padding)
+    would have its answer written after the pads, a different input than the prompt alone (transformers only
+    warns). Refused, naming the rows."""
+    if attention_mask.ndim != 2:
+        raise ValueError(f"attention_mask must be (batch, length), got shape {tuple(attention_mask.shape)}")
+    real = attention_mask.bool()
+    right_padded = (~real[:, -1] & real.any(1)).nonzero().flatten().tolist()
+    if right_padded:
+        raise ValueError(
+            f"rows {right_padded} end in padding (attention_mask 0 in the last column): generate needs left "
+            "padding, so that every prompt ends at the last column (Processor(..., padding_side='left'), the default)"
+        )
 
 
 def penalise_repeats(logits: torch.Tensor, sequence: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -151,7 +151,7 @@ class Processor:
         column). Returns input_ids, attention_mask, mm_token_type_ids (0 text, 1 image, 2 video) and, when given,
         pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, second_per_grid_ts.
         """
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = _check_texts(text)
         if return_tensors != "pt":
             raise ValueError(f"return_tensors={return_tensors!r}: qwenlite returns torch tensors only ('pt')")
         if padding_side not in ("left", "right"):
@@ -236,3 +236,16 @@ def _read_chat_template(path: Path, tokenizer: Any) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
     raise FileNotFoundError(f"{path} has no chat template (chat_template.jinja, chat_template.json or tokenizer's)")
+
+
+def _check_texts(text: object) -> list[str]:
+    """text: one prompt (str) or a non-empty list of them, none empty (an empty row has no token to start from)."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"text must be a str or a list of str (the prompts), got {type(text).__name__}: {text!r:.80}")
+    if not texts:
+        raise ValueError("text is an empty list: give at least one prompt")
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty:
+        raise ValueError(f"text {empty} is the empty string: a prompt needs at least one token")
+    return list(texts)

@@ -11,6 +11,7 @@ Shapes: B batch, L tokens, N vision tokens of one span, 3 axes (t, h, w).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -205,4 +206,7 @@ def _seconds_per_grid(second_per_grid_ts: torch.Tensor | Sequence[float] | None,
     seconds = torch.as_tensor(second_per_grid_ts, dtype=torch.float32, device="cpu").reshape(-1)
     if len(seconds) != n_videos:
         raise ValueError(f"second_per_grid_ts has {len(seconds)} entries but video_grid_thw has {n_videos} rows")
+    bad = [v for v in seconds.tolist() if not math.isfinite(v) or v < 0]
+    if bad:  # NaN would floor to -9.2e18, a negative interval would run time backwards
+        raise ValueError(f"second_per_grid_ts must be finite seconds >= 0 per temporal patch, got {bad[0]}")
     return seconds.tolist()

@@ -358,7 +358,9 @@ def test_prompts_longer_than_the_positions_are_refused(ours):
     with pytest.raises(ValueError, match="position id 8 is beyond max_position_embeddings = 8: the prompt"):
         short(torch.arange(1, 10)[None])
     with pytest.raises(ValueError, match="position id 8 is beyond max_position_embeddings = 8"):  # while decoding
-        short.generate(torch.arange(1, 7)[None], max_new_tokens=5, eos_token_id=[-1])
+        cache = KVCache()
+        out = short(torch.arange(1, 9)[None], cache=cache)
+        short(torch.tensor([[9]]), torch.ones(1, 9), cache=cache, rope_deltas=out.rope_deltas)
 
 
 @torch.no_grad()
@@ -427,8 +429,11 @@ def test_generate_refuses_what_it_does_not_do(ours, inputs):
     for bad in (0, -3, 1.5):
         with pytest.raises(ValueError, match=rf"max_new_tokens must be an integer >= 1 .*got {bad}"):
             ours.generate(**inputs, max_new_tokens=bad)
-    with pytest.raises(ValueError, match=r"repetition_penalty must be > 0 \(1.0 = off\), got 0.0"):
-        ours.generate(**inputs, repetition_penalty=0.0)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(
+            ValueError, match=rf"repetition_penalty must be a finite number > 0 \(1.0 = off\), got {bad}"
+        ):
+            ours.generate(**inputs, repetition_penalty=bad)
 
 
 # ---------------------------------------------------------------- checkpoint folders and weights

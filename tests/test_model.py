@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -453,3 +454,59 @@ def test_generation_after_a_video_equals_transformers_stepped_with_the_same_posi
     positions = ours(**video_inputs).position_ids
     theirs = greedy_with_positions(ref, video_inputs, positions, max_new_tokens=new)
     assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
+
+
+# ---------------------------------------------------------------- what generate refuses up front
+
+
+@torch.no_grad()
+def test_right_padded_rows_are_refused_by_generate(ours):
+    """transformers only warns: its answer then follows the pads and differs from the prompt alone."""
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with pytest.raises(ValueError, match=r"rows \[1\] end in padding .* generate needs left padding"):
+        ours.generate(ids, mask, max_new_tokens=2)
+    left = torch.tensor([[1, 2, 3, 4], [0, 0, 5, 6]])
+    assert ours.generate(left, mask.flip(1), max_new_tokens=2).shape == (2, 6)  # the same rows, left-padded
+
+
+@torch.no_grad()
+def test_max_new_tokens_beyond_the_positions_is_refused_before_decoding(ours, monkeypatch):
+    """max_new_tokens=10**9 would run for days before reaching the limit: refused with the numbers, up front."""
+    limit = ours.config.text_config.max_position_embeddings
+    calls = []
+    monkeypatch.setattr(type(ours), "forward", lambda *a, **k: calls.append(1))  # nothing may run
+    with pytest.raises(
+        ValueError,
+        match=rf"max_new_tokens=1000000000 would feed position ids up to 1000000003, .*"
+        rf"= {limit} \(the prompt's largest is 4\): ask for at most {limit - 4} new tokens",
+    ):
+        ours.generate(torch.arange(1, 6)[None], max_new_tokens=10**9)
+    assert calls == []
+
+
+@torch.no_grad()
+def test_max_new_tokens_counts_a_videos_time_ids(ours, config):
+    """A slow video's t ids run ahead of its token count: the limit follows the position ids, not the length."""
+    text = dataclasses.replace(config.text_config, max_position_embeddings=64)
+    short = QwenLiteVL(dataclasses.replace(config, text_config=text))
+    vid, vs, ve = config.video_token_id, config.vision_start_token_id, config.vision_end_token_id
+    ids = torch.tensor([[1, vs, *[vid] * 8, ve, 2]])  # a video of 2 temporal patches of 2 x 2 merged tokens
+    grid = torch.tensor([[2, 4, 4]])
+    # 20 s per temporal patch at 2 tokens per second: the video starts at 2, its second patch has t = 2 + 40,
+    # <|vision_end|> takes 43 and the last text 44: 12 tokens, but position 44
+    seconds = torch.tensor([20.0])
+    with pytest.raises(ValueError, match=r"the prompt's largest is 44\): ask for at most 20 new tokens"):
+        short.generate(ids, max_new_tokens=21, video_grid_thw=grid, second_per_grid_ts=seconds)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_pixels_are_refused_where_they_enter(ours, config, value):
+    """Not discovered as NaN logits and token 0 forever: the pixels are named."""
+    vs, img, ve = config.vision_start_token_id, config.image_token_id, config.vision_end_token_id
+    ids = torch.tensor([[1, vs, img, img, img, img, ve]])
+    pixels = torch.zeros(16, 1176)
+    pixels[3, 5] = value
+    with pytest.raises(ValueError, match="pixel_values holds 1 NaN or infinite values: the pixels must be finite"):
+        ours(ids, pixel_values=pixels, image_grid_thw=torch.tensor([[1, 4, 4]]))

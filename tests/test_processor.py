@@ -191,3 +191,20 @@ def test_transformers_style_keywords(processor, hf_processor, photo_path):
     assert torch.equal(mine["input_ids"], theirs["input_ids"])
     with pytest.raises(ValueError, match="return_tensors='np'"):
         ours(text=[text], images=[str(photo_path)], return_tensors="np")
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        ("", ValueError, r"text \[0\] is the empty string: a prompt needs at least one token"),
+        (["Hi", ""], ValueError, r"text \[1\] is the empty string"),
+        ([], ValueError, "text is an empty list: give at least one prompt"),
+        (None, TypeError, "text must be a str or a list of str .*got NoneType"),
+        (b"Hi", TypeError, "text must be a str or a list of str .*got bytes"),
+        (["Hi", 3], TypeError, "text must be a str or a list of str .*got list"),
+    ],
+    ids=["empty", "one-empty", "no-prompts", "none", "bytes", "not-str"],
+)
+def test_text_that_is_not_prompts_is_refused_by_name(processor, text, error, message):
+    with pytest.raises(error, match=message):
+        processor(text)

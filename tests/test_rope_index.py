@@ -441,3 +441,12 @@ def test_notebook_08_real_clip_keeps_the_two_rules_together(ckpt, config, ref, v
     pos, _ = get_rope_index(batch["input_ids"], None, *args, config=config)
     theirs, _ = transformers_rope_index(ref, config, batch["input_ids"], args[2], None, args[0], args[1])
     assert batch["video_grid_thw"].tolist() == [[4, 8, 10]] and int((pos - theirs).max()) == 2
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0], ids=["nan", "inf", "negative"])
+def test_second_per_grid_ts_must_be_finite_and_not_negative(config, seconds):
+    """NaN floors to -9.2e18 and a negative interval runs time backwards: both refused where they enter."""
+    ids, mask, _, videos, _ = encode([([("text", 2), ("video", (2, 4, 4), 1.0), ("text", 1)], 0)])
+    with pytest.raises(ValueError, match=rf"second_per_grid_ts must be finite seconds >= 0 .*got {seconds}"):
+        get_rope_index(ids, None, as_grid(videos), [seconds], mask, config=config)
+    get_rope_index(ids, None, as_grid(videos), [0.0], mask, config=config)  # 0 is allowed: flat t ids (09's ablation)
