@@ -9,9 +9,11 @@ transformers' +0.3 GB.
 
 Widths: the tiny twin (hidden 128, 2 layers) and the 3B's text widths (data/configs/, one decoder layer: the
 mask and the activations of one layer are what grows with L; more layers add weights, not peak). float32.
+The video: 267 s at 2 fps through the processor's own budget (about 34k LLM tokens, 137k patches): the
+length at which a dense mask was killed at 10 GB where transformers needed 2.65 GB.
 
-    python benchmarks/bench_memory.py                      # the twin at 1k-32k, the 3B's widths at 1k-8k
-    python benchmarks/bench_memory.py --twin 1024 4096 --full 1024
+    python benchmarks/bench_memory.py          # the twin at 1k-32k and a 267 s video, the 3B's widths at 1k-8k
+    python benchmarks/bench_memory.py --twin 1024 4096 --full 1024 --video
 """
 
 from __future__ import annotations
@@ -41,10 +43,29 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
+def video_inputs(folder: Path, seconds: int) -> dict[str, torch.Tensor]:
+    """A `seconds`-long clip at 2 fps (64 x 64 noise) through the processor with its own video budget."""
+    from qwenlite import Processor
+    from qwenlite.video_io import write_video
+
+    frames = torch.randint(0, 256, (2 * seconds, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_video(frames.to(torch.uint8), Path(tmp) / "long.mp4", fps=2)
+        processor = Processor.from_pretrained(folder)
+        text = "<|vision_start|><|video_pad|><|vision_end|>What happens?"
+        return processor(text, videos=[path])
+
+
 def one(library: str, folder: Path, length: int) -> dict:
-    """In this process: load the model, then the peak memory above the baseline during one prefill."""
+    """In this process: load the model, then the peak memory above the baseline during one prefill.
+
+    length > 0: that many random text tokens; length < 0: a video of -length seconds (video_inputs)."""
     torch.manual_seed(0)
-    ids = torch.randint(0, 150_000, (1, length))  # ordinary text tokens, no image or video
+    if length > 0:
+        inputs = {"input_ids": torch.randint(0, 150_000, (1, length))}  # ordinary text tokens, no image or video
+    else:
+        inputs = video_inputs(folder, -length)
+    ids = inputs["input_ids"]
     if library == "qwenlite":
         from qwenlite import QwenLiteVL
 
@@ -55,14 +76,15 @@ def one(library: str, folder: Path, length: int) -> dict:
         model = reference_model(folder, dtype=torch.float32)  # transformers' default kernel: SDPA
     gc.collect()
     with torch.no_grad():
-        model(input_ids=ids[:, :8], logits_to_keep=1)  # warm-up: lazy allocations that are not the prompt's
+        model(input_ids=torch.arange(1, 9)[None], logits_to_keep=1)  # warm-up: lazy allocations, not the prompt's
         gc.collect()
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
         before = _status("VmRSS")
         start = time.perf_counter()
-        logits = model(input_ids=ids, logits_to_keep=1).logits
+        logits = model(**inputs, logits_to_keep=1).logits
         seconds = time.perf_counter() - start
-    return {"peak_bytes": _status("VmHWM") - before, "seconds": seconds, "logit0": float(logits[0, -1, 0])}
+    peak = _status("VmHWM") - before
+    return {"peak_bytes": peak, "seconds": seconds, "tokens": ids.shape[1], "logit0": float(logits[0, -1, 0])}
 
 
 def measure(library: str, folder: Path, length: int) -> dict:
@@ -92,18 +114,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--twin", type=int, nargs="*", default=[1024, 4096, 8192, 16384, 24576, 32768])
     parser.add_argument("--full", type=int, nargs="*", default=[1024, 4096, 8192])
+    parser.add_argument("--video", type=int, nargs="*", default=[267], help="seconds of video, on the twin")
     args = parser.parse_args(argv)
     from qwenlite import checkpoint
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cases = [("twin", checkpoint.tiny_twin(), n) for n in args.twin]
+        cases += [(f"twin, a {n} s video", checkpoint.tiny_twin(), -n) for n in args.video]
         if args.full:
             full = full_size_folder(Path(tmp))
             cases += [("3B widths, 1 layer", full, n) for n in args.full]
         for widths, folder, length in cases:
             ours, theirs = measure("qwenlite", folder, length), measure("transformers", folder, length)
-            row = {"widths": widths, "tokens": length, "qwenlite": ours, "transformers": theirs}
+            row = {"widths": widths, "tokens": ours.get("tokens", length), "qwenlite": ours, "transformers": theirs}
             if "peak_bytes" in ours and "peak_bytes" in theirs:
                 row["ratio"] = ours["peak_bytes"] / max(theirs["peak_bytes"], 1)
             rows.append(row)
