@@ -252,23 +252,59 @@ def write_processor_files(folder: Path) -> None:
 # ---------------------------------------------------------------- safetensors
 
 
+INDEX = "model.safetensors.index.json"
+
+
 def safetensors_files(folder: str | Path) -> list[Path]:
     """The weight files of a checkpoint: sharded (model.safetensors.index.json) or single."""
+    return list(shard_keys(folder))
+
+
+def shard_keys(folder: str | Path) -> dict[Path, set[str] | None]:
+    """Each weight file -> the keys to read from it: the index's weight_map decides (None: a single file, all keys).
+
+    A key that a second shard also holds (a stale copy left by an earlier save) is read from the shard the
+    index names, as transformers does, never from whichever file happens to be read last.
+    """
     folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
+    index = folder / INDEX
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        files = [folder / s for s in shards]
-        missing = [str(f) for f in files if not f.is_file()]
+        shards: dict[Path, set[str]] = {}
+        for key, shard in read_weight_map(index).items():
+            shards.setdefault(folder / shard, set()).add(key)
+        shards = dict(sorted(shards.items()))
+        missing = [str(f) for f in shards if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"{index} names shards that are missing: {missing}")
-        return files
+        return shards
     single = folder / "model.safetensors"
     if single.is_file():
-        return [single]
+        return {single: None}
     others = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
     hint = f" (found {others}: only safetensors are loaded)" if others else ""
     raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}{hint}")
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """The index's weight_map (tensor key -> shard file name), every shard inside the checkpoint folder."""
+    try:
+        raw = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{index} is not valid JSON: {err}") from err
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(
+            f"{index} has no 'weight_map' (a JSON object of tensor key -> shard file): got {type(raw).__name__} "
+            f"with keys {sorted(raw)[:5] if isinstance(raw, dict) else '-'}"
+        )
+    for key, shard in weight_map.items():
+        # transformers refuses these too: an index must not make the loader read files outside its folder
+        if not isinstance(shard, str) or not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise ValueError(
+                f"{index}: tensor {key} is mapped to {shard!r}, which is not a file inside the checkpoint folder "
+                "(shard names must be relative paths without '..')"
+            )
+    return weight_map
 
 
 def to_hub_key(key: str) -> str:
@@ -281,6 +317,61 @@ def to_hub_key(key: str) -> str:
 
 
 SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+# bytes per number of every dtype the safetensors format defines: a header's shape must match its byte range
+SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+LOAD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """float32 or bfloat16, given as a torch dtype or by name ("float32", "bfloat16", as transformers takes either).
+
+    float16 is refused: the real 3B's vision tower overflows it (vLLM issues #13968, #13817); integer dtypes
+    cannot hold the weights, and the tolerance policy covers float32 and bfloat16 only.
+    """
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in LOAD_DTYPES:
+        return LOAD_DTYPES[dtype.removeprefix("torch.")]
+    if isinstance(dtype, torch.dtype) and dtype in LOAD_DTYPES.values():
+        return dtype
+    why = (
+        "the real 3B's vision tower overflows float16"
+        if dtype in (torch.float16, "float16", "torch.float16", "half")
+        else "qwenlite runs in float32 or bfloat16 only"
+    )
+    raise ValueError(
+        f"dtype={dtype!r} is not supported: use torch.float32 or torch.bfloat16 (or 'float32' / 'bfloat16'): {why}"
+    )
+
+
+def load_device(device: str | torch.device) -> torch.device:
+    """cpu, or cuda / cuda:N where torch sees that GPU: anything else is refused before a tensor is moved."""
+    try:
+        place = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device: use 'cpu' or 'cuda' ('cuda:N')") from err
+    if place.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: qwenlite loads weights onto cpu or cuda only")
+    if place.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but torch sees no CUDA device here (torch.cuda.is_available() False)")
+        if place.index is not None and place.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return place
 
 
 def read_tensors(
@@ -295,18 +386,25 @@ def read_tensors(
     - Another dtype or device: read and converted one tensor at a time with plain file reads, so the
       peak is the converted weights plus one tensor, with no mapped copy of the files on top.
     """
-    device = torch.device(device)
+    device = load_device(device)
     state: dict[str, torch.Tensor] = {}
-    for file in safetensors_files(folder):
+    for file, wanted in shard_keys(folder).items():
         offset, header = _safetensors_header(file)
-        stored = {SAFETENSORS_DTYPES.get(v["dtype"]) for k, v in header.items() if k != "__metadata__"}
+        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        if wanted is not None:  # the index decides which shard holds a key
+            absent = sorted(wanted - set(entries))
+            if absent:
+                raise ValueError(
+                    f"{Path(folder) / INDEX} puts {len(absent)} tensor(s) in {file.name}, which does not hold them: "
+                    f"{absent[:5]}"
+                )
+            entries = {k: entries[k] for k in sorted(wanted)}
+        stored = {SAFETENSORS_DTYPES.get(v["dtype"]) for v in entries.values()}
         if device.type == "cpu" and (dtype is None or stored <= {dtype}):
-            _read_mapped(file, state)
+            _read_mapped(file, state, list(entries))
             continue
         with open(file, "rb") as f:
-            for key, info in header.items():
-                if key == "__metadata__":
-                    continue
+            for key, info in entries.items():
                 if (src := SAFETENSORS_DTYPES.get(info["dtype"])) is None:
                     raise ValueError(
                         f"{file}: tensor {key} has dtype {info['dtype']}, not one of {list(SAFETENSORS_DTYPES)}"
@@ -322,7 +420,11 @@ def read_tensors(
 
 
 def _safetensors_header(file: Path) -> tuple[int, dict]:
-    """(offset of the data, the JSON header): a safetensors file is an 8-byte length, JSON, then raw bytes."""
+    """(offset of the data, the JSON header): a safetensors file is an 8-byte length, JSON, then raw bytes.
+
+    Every entry is checked against the format's rules here, so that a damaged or forged header is named with
+    its file and tensor instead of surfacing as a torch reshape error or a read past the end.
+    """
     size = file.stat().st_size
     with open(file, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
@@ -332,7 +434,12 @@ def _safetensors_header(file: Path) -> tuple[int, dict]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"cannot read {file} as safetensors: the header is not JSON ({err})") from err
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if not isinstance(header, dict):
+        raise ValueError(f"cannot read {file} as safetensors: the header is not a JSON object")
+    end = 0
+    for key, info in header.items():
+        if key != "__metadata__":
+            end = max(end, _check_entry(file, key, info))
     if 8 + n + end > size:
         raise ValueError(
             f"cannot read {file} as safetensors: the header needs {8 + n + end} bytes, the file has {size}"
@@ -340,12 +447,37 @@ def _safetensors_header(file: Path) -> tuple[int, dict]:
     return 8 + n, header
 
 
-def _read_mapped(file: Path, state: dict[str, torch.Tensor]) -> None:
+def _check_entry(file: Path, key: str, info: object) -> int:
+    """One header entry {dtype, shape, data_offsets}: known dtype, shape and byte range that agree; its end."""
+    where = f"cannot read {file} as safetensors: tensor {key}"
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise ValueError(f"{where} has no dtype, shape and data_offsets in the header")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in SAFETENSORS_ITEMSIZE:
+        raise ValueError(f"{where} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ValueError(f"{where} has shape {shape!r}: not a list of sizes >= 0")
+    if (
+        not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets))
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise ValueError(f"{where} has data_offsets {offsets!r}: not [begin, end] with 0 <= begin <= end")
+    needed = math.prod(shape) * SAFETENSORS_ITEMSIZE[dtype]
+    if offsets[1] - offsets[0] != needed:
+        raise ValueError(
+            f"{where}: shape {shape} of {dtype} needs {needed} bytes, but data_offsets {offsets} hold "
+            f"{offsets[1] - offsets[0]}"
+        )
+    return offsets[1]
+
+
+def _read_mapped(file: Path, state: dict[str, torch.Tensor], keys: list[str] | None = None) -> None:
+    """The keys asked for (all when None), memory-mapped at their stored dtype."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+            for key in f.keys() if keys is None else keys:  # noqa: SIM118 (safe_open is not iterable)
                 state[key] = f.get_tensor(key)
     except (SafetensorError, OSError, RuntimeError) as err:  # foreign files
         raise ValueError(f"cannot read {file} as safetensors: {err}") from err

@@ -8,11 +8,13 @@ at the top level, `rope_scaling: {type: mrope}`) and the 5.x style (`text_config
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from . import tokens
+from .layers import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,13 @@ class QwenLiteConfig:
             raw = json.loads(file.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{file} is not valid JSON: {err}") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{file} is not valid JSON: not UTF-8 text ({err})") from err
         return cls.from_dict(raw, source=str(file))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> QwenLiteConfig:
+        _check_object(raw, source, "the top level")
         model_type = raw.get("model_type")
         if model_type != "qwen2_5_vl":
             raise ValueError(
@@ -94,20 +99,24 @@ class QwenLiteConfig:
             raise ValueError(f"{source}: no 'vision_config' section")
 
         # 5.x nests the text fields under text_config; 4.x keeps them at the top level.
-        text_raw = dict(raw.get("text_config") or raw)
-        rope = dict(text_raw.get("rope_parameters") or text_raw.get("rope_scaling") or raw.get("rope_scaling") or {})
+        text_raw = dict(_check_object(raw.get("text_config") or raw, source, "text_config"))
+        rope = text_raw.get("rope_parameters") or text_raw.get("rope_scaling") or raw.get("rope_scaling") or {}
+        rope = dict(_check_object(rope, source, "rope_scaling / rope_parameters"))
         text_raw.setdefault("rope_theta", rope.get("rope_theta", raw.get("rope_theta", 1000000.0)))
         if "mrope_section" not in rope:
             raise ValueError(f"{source}: no mrope_section in rope_scaling / rope_parameters")
-        text_raw["mrope_section"] = tuple(rope["mrope_section"])
+        text_raw["mrope_section"] = _int_list(rope["mrope_section"], source, "mrope_section")
         if isinstance(text_raw.get("eos_token_id"), list):
             text_raw["eos_token_id"] = tuple(text_raw["eos_token_id"])
         text = TextConfig(**_known(TextConfig, text_raw))
 
-        vision_raw = dict(raw["vision_config"])
+        vision_raw = dict(_check_object(raw["vision_config"], source, "vision_config"))
         vision_raw.setdefault("in_channels", vision_raw.get("in_chans", 3))
-        vision_raw["rope_theta"] = (vision_raw.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-        vision_raw["fullatt_block_indexes"] = tuple(vision_raw.get("fullatt_block_indexes", ()))
+        vision_rope = _check_object(vision_raw.get("rope_parameters") or {}, source, "vision_config.rope_parameters")
+        vision_raw["rope_theta"] = vision_rope.get("rope_theta", 10000.0)
+        vision_raw["fullatt_block_indexes"] = _int_list(
+            vision_raw.get("fullatt_block_indexes", []), source, "vision fullatt_block_indexes"
+        )
         vision = VisionConfig(**_known(VisionConfig, vision_raw))
 
         top = _known(cls, raw)
@@ -118,7 +127,39 @@ class QwenLiteConfig:
         return config
 
     def validate(self, source: str = "config") -> None:
+        """Every number of the right type and range first, then the rules that tie them together.
+
+        The type checks come first so that a string, a zero or a NaN is named here, not met later as a
+        formatting error, a ZeroDivisionError or NaN logits.
+        """
         text, vision = self.text_config, self.vision_config
+        for name in TEXT_SIZES:
+            _positive_int(getattr(text, name), source, f"text {name}")
+        for name in VISION_SIZES:
+            _positive_int(getattr(vision, name), source, f"vision {name}")
+        for name in ("rms_norm_eps", "rope_theta"):
+            _positive_finite(getattr(text, name), source, f"text {name}")
+        for name in ("rope_theta", "tokens_per_second"):
+            _positive_finite(getattr(vision, name), source, f"vision {name}")
+        for part, act in (("text", text.hidden_act), ("vision", vision.hidden_act)):
+            if act not in ACTIVATIONS:
+                raise ValueError(f"{source}: {part} hidden_act is {act!r}, not one of {sorted(ACTIVATIONS)}")
+        for value in text.mrope_section:
+            _positive_int(value, source, f"an entry of mrope_section {text.mrope_section}")
+        for value in vision.fullatt_block_indexes:
+            if type(value) is not int or not 0 <= value < vision.depth:
+                raise ValueError(
+                    f"{source}: vision fullatt_block_indexes {vision.fullatt_block_indexes} must be block "
+                    f"numbers in [0, depth {vision.depth}), got {value!r}"
+                )
+        for name in TOKEN_ID_FIELDS:
+            _token_id(getattr(self, name), source, name, text.vocab_size)
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(text, name)
+            for token in value if isinstance(value, tuple) else () if value is None else (value,):
+                _token_id(token, source, name, text.vocab_size)
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"{source}: tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}")
         if text.hidden_size % text.num_attention_heads:
             raise ValueError(
                 f"{source}: hidden_size {text.hidden_size} not divisible by {text.num_attention_heads} heads"
@@ -135,12 +176,77 @@ class QwenLiteConfig:
             raise ValueError(
                 f"{source}: vision hidden_size {vision.hidden_size} not divisible by {vision.num_heads} heads"
             )
+        if vision.head_dim % 4:
+            raise ValueError(
+                f"{source}: vision head_dim {vision.head_dim} (hidden_size / num_heads) must be a multiple of 4: "
+                "the 2-D rotary embedding gives a quarter of it to each of h and w, twice"
+            )
         if vision.out_hidden_size != text.hidden_size:
             raise ValueError(
                 f"{source}: vision out_hidden_size {vision.out_hidden_size} != text hidden_size {text.hidden_size}"
             )
         if vision.window_size % (vision.patch_size * vision.spatial_merge_size):
             raise ValueError(f"{source}: window_size {vision.window_size} is not a multiple of patch * merge")
+
+
+# sizes that must be positive integers (a string, a float, 0 or a negative number is refused by name)
+TEXT_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+)
+VISION_SIZES = (
+    "depth",
+    "hidden_size",
+    "intermediate_size",
+    "num_heads",
+    "in_channels",
+    "patch_size",
+    "spatial_merge_size",
+    "temporal_patch_size",
+    "window_size",
+    "out_hidden_size",
+)
+TOKEN_ID_FIELDS = (
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "vision_token_id",
+)
+
+
+def _check_object(value: Any, source: str, what: str) -> dict[str, Any]:
+    """A section of config.json must be a JSON object: a list or a number there is named, not an AttributeError."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: {what} must be a JSON object ({{...}}), got {type(value).__name__}: {value!r:.80}")
+    return value
+
+
+def _int_list(value: Any, source: str, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{source}: {what} must be a list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _positive_int(value: Any, source: str, what: str) -> None:
+    # bool is an int to Python, and 128.0 or "128" would break the arithmetic later: only a JSON integer will do
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"{source}: {what} must be a positive integer, got {value!r} ({type(value).__name__})")
+
+
+def _positive_finite(value: Any, source: str, what: str) -> None:
+    if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{source}: {what} must be a finite number > 0, got {value!r} ({type(value).__name__})")
+
+
+def _token_id(value: Any, source: str, what: str, vocab_size: int) -> None:
+    if type(value) is not int or not 0 <= value < vocab_size:
+        raise ValueError(f"{source}: {what} must be a token id in [0, vocab_size {vocab_size}), got {value!r}")
 
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:

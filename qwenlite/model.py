@@ -21,7 +21,7 @@ from .config import QwenLiteConfig
 from .decoder import KVCache, TextModel, attention_layers
 from .fusion import fuse
 from .rope_index import decode_position_ids, get_rope_index
-from .tokens import mm_token_type_ids
+from .tokens import check_config_ids, mm_token_type_ids, tokenizer_file_ids
 from .vision import VisionTransformer, check_grid
 
 # what each modality's two inputs are called (transformers' names), for errors that name them
@@ -54,9 +54,23 @@ class GenerationSettings:
     repetition_penalty: float = 1.0
 
     @classmethod
-    def from_json(cls, settings: dict, config: QwenLiteConfig) -> GenerationSettings:
-        eos = _as_tuple(settings.get("eos_token_id", config.text_config.eos_token_id))
-        return cls(eos, settings.get("pad_token_id"), float(settings.get("repetition_penalty", 1.0)))
+    def from_json(cls, settings: dict, config: QwenLiteConfig, source: str = "generation_config") -> GenerationSettings:
+        """The settings of a generation_config.json, each checked where it enters (source names the file)."""
+        if not isinstance(settings, dict):
+            raise ValueError(f"{source} must be a JSON object, got {type(settings).__name__}")
+        vocab = config.text_config.vocab_size
+        eos = settings.get("eos_token_id", config.text_config.eos_token_id)
+        pad = settings.get("pad_token_id")
+        for name, ids in (("eos_token_id", eos), ("pad_token_id", pad)):
+            listed = ids if isinstance(ids, list | tuple) else () if ids is None else (ids,)
+            if not all(type(i) is int and 0 <= i < vocab for i in listed):
+                raise ValueError(f"{source}: {name} must be token ids in [0, vocab_size {vocab}), got {ids!r}")
+        if isinstance(pad, list | tuple):
+            raise ValueError(f"{source}: pad_token_id must be one token id, got {pad!r}")
+        penalty = settings.get("repetition_penalty", 1.0)
+        if type(penalty) not in (int, float) or not math.isfinite(penalty) or penalty <= 0:
+            raise ValueError(f"{source}: repetition_penalty must be a finite number > 0 (1.0 = off), got {penalty!r}")
+        return cls(_as_tuple(eos), pad, float(penalty))
 
 
 class QwenLiteVL(nn.Module):
@@ -82,19 +96,32 @@ class QwenLiteVL(nn.Module):
     ) -> QwenLiteVL:
         """Build the tree on the meta device, then fill every parameter from the checkpoint's safetensors.
 
+        dtype: torch.float32 or torch.bfloat16, or their names "float32" / "bfloat16" (float16 is refused: the
+        real 3B's vision tower overflows it). device: "cpu", or "cuda" / "cuda:N" where torch sees that GPU.
         tensors: the checkpoint's tensors as `checkpoint.read_tensors(path, dtype, device)` returns them
         (file keys), to share one read of the weights with another model; read from path when None.
+        Everything the folder holds is checked before the model is returned: config numbers, the special
+        token ids against the tokenizer files, the weights' keys, shapes and finiteness, generation_config.json.
         """
+        dtype, device = checkpoint.load_dtype(dtype), checkpoint.load_device(device)  # before any file is read
         path = Path(path)
         config = QwenLiteConfig.from_pretrained(path)
+        token_ids, tokenizer_file = tokenizer_file_ids(path) if path.is_dir() else ({}, None)
+        check_config_ids(config, token_ids, str(path / "config.json"), str(tokenizer_file))
+        generation = GenerationSettings.from_json({}, config)
+        if (gen := path / "generation_config.json").is_file():
+            try:
+                raw = json.loads(gen.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{gen} is not valid JSON: {err}") from err
+            generation = GenerationSettings.from_json(raw, config, source=str(gen))
         with torch.device("meta"):
             model = cls(config)
         if tensors is None:
             tensors = checkpoint.read_tensors(path, dtype, device)
         state = checkpoint.hub_names(tensors, source=str(path))  # qwenlite's own key map
         model.load_checkpoint(state, dtype=dtype, device=device, source=str(path))
-        if (gen := path / "generation_config.json").is_file():
-            model.generation_config = GenerationSettings.from_json(json.loads(gen.read_text()), config)
+        model.generation_config = generation
         return model.eval()
 
     def expected_keys(self) -> dict[str, torch.Size]:
@@ -135,6 +162,12 @@ class QwenLiteVL(nn.Module):
             )
         for k, v in state.items():  # one tensor at a time (a no-op when read at this dtype and device)
             state[k] = v.to(device=device, dtype=dtype)
+            if not bool(torch.isfinite(state[k]).all()):  # one NaN weight would make every logit NaN
+                bad = int((~torch.isfinite(state[k])).sum())
+                raise ValueError(
+                    f"checkpoint {source}: tensor {k} holds {bad} non-finite value(s) (NaN or inf) in "
+                    f"{state[k].numel()}: the weights are damaged"
+                )
         self.load_state_dict(state, strict=False, assign=True)
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # assign=True replaced the shared tensor

@@ -27,7 +27,7 @@ from .preprocessing import (
     preprocess_image,
     preprocess_video,
 )
-from .tokens import IMAGE_PAD, VIDEO_PAD, mm_token_type_ids
+from .tokens import CONFIG_TOKENS, IMAGE_PAD, VIDEO_PAD, check_config_ids, mm_token_type_ids
 from .video_io import Video, load_video
 
 Message = dict[str, Any]  # {"role": "user", "content": "text" or [{"type": "image", "image": ...}, ...]}
@@ -61,8 +61,20 @@ class Processor:
         path = Path(path)
         if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.json")):
             raise FileNotFoundError(f"{path} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt)")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        return cls(tokenizer, _read_chat_template(path, tokenizer), PreprocessorConfig.from_pretrained(path))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (ValueError, OSError, TypeError, KeyError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(f"cannot read the tokenizer files in {path}: {type(err).__name__}: {err}") from err
+        processor = cls(tokenizer, _read_chat_template(path, tokenizer), PreprocessorConfig.from_pretrained(path))
+        if (config := path / "config.json").is_file():  # the model reads its ids there: they must be these
+            try:
+                raw = json.loads(config.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raw = None  # the model's loader names a broken config.json; the processor does not need it
+            if isinstance(raw, dict):
+                ids = {token: tokenizer.convert_tokens_to_ids(token) for token in CONFIG_TOKENS.values()}
+                check_config_ids(raw, ids, str(config), f"tokenizer files in {path}")
+        return processor
 
     # ------------------------------------------------------------ text
 

@@ -6,6 +6,7 @@ Everything runs offline; the tiny twin is built by transformers on first use and
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,19 @@ def ckpt() -> Path:
     from qwenlite import checkpoint
 
     return checkpoint.resolve()
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[Path]:
+    """The tiny twin's own folder, to build hostile checkpoints from in tmp_path; checked untouched afterwards."""
+    from helpers import folder_snapshot
+
+    from qwenlite import checkpoint
+
+    folder = checkpoint.tiny_twin()
+    before = folder_snapshot(folder)
+    yield folder
+    assert folder_snapshot(folder) == before, f"a test wrote into the tiny twin's folder {folder}"
 
 
 @pytest.fixture(scope="session")

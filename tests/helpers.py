@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 QUESTION = {"type": "text", "text": "Describe it in one word."}
 
 
@@ -28,3 +31,37 @@ def chat_inputs(processor, prompts: list[list[str]], images=(), clips=(), second
         text=texts, images=list(images) or None, padding=True, padding_side="left", return_tensors="pt", **kwargs
     )
     return dict(out)
+
+
+def folder_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under the folder (and the folder itself) -> (size, mtime in ns)."""
+    paths = [folder, *sorted(folder.rglob("*"))]
+    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in paths}
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "chat_template.jinja", "preprocessor_config.json")
+
+
+def hostile_checkpoint(twin: Path, folder: Path, weights: bool = True, tokenizer: bool = False) -> Path:
+    """A checkpoint folder to damage: the twin's small JSON files copied, its big files linked.
+
+    config.json, generation_config.json and tokenizer_config.json are copies (tests edit them). The weights and
+    the big tokenizer files are symbolic links to the twin's: a test that damages one must unlink it first and
+    write a new file (`replace`), never write through the link into the twin.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "generation_config.json") + (("tokenizer_config.json",) if tokenizer else ()):
+        shutil.copy(twin / name, folder / name)
+    linked = (("model.safetensors",) if weights else ()) + (TOKENIZER_FILES if tokenizer else ())
+    for name in linked:
+        (folder / name).symlink_to(twin / name)
+    return folder
+
+
+def replace(path: Path, data: bytes | str) -> None:
+    """Write a file in a hostile checkpoint, first removing a link to the twin's file if that is what is there."""
+    path.unlink(missing_ok=True)
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)

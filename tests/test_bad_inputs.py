@@ -3,16 +3,16 @@
 Each case asserts the error type and a message specific enough that a generic one (a bare torch
 RuntimeError, an IndexError, "invalid input") cannot match it. Entry points: `preprocessing` (images,
 videos, smart_resize), `Processor`, `QwenLiteVL` (vision inputs, fusion, positions, generate),
-`get_rope_index`, `checkpoint` / `QwenLiteConfig` / `from_pretrained` / `load_models` (folders and weights),
-and `reference` (QWENLITE_DTYPE / QWENLITE_DEVICE, the tolerance policy). Cases that are part of a larger
-differential test (both libraries refuse the same input) stay beside it in their module's test file.
-The last test checks an invariant of loading: a checkpoint folder is never written to.
+`get_rope_index`, and `reference` (QWENLITE_DTYPE / QWENLITE_DEVICE, the tolerance policy). Cases that are
+part of a larger differential test (both libraries refuse the same input) stay beside it in their module's test
+file. Loading a checkpoint has its hostile cases beside the code that handles them: tests/test_config.py
+(config.json), tests/test_checkpoint.py (safetensors files and the shard index), tests/test_loading.py
+(`QwenLiteVL.from_pretrained`: folders, weights, dtype and device, generation_config.json, token ids).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 from pathlib import Path
@@ -23,21 +23,15 @@ import pytest
 import torch
 from PIL import Image
 
-from qwenlite import Processor, QwenLiteConfig, QwenLiteVL, checkpoint, get_rope_index, smart_resize
+from qwenlite import Processor, QwenLiteVL, get_rope_index, smart_resize
 from qwenlite import preprocessing as pp
 from qwenlite.decoder import KVCache, causal_mask
 from qwenlite.fusion import fuse
 from qwenlite.image_io import load_image
-from qwenlite.reference import load_models, run_settings, tolerance
+from qwenlite.reference import run_settings, tolerance
 from qwenlite.video_io import load_video
 
 IMG, VID, VS, VE = 151655, 151656, 151652, 151653  # <|image_pad|>, <|video_pad|>, <|vision_start|>, <|vision_end|>
-
-
-@pytest.fixture(scope="module")
-def twin() -> Path:
-    """The tiny twin itself (whatever checkpoint the session resolves): the weight-editing cases need its files."""
-    return checkpoint.tiny_twin()
 
 
 @pytest.fixture(scope="module")
@@ -436,149 +430,6 @@ def test_generate_refuses_what_it_does_not_do(ours, inputs):
             ours.generate(**inputs, repetition_penalty=bad)
 
 
-# ---------------------------------------------------------------- checkpoint folders and weights
-
-
-def _folder(tmp_path: Path, twin: Path, config: bool = True, weights: bool = True) -> Path:
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    if config:
-        shutil.copy(twin / "config.json", folder)
-    if weights:
-        shutil.copy(twin / "model.safetensors", folder)
-    return folder
-
-
-@pytest.mark.parametrize("loader", [QwenLiteVL.from_pretrained, load_models], ids=["qwenlite", "load_models"])
-def test_incomplete_checkpoint_folders(loader, tmp_path, twin):
-    with pytest.raises(FileNotFoundError, match=r"no config.json at .*nowhere.*: expected a Qwen2.5-VL checkpoint"):
-        loader(tmp_path / "nowhere")
-    no_config = _folder(tmp_path, twin, config=False)
-    with pytest.raises(FileNotFoundError, match=r"no config.json at .*ckpt.*: expected a Qwen2.5-VL checkpoint"):
-        loader(no_config)
-    shutil.rmtree(no_config)
-    no_weights = _folder(tmp_path, twin, weights=False)
-    with pytest.raises(FileNotFoundError, match="no model.safetensors or model.safetensors.index.json in .*ckpt"):
-        loader(no_weights)
-
-
-def test_foreign_architecture(tmp_path, twin):
-    folder = _folder(tmp_path, twin)
-    llama = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "vocab_size": 100}
-    (folder / "config.json").write_text(json.dumps(llama))
-    message = r"model_type is 'llama' \(architectures \['LlamaForCausalLM'\]\), expected 'qwen2_5_vl'"
-    for load in (QwenLiteVL.from_pretrained, load_models):
-        with pytest.raises(ValueError, match=message):
-            load(folder)
-
-
-def test_pickle_weights_are_refused(tmp_path, twin):
-    folder = _folder(tmp_path, twin, weights=False)
-    torch.save({"model.norm.weight": torch.ones(3)}, folder / "pytorch_model.bin")
-    for load in (QwenLiteVL.from_pretrained, load_models):
-        with pytest.raises(FileNotFoundError, match=r"found \['pytorch_model.bin'\]: only safetensors are loaded"):
-            load(folder)
-
-
-def _rewrite(tmp_path: Path, twin: Path, edit) -> Path:
-    from safetensors.torch import load_file, save_file
-
-    folder = _folder(tmp_path, twin, weights=False)
-    state = load_file(twin / "model.safetensors")
-    edit(state)
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    return folder
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda s: s.pop("visual.blocks.0.attn.qkv.bias"), r"missing keys \(1\): \['visual.blocks.0.attn.qkv.bias'\]"),
-        (
-            lambda s: s.update({"visual.blocks.0.extra.weight": torch.zeros(2)}),
-            r"unexpected keys \(1\): \['visual.blocks.0.extra.weight'\]",
-        ),
-        (
-            lambda s: s.update({"model.norm.weight": torch.ones(3)}),
-            r"wrong shapes \(1\): \['model.norm.weight: checkpoint \(3,\) vs model \(128,\)'\]",
-        ),
-    ],
-    ids=["missing", "unexpected", "wrong-shape"],
-)
-def test_bad_keys_are_named(tmp_path, twin, edit, message):
-    with pytest.raises(KeyError, match=message):
-        QwenLiteVL.from_pretrained(_rewrite(tmp_path, twin, edit))
-
-
-def test_untied_lm_head_in_a_tied_checkpoint(tmp_path, twin):
-    folder = _rewrite(tmp_path, twin, lambda s: s.update({"lm_head.weight": s["model.embed_tokens.weight"] + 1}))
-    with pytest.raises(ValueError, match="config ties lm_head to embed_tokens, but lm_head.weight differs"):
-        QwenLiteVL.from_pretrained(folder)
-
-
-@pytest.mark.parametrize(
-    "damage, message",
-    [
-        (lambda b: b[:4], "header of .* bytes in a 4-byte file"),
-        (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header of 1000000000 bytes"),
-        (lambda b: b[:8] + b"\xff" * (len(b) - 8), "the header is not JSON"),
-        (lambda b: b[:-100], "the header needs .* bytes, the file has"),
-    ],
-    ids=["4-bytes", "huge-header", "not-json", "cut-short"],
-)
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["mapped", "converted"])
-def test_damaged_safetensors_are_named(tmp_path, twin, damage, message, dtype):
-    folder = _folder(tmp_path, twin, weights=False)
-    (folder / "model.safetensors").write_bytes(damage((twin / "model.safetensors").read_bytes()))
-    with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
-        checkpoint.read_tensors(folder, dtype)
-
-
-def test_an_index_naming_a_missing_shard(tmp_path, twin):
-    folder = _folder(tmp_path, twin, weights=False)
-    index = {"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(FileNotFoundError, match=r"index.json names shards that are missing: .*model-00001-of-00002"):
-        QwenLiteVL.from_pretrained(folder)
-
-
-def test_qwenlite_checkpoint_pointing_nowhere(monkeypatch, tmp_path):
-    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT points to .*, which has no config.json"):
-        checkpoint.resolve()
-    monkeypatch.setenv("QWENLITE_CHECKPOINT", str(tmp_path / "absent"))
-    with pytest.raises(FileNotFoundError, match="QWENLITE_CHECKPOINT points to .*absent, which is not a folder"):
-        checkpoint.resolve()
-
-
-CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda c: c.pop("vision_config"), "no 'vision_config' section"),
-        (lambda c: c["rope_scaling"].update(mrope_section=[16, 24, 20]), r"mrope_section \(16, 24, 20\) must sum to"),
-        (lambda c: c["rope_scaling"].pop("mrope_section"), "no mrope_section in rope_scaling"),
-        (lambda c: c.update(num_key_value_heads=3), "16 query heads not divisible by 3 kv heads"),
-        (lambda c: c["vision_config"].update(out_hidden_size=100), "vision out_hidden_size 100 != text hidden_size"),
-    ],
-    ids=["no-vision", "mrope-sum", "no-mrope", "kv-heads", "out-hidden"],
-)
-def test_bad_configs_name_the_field(edit, message, tmp_path):
-    raw = json.loads((CONFIGS / "qwen2_5_vl_3b_instruct.config.json").read_text())
-    edit(raw)
-    (tmp_path / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match=message):
-        QwenLiteConfig.from_pretrained(tmp_path)
-
-
-def test_config_that_is_not_json(tmp_path):
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
-        QwenLiteConfig.from_pretrained(tmp_path)
-
-
 # ---------------------------------------------------------------- run settings and the tolerance policy
 
 
@@ -612,23 +463,3 @@ def test_cuda_asked_for_where_there_is_none(monkeypatch):
 def test_tolerance_for_a_dtype_without_a_policy():
     with pytest.raises(ValueError, match=r"tolerance: no policy for dtype torch.float16; the policy covers"):
         tolerance(torch.ones(3), torch.float16)
-
-
-# ---------------------------------------------------------------- an invariant of loading
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every path under the folder (and the folder itself) -> (size, mtime in ns)."""
-    paths = [folder, *sorted(folder.rglob("*"))]
-    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in paths}
-
-
-def test_loading_never_writes_into_the_checkpoint_folder(ckpt):
-    before = _snapshot(ckpt)
-    QwenLiteVL.from_pretrained(ckpt)
-    load_models(ckpt)  # qwenlite and the transformers reference on one read
-    Processor.from_pretrained(ckpt)
-    after = _snapshot(ckpt)
-    assert after == before, {
-        k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
-    }
