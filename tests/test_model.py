@@ -256,10 +256,10 @@ def test_generate_defaults_come_from_generation_config(ckpt, photo_inputs, tmp_p
     for item in ckpt.iterdir():
         (tmp_path / item.name).symlink_to(item)
     (tmp_path / "generation_config.json").unlink(missing_ok=True)
-    settings = {"eos_token_id": [-1], "pad_token_id": 0, "repetition_penalty": 1.4, "do_sample": False}
+    settings = {"eos_token_id": [151935], "pad_token_id": 0, "repetition_penalty": 1.4, "do_sample": False}
     (tmp_path / "generation_config.json").write_text(json.dumps(settings))
     ours = QwenLiteVL.from_pretrained(tmp_path)
-    assert ours.generation_config.repetition_penalty == 1.4 and ours.generation_config.eos_token_id == (-1,)
+    assert ours.generation_config.repetition_penalty == 1.4 and ours.generation_config.eos_token_id == (151935,)
     theirs = reference_model(tmp_path).generate(**photo_inputs, max_new_tokens=6)
     assert torch.equal(ours.generate(**photo_inputs, max_new_tokens=6), theirs)
 
