@@ -101,7 +101,7 @@ def run(name: str, new_tokens: int, args_float64: bool = False) -> bool:
         Image.open(ROOT / "data" / "grace_hopper.jpg").convert("RGB").crop((8 * i, 40, 8 * i + 336, 292))
         for i in range(8)
     ]
-    video = preprocess_video(load_video(frames, fps=2.0))
+    video = preprocess_video(load_video(frames, sample_fps=2.0))
     inputs = {
         "pixel_values": image.pixel_values,
         "image_grid_thw": image.grid_thw[None],

@@ -57,6 +57,27 @@ class PreprocessorConfig:
     image_std: tuple[float, ...] = CLIP_STD  # per-channel std
     rescale_factor: float = 1 / 255  # uint8 -> [0, 1]
 
+    def __post_init__(self) -> None:
+        """Refuse numbers that would end as NaN pixels (std 0 or non-finite) or a nonsense grid, by field name."""
+        for name in ("image_mean", "image_std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(_finite(v) for v in values):
+                raise ValueError(
+                    f"preprocessor config: {name} must be 3 finite numbers (one per RGB channel), got {values}"
+                )
+        if any(v <= 0 for v in self.image_std):
+            raise ValueError(
+                f"preprocessor config: image_std must be > 0 (pixels are divided by it), got {self.image_std}"
+            )
+        if not _finite(self.rescale_factor) or self.rescale_factor <= 0:
+            raise ValueError(
+                f"preprocessor config: rescale_factor must be a finite number > 0, got {self.rescale_factor}"
+            )
+        for name in ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"preprocessor config: {name} must be an integer >= 1, got {value!r}")
+
     @property
     def factor(self) -> int:
         return self.patch_size * self.merge_size
@@ -71,18 +92,34 @@ class PreprocessorConfig:
         file = Path(path) / "preprocessor_config.json"
         if not file.is_file():
             raise FileNotFoundError(f"{path} has no preprocessor_config.json")
-        raw: dict[str, Any] = json.loads(file.read_text())
+        try:
+            raw: dict[str, Any] = json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file} is not valid JSON ({err})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file} must hold a JSON object, got a {type(raw).__name__}")
         size = raw.get("size") or {}
-        return cls(
-            min_pixels=int(raw.get("min_pixels", size.get("shortest_edge", MIN_PIXELS))),
-            max_pixels=int(raw.get("max_pixels", size.get("longest_edge", MAX_PIXELS))),
-            patch_size=int(raw.get("patch_size", PATCH_SIZE)),
-            temporal_patch_size=int(raw.get("temporal_patch_size", TEMPORAL_PATCH_SIZE)),
-            merge_size=int(raw.get("merge_size", MERGE_SIZE)),
-            image_mean=tuple(raw.get("image_mean", CLIP_MEAN)),
-            image_std=tuple(raw.get("image_std", CLIP_STD)),
-            rescale_factor=float(raw.get("rescale_factor", 1 / 255)),
-        )
+        try:
+            return cls(
+                min_pixels=int(raw.get("min_pixels", size.get("shortest_edge", MIN_PIXELS))),
+                max_pixels=int(raw.get("max_pixels", size.get("longest_edge", MAX_PIXELS))),
+                patch_size=int(raw.get("patch_size", PATCH_SIZE)),
+                temporal_patch_size=int(raw.get("temporal_patch_size", TEMPORAL_PATCH_SIZE)),
+                merge_size=int(raw.get("merge_size", MERGE_SIZE)),
+                image_mean=tuple(raw.get("image_mean", CLIP_MEAN)),
+                image_std=tuple(raw.get("image_std", CLIP_STD)),
+                rescale_factor=float(raw.get("rescale_factor", 1 / 255)),
+            )
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{file}: {err}") from None
+
+
+def _finite(value: object) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 # ---------------------------------------------------------------- smart_resize
@@ -104,6 +141,9 @@ def smart_resize(
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"smart_resize: {name} must be a positive integer number of pixels, got {value!r}")
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if not _finite(value) or value <= 0:
+            raise ValueError(f"smart_resize: {name} must be a finite number of pixels > 0, got {value!r}")
     if min_pixels > max_pixels:
         raise ValueError(f"smart_resize: min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
     if max(height, width) / min(height, width) > MAX_RATIO:
@@ -269,25 +309,43 @@ def video_max_pixels(
 def preprocess_video(
     video: Video,
     config: PreprocessorConfig | None = None,
-    min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
     total_pixels: float = VIDEO_TOTAL_PIXELS,
 ) -> Patches:
     """Sampled frames -> Patches with grid_t = T / 2 and second_per_grid_t = Tp / sampled_fps.
 
     The frame size follows qwen-vl-utils' per-frame budget (video_max_pixels) computed with the frame count
-    after padding; resizing and normalising follow transformers' video processor. An odd frame count is padded
-    by repeating the last frame (both references do this).
+    after padding (min_pixels defaults to VIDEO_MIN_PIXELS, max_pixels to VIDEO_MAX_PIXELS); resizing and
+    normalising follow transformers' video processor. An odd frame count is padded by repeating the last frame
+    (both references do this). Frames from a list or folder (video.frame_list) are sized as qwen-vl-utils 0.0.14
+    sizes a list: each frame first goes through its fetch_image sizing (called with 28 as the patch size, so
+    multiples of 56, image limits unless min_pixels / max_pixels are given), then the video budget; qwenlite
+    resizes once, from the original frames to that final size.
     """
     config = config or PreprocessorConfig()
     tp = config.temporal_patch_size
     frames = video.frames  # (T, 3, H, W) uint8
     if frames.shape[0] == 0:
         raise ValueError(f"video {video.source}: no frames to process")
+    if not _finite(total_pixels) or total_pixels <= 0:
+        raise ValueError(f"preprocess_video: total_pixels must be a finite number of pixels > 0, got {total_pixels!r}")
     if pad := -frames.shape[0] % tp:  # 1) odd count: repeat the last frame
         frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
-    cap = min(max_pixels, video_max_pixels(frames.shape[0], min_pixels, VIDEO_MAX_PIXELS, total_pixels, tp))
-    height, width = smart_resize(frames.shape[2], frames.shape[3], config.factor, min_pixels, cap)  # 2) size
+    low = VIDEO_MIN_PIXELS if min_pixels is None else min_pixels
+    high = VIDEO_MAX_PIXELS if max_pixels is None else max_pixels
+    height, width = frames.shape[2], frames.shape[3]
+    if video.frame_list:  # 2a) qwen-vl-utils 0.0.14: fetch_image(frame, image_patch_size=28) on each frame first
+        list_factor = 2 * config.factor
+        height, width = smart_resize(
+            height,
+            width,
+            list_factor,
+            4 * list_factor**2 if min_pixels is None else min_pixels,
+            16384 * list_factor**2 if max_pixels is None else max_pixels,
+        )
+    cap = min(high, video_max_pixels(frames.shape[0], low, VIDEO_MAX_PIXELS, total_pixels, tp))
+    height, width = smart_resize(height, width, config.factor, low, cap)  # 2) size
     resized = resize(frames, height, width)  # 3) (T, 3, h, w) uint8
     pixel_values, grid = patchify(normalize(resized, config), config.patch_size, config.merge_size, tp)  # 4)
     return Patches(pixel_values, torch.tensor(grid), resized, second_per_grid_t=tp / video.sampled_fps)

@@ -11,6 +11,7 @@ Shapes: B prompts, L tokens (left-padded), N patches, 1176 = 3*2*14*14 numbers p
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,6 @@ import torch
 
 from .image_io import ImageSource
 from .preprocessing import (
-    VIDEO_MAX_PIXELS,
-    VIDEO_MIN_PIXELS,
     VIDEO_TOTAL_PIXELS,
     Patches,
     PreprocessorConfig,
@@ -33,7 +32,16 @@ from .video_io import Video, load_video
 Message = dict[str, Any]  # {"role": "user", "content": "text" or [{"type": "image", "image": ...}, ...]}
 
 # keys of a video content item that choose frames, and those that size them (qwen-vl-utils' names)
-_VIDEO_SAMPLING_KEYS = ("fps", "nframes", "min_frames", "max_frames", "video_fps")
+_VIDEO_SAMPLING_KEYS = (
+    "fps",
+    "nframes",
+    "min_frames",
+    "max_frames",
+    "video_fps",
+    "sample_fps",
+    "video_start",
+    "video_end",
+)
 _VIDEO_SIZE_KEYS = ("min_pixels", "max_pixels", "total_pixels")
 
 
@@ -119,8 +127,9 @@ class Processor:
 
         Content items: {"type": "text", "text": ...}; {"type": "image", "image": path | PIL | array} with optional
         "min_pixels", "max_pixels"; {"type": "video", "video": file | folder | list of frames | Video} with
-        optional "fps" or "nframes", "min_frames", "max_frames", "video_fps" (frame lists), "min_pixels",
-        "max_pixels", "total_pixels" (qwen-vl-utils' keys and defaults).
+        optional "fps" or "nframes", "min_frames", "max_frames", "video_start", "video_end" (seconds),
+        "video_fps" or "sample_fps" (frame lists), "min_pixels", "max_pixels", "total_pixels" (qwen-vl-utils'
+        keys and defaults; see load_video for frame lists).
         """
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         texts, images, videos = [], [], []
@@ -154,6 +163,8 @@ class Processor:
         videos: Sequence[str | Path | Sequence[ImageSource] | Video | Patches] | None = None,
         padding_side: str = "left",
         return_tensors: str = "pt",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Prompt text(s) holding one <|image_pad|> per image and one <|video_pad|> per video, in order.
 
@@ -162,14 +173,20 @@ class Processor:
         Several texts are padded on the left by default (what generation needs: every prompt ends at the last
         column). Returns input_ids, attention_mask, mm_token_type_ids (0 text, 1 image, 2 video) and, when given,
         pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, second_per_grid_ts.
+        min_pixels / max_pixels (call-time, as transformers' processor takes them) size the images and videos given
+        here as files, arrays or frames: images as transformers' image processor (its `size` override), videos as
+        qwen-vl-utils' per-video keys (the per-frame budget). Items already given as `Patches` keep their size.
         """
         texts = _check_texts(text)
         if return_tensors != "pt":
             raise ValueError(f"return_tensors={return_tensors!r}: qwenlite returns torch tensors only ('pt')")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        image_patches = [x if isinstance(x, Patches) else preprocess_image(x, self.config) for x in images or []]
-        video_patches = [self._as_video_patches(x) for x in videos or []]
+        image_patches = [
+            _checked(x, "image") if isinstance(x, Patches) else preprocess_image(x, self.config, min_pixels, max_pixels)
+            for x in images or []
+        ]
+        video_patches = [self._as_video_patches(x, min_pixels, max_pixels) for x in videos or []]
         # 1) each pad token -> as many copies as the item has LLM tokens, in reading order across the batch
         merge = self.config.merge_size
         texts = _expand(texts, IMAGE_PAD, [p.num_tokens(merge) for p in image_patches], "image")
@@ -192,13 +209,24 @@ class Processor:
             out["second_per_grid_ts"] = torch.tensor([p.second_per_grid_t for p in video_patches])  # (num_videos,)
         return out
 
-    def _as_video_patches(self, x: Any) -> Patches:
+    def _as_video_patches(self, x: Any, min_pixels: int | None, max_pixels: int | None) -> Patches:
         if isinstance(x, Patches):
             if x.second_per_grid_t is None:
                 raise ValueError("a video's Patches need second_per_grid_t: build them with preprocess_video")
-            return x
+            return _checked(x, "video")
         video = x if isinstance(x, Video) else load_video(x)
-        return preprocess_video(video, self.config, VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS, VIDEO_TOTAL_PIXELS)
+        return preprocess_video(video, self.config, min_pixels, max_pixels, VIDEO_TOTAL_PIXELS)
+
+
+def _checked(patches: Patches, what: str) -> Patches:
+    """Patches handed in are refused if they hold NaN or inf: they would end as NaN logits, not an error."""
+    if not torch.isfinite(patches.pixel_values).all():
+        bad = int((~torch.isfinite(patches.pixel_values)).sum())
+        raise ValueError(f"{what} Patches: pixel_values hold {bad} NaN or infinite value(s); pixels must be finite")
+    second = patches.second_per_grid_t
+    if second is not None and (not math.isfinite(second) or second <= 0):
+        raise ValueError(f"{what} Patches: second_per_grid_t must be a finite number of seconds > 0, got {second}")
+    return patches
 
 
 def _expand(texts: list[str], pad: str, counts: list[int], what: str) -> list[str]:

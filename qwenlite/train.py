@@ -57,7 +57,7 @@ class Example:
         """The user's turn: the picture or clip, then the question (the Qwen2.5-VL chat format)."""
         item = {"type": self.modality, self.modality: _as_input(self.pixels)}
         if self.modality == "video":  # keep the clip at 112 px: qwen-vl-utils' video default would upscale it
-            item |= {"min_pixels": SIZE * SIZE, "max_pixels": SIZE * SIZE, "fps": 2.0}
+            item |= {"min_pixels": SIZE * SIZE, "max_pixels": SIZE * SIZE, "sample_fps": 2.0}
         return [{"role": "user", "content": [item, {"type": "text", "text": QUESTIONS[self.task]}]}]
 
 

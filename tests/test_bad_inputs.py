@@ -1,35 +1,30 @@
 """Bad input to every public entry point raises an error that names the input and the rule it breaks.
 
 Each case asserts the error type and a message specific enough that a generic one (a bare torch
-RuntimeError, an IndexError, "invalid input") cannot match it. Entry points: `preprocessing` (images,
-videos, smart_resize), `Processor`, `QwenLiteVL` (vision inputs, fusion, positions, generate),
-`get_rope_index`, and `reference` (QWENLITE_DTYPE / QWENLITE_DEVICE, the tolerance policy). Cases that are
-part of a larger differential test (both libraries refuse the same input) stay beside it in their module's test
-file. Loading a checkpoint has its hostile cases beside the code that handles them: tests/test_config.py
-(config.json), tests/test_checkpoint.py (safetensors files and the shard index), tests/test_loading.py
+RuntimeError, an IndexError, "invalid input") cannot match it. Entry points here: `Processor`, `QwenLiteVL`
+(vision inputs, fusion, positions, generate), `get_rope_index`, and `reference` (QWENLITE_DTYPE /
+QWENLITE_DEVICE, the tolerance policy). Cases that are part of a larger differential test (both libraries
+refuse the same input) stay beside it in their module's test file. The rest live beside the code that handles
+them: images and videos in tests/test_image_io.py and tests/test_video_io.py, smart_resize and the
+preprocessor config in tests/test_preprocessing.py; loading a checkpoint in tests/test_config.py
+(config.json), tests/test_checkpoint.py (safetensors files and the shard index) and tests/test_loading.py
 (`QwenLiteVL.from_pretrained`: folders, weights, dtype and device, generation_config.json, token ids).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from qwenlite import Processor, QwenLiteVL, get_rope_index, smart_resize
+from qwenlite import Processor, QwenLiteVL, get_rope_index
 from qwenlite import preprocessing as pp
 from qwenlite.decoder import KVCache, causal_mask
 from qwenlite.fusion import fuse
-from qwenlite.image_io import load_image
 from qwenlite.reference import run_settings, tolerance
-from qwenlite.video_io import load_video
 
 IMG, VID, VS, VE = 151655, 151656, 151652, 151653  # <|image_pad|>, <|video_pad|>, <|vision_start|>, <|vision_end|>
 
@@ -47,180 +42,6 @@ def small() -> np.ndarray:
 @pytest.fixture(scope="module")
 def inputs(processor, small) -> dict:
     return processor(text="a<|vision_start|><|image_pad|><|vision_end|>b", images=[small])
-
-
-def _naming(name: str, rule: str) -> str:
-    """A regex for a message that names the file and states the rule, in either order."""
-    return rf"{re.escape(name)}.*{rule}|{rule}.*{re.escape(name)}"
-
-
-def _write_mp4(path: Path, frames: int) -> None:
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=8)
-    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-    container.start_encoding()
-    for _ in range(frames):
-        frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-
-
-# ---------------------------------------------------------------- image files and arrays
-
-
-@pytest.mark.parametrize(
-    "name, make, error, message",
-    [
-        ("text.jpg", lambda p, photo: p.write_text("this is text, not a JPEG"), ValueError, "is not an image file"),
-        ("empty.jpg", lambda p, photo: p.write_bytes(b""), ValueError, r"is empty \(0 bytes\)"),
-        ("cut.jpg", lambda p, photo: p.write_bytes(photo.read_bytes()[:5000]), ValueError, "truncated or corrupt"),
-        ("video.jpg", lambda p, photo: shutil.copy(photo.parent / "sample_video.mp4", p), ValueError, "not an image"),
-        ("missing.jpg", lambda p, photo: None, FileNotFoundError, "image file not found"),
-    ],
-    ids=["text-as-jpg", "zero-bytes", "truncated-jpg", "mp4-as-jpg", "missing"],
-)
-def test_unreadable_image_files_are_named(name, make, error, message, tmp_path, photo_path, processor):
-    path = tmp_path / name
-    make(path, photo_path)
-    with pytest.raises(error, match=_naming(name, message)):
-        load_image(path)
-    with pytest.raises(error, match=re.escape(name)):  # through the processor too
-        processor(text="<|image_pad|>", images=[str(path)])
-
-
-def test_png_cut_in_half_is_named(tmp_path, photo_path):
-    Image.open(photo_path).save(tmp_path / "whole.png")
-    data = (tmp_path / "whole.png").read_bytes()
-    (tmp_path / "half.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"cannot decode image .*half\.png: the file is truncated or corrupt"):
-        pp.preprocess_image(tmp_path / "half.png")
-
-
-@pytest.mark.parametrize(
-    "source, error, message",
-    [
-        (
-            np.zeros((20, 20, 3), np.float32),
-            ValueError,
-            r"expected a uint8 array \(values 0..255\), got dtype torch.float32",
-        ),
-        (torch.zeros(3, 20, 20), ValueError, r"expected a uint8 tensor .* got dtype torch.float32"),
-        (np.zeros((20, 20, 2), np.uint8), ValueError, r"\(H, W\) or \(H, W, C\) with C in 1, 3, 4; got shape"),
-        (np.zeros((0, 20, 3), np.uint8), ValueError, r"the array image is empty, shape \(3, 0, 20\)"),
-        (42, TypeError, "load_image: expected a path, PIL image, numpy array or tensor, got int"),
-    ],
-    ids=["float-array", "float-tensor", "two-channels", "empty", "not-an-image"],
-)
-def test_bad_image_arrays(source, error, message):
-    with pytest.raises(error, match=message):
-        load_image(source)
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        ((0, 100), "height must be a positive integer number of pixels, got 0"),
-        ((100, -5), "width must be a positive integer number of pixels, got -5"),
-        ((100.5, 100), "height must be a positive integer number of pixels, got 100.5"),
-        ((100, 100, 28, 5000, 4000), r"min_pixels \(5000\) must not exceed max_pixels \(4000\)"),
-        ((1, 300), r"aspect ratio of 1x300 \(height x width\) is 300.0, above the limit of 200"),
-    ],
-)
-def test_smart_resize_rejects_bad_sizes(args, message):
-    with pytest.raises(ValueError, match=message):
-        smart_resize(*args)
-
-
-def test_image_pixel_limits_in_the_wrong_order():
-    with pytest.raises(ValueError, match=r"min_pixels \(10000\) must not exceed max_pixels \(5000\)"):
-        pp.preprocess_image(np.zeros((20, 20, 3), np.uint8), min_pixels=10000, max_pixels=5000)
-
-
-# ---------------------------------------------------------------- video files and frame lists
-
-
-@pytest.mark.parametrize(
-    "name, kind, error, message",
-    [
-        ("text.mp4", "text", ValueError, "not a video file, or truncated/corrupt"),
-        ("half.mp4", "half", ValueError, "not a video file, or truncated/corrupt"),
-        ("zero.mp4", "zero", ValueError, r"is empty \(0 bytes\)"),
-        ("noframes.mp4", "no frames", ValueError, "(is empty: .*no frames|ends before its first frame: empty)"),
-        ("noframes.mkv", "no frames", ValueError, "(is empty: .*no frames|ends before its first frame: empty)"),
-        ("photo.mp4", "photo", ValueError, r"1 frame\(s\), fewer than the 2 that one temporal patch"),
-        ("one.mp4", "one frame", ValueError, r"1 frame\(s\), fewer than the 2 that one temporal patch"),
-        ("missing.mp4", "missing", FileNotFoundError, "video file not found"),
-    ],
-    ids=[
-        "text-as-mp4",
-        "truncated",
-        "zero-bytes",
-        "no-frames-mp4",
-        "no-frames-mkv",
-        "jpg-as-mp4",
-        "one-frame",
-        "missing",
-    ],
-)
-def test_unreadable_or_too_short_video_files_are_named(name, kind, error, message, tmp_path, video_path, photo_path):
-    path = tmp_path / name
-    if kind == "text":
-        path.write_text("hello")
-    elif kind == "half":
-        data = video_path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif kind == "zero":
-        path.write_bytes(b"")
-    elif kind == "no frames":
-        _write_mp4(path, 0)
-    elif kind == "photo":  # FFmpeg reads a JPEG as a video of one frame
-        shutil.copy(photo_path, path)
-    elif kind == "one frame":
-        _write_mp4(path, 1)
-    with pytest.raises(error, match=_naming(name, message)):
-        load_video(path)
-
-
-@pytest.mark.parametrize(
-    "call, message",
-    [
-        (lambda v, tmp: load_video([]), "load_video: the list of frames is empty"),
-        (lambda v, tmp: load_video(tmp), "video folder .* holds no frame files"),
-        (lambda v, tmp: load_video(v, nframes=40), r"cannot sample 40 frames from a video of 32 frames"),
-        (lambda v, tmp: load_video(v, fps=2.0, nframes=4), r"give either fps \(2.0\) or nframes \(4\), not both"),
-        (lambda v, tmp: load_video(v, fps=-1.0), "sampling at fps needs positive fps"),
-        (
-            lambda v, tmp: load_video([np.zeros((28, 28, 3), np.uint8), np.zeros((56, 28, 3), np.uint8)]),
-            "all frames must have one size",
-        ),
-        (
-            lambda v, tmp: load_video([np.zeros((28, 28, 3), np.uint8)], video_fps=8.0),
-            r"1 frame\(s\), fewer than the 2 that one temporal patch",
-        ),
-        (
-            lambda v, tmp: pp.preprocess_video(load_video(v), min_pixels=700000, max_pixels=600000),
-            r"min_pixels \(700000\) must not exceed max_pixels",
-        ),
-        (lambda v, tmp: load_video(42), "load_video: expected a file, a folder or a list of frames, got int"),
-    ],
-    ids=[
-        "empty-list",
-        "empty-folder",
-        "too-many",
-        "fps-and-nframes",
-        "negative-fps",
-        "sizes",
-        "one-frame",
-        "limits",
-        "type",
-    ],  # fmt: skip
-)
-def test_bad_video_requests(call, message, video_path, tmp_path):
-    with pytest.raises((ValueError, TypeError), match=message):
-        call(video_path, tmp_path)
 
 
 # ---------------------------------------------------------------- the processor

@@ -114,6 +114,7 @@ def test_decode_floor_counts_every_weight_a_step_reads(bench_generate, ours):
     assert bench_generate.bytes_per_step(ours) == text_bytes
 
 
+@pytest.mark.slow
 def test_generate_bench_runs_and_both_libraries_produce_the_same_tokens(bench_generate, twin_config, capsys):
     """The whole benchmark on the twin's widths: a row per batch size, the ids of both libraries equal."""
     args = ["--config", str(twin_config), "--layers", "2", "--dtype", "float32", "--batch", "1", "2"]

@@ -69,6 +69,7 @@ def test_resolve_finds_an_hf_cache_snapshot(monkeypatch, ckpt, tmp_path):
     assert checkpoint.resolve() == snap
 
 
+@pytest.mark.slow
 def test_twin_is_rebuilt_when_missing(tmp_path):
     folder = checkpoint.tiny_twin(tmp_path)
     assert checkpoint.is_tiny_twin(folder) and (folder / "model.safetensors").is_file()
@@ -84,6 +85,7 @@ def _state(model: QwenLiteVL) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_both_key_layouts_load_identical_weights(ckpt, ours, tmp_path):
     if not checkpoint.is_tiny_twin(ckpt):
         pytest.skip("re-saving a real checkpoint is too slow for the suite")
@@ -171,6 +173,7 @@ def test_the_twin_has_the_same_weights_on_every_machine():
     assert weights_sha256(checkpoint.tiny_twin()) == TWIN_SHA256
 
 
+@pytest.mark.slow
 def test_building_the_twin_again_gives_the_same_weights(tmp_path):
     """A second build, in this process, equals the cached one (built by another process, maybe another day)."""
     again = checkpoint.build_tiny_twin(tmp_path / "again")
@@ -184,6 +187,7 @@ def test_seeded_noise_has_the_spread_it_claims():
     assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1) < 0.01
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_the_same_computation_twice_gives_the_same_bits():
     """Two loads of the twin, one prompt with an image: logits and generated tokens exactly equal."""

@@ -204,6 +204,7 @@ def _unwritten(*args):
     ...
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
 def test_placeholders_are_not_yet_and_do_not_raise(capsys, name):
     """A notebook's placeholder answer (None, or a stub function) prints a hint and returns False, never raises."""
@@ -240,6 +241,7 @@ def hf_counts() -> dict[str, dict[str, int]]:
     return counts
 
 
+@pytest.mark.slow
 def test_vision_params_3b(capsys, hf_counts):
     counts = hf_counts["3b"]
     correct = counts["vision"]
@@ -251,6 +253,7 @@ def test_vision_params_3b(capsys, hf_counts):
     _fails_without_giving_away(capsys, name, correct - 32 * 1280, correct, "close, but not equal")  # one bias missed
 
 
+@pytest.mark.slow
 def test_language_model_params_3b(capsys, hf_counts):
     counts = hf_counts["3b"]
     correct = counts["all"] - counts["vision"]
@@ -564,6 +567,7 @@ def test_exercise_cells_run_and_say_not_yet(capsys):
 # ---------------------------------------------------------------- 09 training
 
 
+@pytest.mark.slow
 def test_labelled_tokens_point_answer(capsys, hf_processor):
     correct = len(hf_processor.tokenizer('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
     name = "labelled_tokens_point_answer"

@@ -21,6 +21,8 @@ from safetensors import safe_open
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
 
+pytestmark = pytest.mark.slow  # the full-size rehearsal's builder and runner on a small snapshot: about 20 s
+
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "Qwen/Qwen2.5-VL-3B-Instruct"
 SHARDS = 3

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # executes notebooks into slides
+
 ROOT = Path(__file__).resolve().parents[1]
 
 FIGURE = """\

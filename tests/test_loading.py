@@ -64,6 +64,7 @@ def test_pickle_weights_are_refused(loader, tmp_path, twin):
         loader(folder)
 
 
+@pytest.mark.slow
 def test_loading_never_writes_into_the_checkpoint_folder(ckpt):
     before = folder_snapshot(ckpt)
     QwenLiteVL.from_pretrained(ckpt)
@@ -256,6 +257,7 @@ def test_config_token_ids_that_disagree_with_the_tokenizer_stop_the_model(twin, 
         QwenLiteVL.from_pretrained(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, edit", TOKEN_ID_EDITS.items(), ids=TOKEN_ID_EDITS.keys())
 def test_config_token_ids_that_disagree_with_the_tokenizer_stop_the_processor(twin, tmp_path, field, edit):
     wrong, token, right = edit
@@ -265,6 +267,7 @@ def test_config_token_ids_that_disagree_with_the_tokenizer_stop_the_processor(tw
         Processor.from_pretrained(folder)
 
 
+@pytest.mark.slow
 def test_the_tokenizer_copy_itself_loads(twin, tmp_path):
     """The cases above change one id: with the ids intact, the same folder gives a model and a processor."""
     folder = hostile_checkpoint(twin, tmp_path / "ckpt", tokenizer=True)

@@ -115,6 +115,7 @@ def test_generation_equals_transformers_on_the_photo(ours, ref, photo_inputs):
     assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_bfloat16_is_as_close_to_float32_as_transformers_bfloat16(ours, ref, ckpt, photo_inputs):
     """dtype=torch.bfloat16 runs end to end (image, decoder, generate), and rounds no worse than transformers:
@@ -222,6 +223,7 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
     assert (out.logits - default).abs().max() > 1e-3, "the rules differ after a video, so these logits must too"
 
 
+@pytest.mark.slow
 @torch.no_grad()
 @pytest.mark.parametrize("penalty", [1.05, 0.5])
 def test_repetition_penalty_equals_transformers(ours, ref, padded_batch, penalty):
@@ -327,6 +329,7 @@ def _per_layer(name, mine, theirs, index=slice(None)):
 PROMPTS = ["text_inputs", "photo_inputs", "video_inputs", "image_video_inputs"]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["text", "image", "video", "image+video"])
 def test_attentions_and_hidden_states_equal_transformers_eager(ours, ref_eager, request, prompt):
@@ -403,6 +406,7 @@ def _image_and_video_batch(hf_processor):
     return batch, alone
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_left_padded_image_and_video_batch_equals_each_prompt_alone(ours, ref_eager, hf_processor):
     """Padding changes nothing: logits at real tokens, attention maps and generated ids equal each prompt run alone;

@@ -8,6 +8,7 @@ plugged in because this environment has none of its decoders).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import av
@@ -118,6 +119,41 @@ def test_aspect_ratio_over_200_raises_in_all_three(h, w):
         hf_smart_resize(h, w)
     with pytest.raises(ValueError, match="aspect ratio"):
         q_smart_resize(h, w, 28)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 100), "height must be a positive integer number of pixels, got 0"),
+        ((100, -5), "width must be a positive integer number of pixels, got -5"),
+        ((100.5, 100), "height must be a positive integer number of pixels, got 100.5"),
+        ((100, 100, 28, 5000, 4000), r"min_pixels \(5000\) must not exceed max_pixels \(4000\)"),
+        ((1, 300), r"aspect ratio of 1x300 \(height x width\) is 300.0, above the limit of 200"),
+    ],
+)
+def test_smart_resize_rejects_bad_sizes(args, message):
+    with pytest.raises(ValueError, match=message):
+        smart_resize(*args)
+
+
+def test_image_pixel_limits_in_the_wrong_order():
+    with pytest.raises(ValueError, match=r"min_pixels \(10000\) must not exceed max_pixels \(5000\)"):
+        pp.preprocess_image(np.zeros((20, 20, 3), np.uint8), min_pixels=10000, max_pixels=5000)
+
+
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        ((0, 5000), "min_pixels must be a finite number of pixels > 0, got 0"),
+        ((3136, math.nan), "max_pixels must be a finite number of pixels > 0, got nan"),
+        ((math.inf, math.inf), "min_pixels must be a finite number of pixels > 0, got inf"),
+        ((3136, -1), "max_pixels must be a finite number of pixels > 0, got -1"),
+    ],
+    ids=str,
+)
+def test_smart_resize_rejects_bad_pixel_limits(limits, message):
+    with pytest.raises(ValueError, match=message):
+        smart_resize(100, 100, 28, *limits)
 
 
 def test_smart_resize_properties():
@@ -263,11 +299,62 @@ def test_qwen_vl_utils_pixels_differ_only_by_its_resize_kernel(video_path, qwen_
 
 def test_odd_frame_count_is_padded_by_repeating_the_last_frame(video_path, hf_processor):
     with av.open(str(video_path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:5]
-    video = load_video(frames, fps=2.0)
+        frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)][:5]
+    video = Video(torch.stack(frames).permute(0, 3, 1, 2), list(range(5)), 2.0, 5, "five frames")  # sized as a file
     ours = pp.preprocess_video(video)
     assert ours.grid_thw.tolist()[0] == 3
     assert torch.equal(ours.frames[-1], ours.frames[-2])
     ref = _hf_video(hf_processor, video)
     assert torch.equal(ours.grid_thw[None], ref["video_grid_thw"])
     assert (ours.pixel_values - ref["pixel_values_videos"]).abs().max() <= 1e-5
+
+
+# ---------------------------------------------------------------- preprocessor configs that would give NaN pixels
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "image_std",
+            (0.26, 0.0, 0.27),
+            r"image_std must be > 0 \(pixels are divided by it\), got \(0.26, 0.0, 0.27\)",
+        ),
+        ("image_std", (0.26, -0.1, 0.27), "image_std must be > 0"),
+        ("image_std", (0.26, math.nan, 0.27), "image_std must be 3 finite numbers"),
+        ("image_std", (0.26, math.inf, 0.27), "image_std must be 3 finite numbers"),
+        ("image_mean", (0.48, math.nan, 0.41), "image_mean must be 3 finite numbers"),
+        ("image_mean", (0.48, -math.inf, 0.41), "image_mean must be 3 finite numbers"),
+        (
+            "image_mean",
+            (0.48, 0.46),
+            r"image_mean must be 3 finite numbers \(one per RGB channel\), got \(0.48, 0.46\)",
+        ),
+        ("rescale_factor", math.nan, "rescale_factor must be a finite number > 0, got nan"),
+        ("rescale_factor", 0.0, "rescale_factor must be a finite number > 0, got 0.0"),
+        ("patch_size", 0, "patch_size must be an integer >= 1, got 0"),
+    ],
+    ids=str,
+)
+def test_preprocessor_config_refuses_numbers_that_give_nan_pixels(field, value, message, tmp_path):
+    with pytest.raises(ValueError, match=f"preprocessor config: {message}"):
+        pp.PreprocessorConfig(**{field: value})
+    raw = {**HUB_PREPROCESSOR, field: list(value) if isinstance(value, tuple) else value}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(raw))  # NaN and inf as JSON's NaN / Infinity
+    with pytest.raises(ValueError, match=rf"preprocessor_config.json: preprocessor config: {message}"):
+        pp.PreprocessorConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", r"preprocessor_config.json is not valid JSON"),
+        ("[1, 2]", r"preprocessor_config.json must hold a JSON object, got a list"),
+        ('{"min_pixels": "many"}', r"preprocessor_config.json: invalid literal for int\(\)"),
+    ],
+    ids=["not-json", "a-list", "a-string-number"],
+)
+def test_unreadable_preprocessor_config_is_named(text, message, tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        pp.PreprocessorConfig.from_pretrained(tmp_path)

@@ -208,3 +208,54 @@ def test_transformers_style_keywords(processor, hf_processor, photo_path):
 def test_text_that_is_not_prompts_is_refused_by_name(processor, text, error, message):
     with pytest.raises(error, match=message):
         processor(text)
+
+
+@pytest.mark.parametrize("limits", [(20000, 50000), (3136, 12544), (100000, 200000)], ids=str)
+def test_call_time_min_max_pixels_equal_transformers_for_images(limits, processor, hf_processor, photo, small):
+    """transformers' processor takes min_pixels / max_pixels at call time (deprecated, still honoured in 5.x)."""
+    text = "<|vision_start|><|image_pad|><|vision_end|> and <|vision_start|><|image_pad|><|vision_end|>"
+    ours = processor(text=text, images=[photo, small], min_pixels=limits[0], max_pixels=limits[1])
+    with pytest.warns(FutureWarning, match="min_pixels"):
+        ref = hf_processor(
+            text=[text], images=[photo, small], min_pixels=limits[0], max_pixels=limits[1], return_tensors="pt"
+        )
+    assert torch.equal(ours["image_grid_thw"], ref["image_grid_thw"])
+    assert torch.equal(ours["input_ids"], ref["input_ids"])
+    assert (ours["pixel_values"] - ref["pixel_values"]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("limits", [(3136, 50000), (20000, 100000)], ids=str)
+def test_call_time_min_max_pixels_equal_qwen_vl_utils_for_videos(limits, processor, video_path):
+    """For a video they are qwen-vl-utils' per-video keys (the per-frame budget), as in a message."""
+    from qwenlite.reference import qwen_vl_utils_fetch_video
+
+    theirs, _, _ = qwen_vl_utils_fetch_video(video_path, min_pixels=limits[0], max_pixels=limits[1])
+    ours = processor(text="<|video_pad|>", videos=[str(video_path)], min_pixels=limits[0], max_pixels=limits[1])
+    t, h, w = ours["video_grid_thw"][0].tolist()
+    assert (t * 2, h * 14, w * 14) == (theirs.shape[0], theirs.shape[2], theirs.shape[3])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_patches_holding_nan_or_inf_are_refused(bad, modality, processor, small, video_path):
+    patches = pp.preprocess_image(small) if modality == "image" else pp.preprocess_video(load_video(video_path))
+    patches.pixel_values[3, 7] = bad
+    kwargs = {"images": [patches]} if modality == "image" else {"videos": [patches]}
+    with pytest.raises(ValueError, match=rf"{modality} Patches: pixel_values hold 1 NaN or infinite value"):
+        processor(text=f"<|{modality}_pad|>", **kwargs)
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), -1.0, 0.0], ids=str)
+def test_video_patches_with_bad_second_per_grid_t_are_refused(seconds, processor, video_path):
+    patches = pp.preprocess_video(load_video(video_path, nframes=4))
+    patches.second_per_grid_t = seconds
+    with pytest.raises(ValueError, match=rf"second_per_grid_t must be a finite number of seconds > 0, got {seconds}"):
+        processor(text="<|video_pad|>", videos=[patches])
+
+
+def test_video_start_and_end_in_a_message(processor, video_path):
+    item = {"type": "video", "video": str(video_path), "video_start": 1.0, "video_end": 3.0, "nframes": 4}
+    inputs = processor.from_messages([{"role": "user", "content": [item]}])
+    expected = pp.preprocess_video(load_video(video_path, video_start=1.0, video_end=3.0, nframes=4))
+    assert torch.equal(inputs["video_grid_thw"][0], expected.grid_thw)
+    assert inputs["second_per_grid_ts"].tolist() == [expected.second_per_grid_t]

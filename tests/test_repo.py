@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +34,8 @@ def _names(requirements: list[str]) -> dict[str, str]:
 
 def test_environment_yml_lists_the_pyproject_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = _names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = _names(project["dependencies"] + extras["figures"] + [r for r in extras["dev"] if "qwenlite" not in r])
     env_lines = (ROOT / "environment.yml").read_text().splitlines()
     listed = _names(
         [ln.strip()[2:] for ln in env_lines if ln.strip().startswith("- ") and not ln.strip()[2:].startswith("-")]
@@ -115,3 +119,37 @@ def test_readme_module_map_matches_the_package():
     tree = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
     tree |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
     assert listed == tree, f"README lists {sorted(listed - tree)} not in the tree; misses {sorted(tree - listed)}"
+
+
+def _installed(site: Path, name: str, version: str, requires: str | None = None) -> None:
+    """A distribution pip sees as installed (its .dist-info metadata only: nothing to import)."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    (info / "METADATA").write_text(metadata + (f"Requires-Dist: {requires}\n" if requires else ""))
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("torch_version", "torchvision_version", "supported"),
+    [("2.9.0", "0.24.0", True), ("2.4.0", "0.19.0", False)],
+    ids=["torch-2.9-kept", "torch-2.4-outside-the-range"],
+)
+def test_pip_install_keeps_a_supported_torch(tmp_path, torch_version, torchvision_version, supported):
+    """pip resolves `pip install -e .` against an environment whose torch is another release (dry run, no index:
+    nothing is downloaded or installed). A torch inside pyproject's range is kept, only qwenlite would be
+    installed; one outside it cannot be (with the old `torch==2.14.1` pin, 2.9 failed like 2.4 does here)."""
+    _installed(tmp_path, "torch", torch_version)
+    _installed(tmp_path, "torchvision", torchvision_version, f"torch=={torch_version}")
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PIP_CONSTRAINT": "", "PIP_CONFIG_FILE": os.devnull}
+    result = subprocess.run([*cmd, "--report", str(report), "-e", str(ROOT)], capture_output=True, text=True, env=env)
+    if supported:
+        assert result.returncode == 0, result.stderr
+        installs = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+        assert installs == ["qwenlite"]
+    else:
+        assert result.returncode != 0 and "torch" in result.stderr, result.stderr

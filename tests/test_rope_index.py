@@ -228,6 +228,7 @@ segment = st.one_of(
 layouts = st.lists(st.tuples(st.lists(segment, min_size=1, max_size=5), st.integers(0, 3)), min_size=1, max_size=3)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(layouts)
 def test_random_layouts(config, ref, rows):
@@ -388,6 +389,7 @@ def test_video_decode_positions_differ_from_transformers(ours, ref, hf_processor
 # ----------------------------------------------------------------------------- the explorer's prompts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("layout", "image_hw", "frames", "fps"),
     [("text image text video text", (224, 308), 8, 2.0), ("text video image text", (140, 196), 12, 1.0)],
@@ -419,6 +421,7 @@ def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames,
 # ----------------------------------------------------------------------------- sizes for a real checkpoint
 
 
+@pytest.mark.slow
 def test_notebook_08_real_clip_keeps_the_two_rules_together(ckpt, config, ref, video_path):
     """08 shrinks the clip on a real checkpoint (CI never runs that path) and then asserts, as on the twin,
     that qwenlite's positions equal transformers' after the video: the shrunk size must keep that true."""

@@ -41,6 +41,8 @@ from qwenlite.tokens import VISION_PAD_ID
 from qwenlite.video_io import load_video
 from qwenlite.vision import get_window_index
 
+pytestmark = pytest.mark.slow  # every planted bug in both dtypes against transformers: about 90 s
+
 DTYPES = (torch.float32, torch.bfloat16)
 PRODUCTS = {"bfloat16 products": contextlib.nullcontext, "through float32": Float32Products}  # cpu_bfloat16
 

@@ -15,6 +15,8 @@ from qwenlite import Processor, checkpoint, get_rope_index
 from qwenlite import train as T
 from qwenlite.reference import BAR, Row, check_table, gradient_rows, load_models, reference_processor, tolerance
 
+pytestmark = pytest.mark.slow  # gradients against transformers and a short training run: about 65 s
+
 # ---------------------------------------------------------------- examples
 
 

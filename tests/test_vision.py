@@ -217,6 +217,7 @@ def test_image_and_video_features_are_per_item(ours, ref, vision_inputs):
     assert_close(mine, theirs, what="video")
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_bfloat16_tower_is_as_close_to_float32_as_transformers_bfloat16(ours, ref, ckpt, vision_inputs):
     """Both towers loaded in bfloat16 from the same checkpoint: qwenlite's features are no further from
