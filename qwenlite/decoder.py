@@ -12,6 +12,9 @@ Hkv key/value heads, Dh head dim.
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +134,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, self.num_kv_heads * dh, bias=True)
         self.v_proj = nn.Linear(d, self.num_kv_heads * dh, bias=True)
         self.o_proj = nn.Linear(self.num_heads * dh, d, bias=False)
+        self.eager = False  # True: return the probabilities too (output_attentions); see inspect_decoder
 
     def forward(
         self,
@@ -139,10 +143,12 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
-        attentions: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """attentions: a list to append this layer's attention probabilities (B, H, L, S) to. Then the output is
-        computed from those same probabilities (probs @ v), transformers' eager path; otherwise SDPA runs."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output (B, L, D), probabilities (B, H, L, S) or None), as transformers' attention returns them.
+
+        With `self.eager` set (`inspect_decoder` sets it when the maps are asked for) the output is computed from
+        the probabilities, probs @ v, transformers' eager path; otherwise SDPA runs and no map exists.
+        """
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, Dh)
@@ -150,15 +156,15 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None])
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, Dh)
-        if attentions is None:
+        probs = None
+        if not self.eager:
             # mask None: plain causal attention, which SDPA computes without any (L, S) matrix in memory
             causal = mask is None and n > 1
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
         else:
             probs = attention_weights(q, k, mask)  # (B, H, L, S)
-            attentions.append(probs)
             out = torch.matmul(probs, repeat_kv(v, self.num_heads // self.num_kv_heads))  # (B, H, L, Dh)
-        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1)), probs
 
 
 class DecoderLayer(nn.Module):
@@ -172,15 +178,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        cache: KVCache | None = None,
-        attentions: list[torch.Tensor] | None = None,
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, cache=None
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attentions)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)[0]
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x
 
@@ -201,18 +201,9 @@ class TextModel(nn.Module):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        hidden_states: list[torch.Tensor] | None = None,
-        attentions: list[torch.Tensor | None] | None = None,
-        keep_attentions: Collection[int] | None = None,
     ) -> torch.Tensor:
-        """The last hidden state (B, L, D), after the final norm. Two optional lists to fill, as transformers'
-        `output_hidden_states` and `output_attentions` do:
-
-        hidden_states: num_hidden_layers + 1 entries (B, L, D): the input embeddings, the output of every
-            layer but the last, then the last layer's output after the final norm (the returned tensor).
-        attentions: one entry per layer, so that attentions[i] is layer i: its probabilities (B, H, L, S)
-            if i is in keep_attentions (None: every layer), else None.
-        """
+        """The last hidden state (B, L, D), after the final norm. What happens inside (each layer's input, the
+        attention maps) is read from outside with `inspect_decoder`, as transformers records its outputs."""
         config = self.config
         if position_ids.shape != (3, *inputs_embeds.shape[:2]):
             raise ValueError(
@@ -229,18 +220,52 @@ class TextModel(nn.Module):
         # parity: angles in float32, cos/sin then cast to the activations' dtype (as transformers' rotary does)
         cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         mask = causal_mask(inputs_embeds, attention_mask, past=len(cache) if cache is not None else 0)
-        keep = range(len(self.layers)) if keep_attentions is None else keep_attentions
         x = inputs_embeds
-        for i, layer in enumerate(self.layers):
-            if hidden_states is not None:
-                hidden_states.append(x)
-            if attentions is not None and i not in keep:
-                attentions.append(None)  # this layer runs SDPA and keeps no map
-            x = layer(x, cos, sin, mask, cache, attentions if i in keep else None)
-        x = self.norm(x)
-        if hidden_states is not None:
-            hidden_states.append(x)  # parity: transformers' last hidden state is after the final norm
-        return x
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, cache)
+        return self.norm(x)
+
+
+@dataclass
+class Inspection:
+    """What `inspect_decoder` saw during one forward, in transformers' `output_hidden_states` /
+    `output_attentions` layout.
+
+    hidden_states: num_hidden_layers + 1 entries (B, L, D): the input embeddings, the output of every layer but
+        the last, then the last layer's output after the final norm (the decoder's return value).
+    attentions: one entry per layer, attentions[i] = layer i's probabilities (B, H, L, S) if it was kept, else None.
+    """
+
+    hidden_states: list[torch.Tensor] = field(default_factory=list)
+    attentions: list[torch.Tensor | None] = field(default_factory=list)
+
+
+@contextmanager
+def inspect_decoder(model: TextModel, hidden_states: bool, keep_attentions: Collection[int]):
+    """Record each layer's input and the kept layers' attention maps through forward hooks, for one forward.
+
+    The kept layers run the eager path (probabilities, then probs @ v); the others keep SDPA. After the call,
+    append the decoder's return value to `.hidden_states` (it is after the final norm, as in transformers).
+    """
+    seen = Inspection(attentions=[None] * len(model.layers))
+    handles = []
+    for i, layer in enumerate(model.layers):
+        if hidden_states:
+            handles.append(layer.register_forward_pre_hook(lambda _, args: seen.hidden_states.append(args[0])))
+        if i in keep_attentions:
+            layer.self_attn.eager = True
+            handles.append(layer.self_attn.register_forward_hook(partial(_keep_map, seen.attentions, i)))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer in model.layers:
+            layer.self_attn.eager = False
+
+
+def _keep_map(attentions: list, i: int, module: nn.Module, args, output: tuple) -> None:
+    attentions[i] = output[1]
 
 
 def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor | None:

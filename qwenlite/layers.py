@@ -1,6 +1,7 @@
-"""Building blocks shared by the vision tower and the decoder: RMSNorm, the SwiGLU MLP, rotate_half.
+"""Building blocks shared by the vision tower and the decoder: RMSNorm, the SwiGLU MLP, rotary embeddings.
 
-Mirrors transformers' `Qwen2_5_VLRMSNorm`, `Qwen2_5_VLMLP` / `Qwen2MLP` and `rotate_half`
+Mirrors transformers' `Qwen2_5_VLRMSNorm`, `Qwen2_5_VLMLP` / `Qwen2MLP`, `rotate_half` and the
+`x * cos + rotate_half(x) * sin` of its `apply_rotary_pos_emb` / `apply_rotary_pos_emb_vision`
 in `models/qwen2_5_vl/modeling_qwen2_5_vl.py`.
 """
 
@@ -22,14 +23,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        # F.rms_norm is x * rsqrt(mean(x^2) + eps) * weight in one call: a single fused kernel on GPU; on CPU,
-        # torch runs the same pow/mean/rsqrt/mul steps that transformers writes out, so it is no faster there.
-        if dtype == self.weight.dtype == torch.float32:  # nothing to cast
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        # parity: RMSNorm upcasts to float32, then casts back before the weight.
-        x = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x * rsqrt(mean(x^2) + eps)
-        return self.weight * x.to(dtype)
+        """weight * x / sqrt(mean(x^2) + eps), the mean over the last axis."""
+        # parity: computed in float32 and cast back before the weight is applied (transformers' Qwen2RMSNorm)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"({self.weight.shape[0]},), eps={self.eps}"
@@ -63,14 +61,5 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate every (i, i + Dh/2) pair of x by the angle whose cos/sin are given (broadcast over heads):
-    x * cos + rotate_half(x) * sin."""
-    # speed: the same sum written half by half with two in-place multiply-adds, so that no negated copy of x
-    # and no concatenation is made (2 passes over x instead of 6). Measured on the vision tower in float32
-    # against the plain line above: 3-4% of the whole forward (benchmarks/README.md); under 3% in bfloat16.
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    out = x * cos
-    out[..., :half].addcmul_(x2, sin[..., :half], value=-1)  # x1 cos - x2 sin
-    out[..., half:].addcmul_(x1, sin[..., half:])  # x2 cos + x1 sin
-    return out
+    """Rotate every (i, i + Dh/2) pair of x by the angle whose cos/sin are given (broadcast over heads)."""
+    return x * cos + rotate_half(x) * sin

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import checkpoint
 from .config import QwenLiteConfig
-from .decoder import KVCache, TextModel, attention_layers
+from .decoder import KVCache, TextModel, attention_layers, inspect_decoder
 from .fusion import fuse
 from .rope_index import decode_position_ids, get_rope_index
 from .tokens import check_config_ids, mm_token_type_ids, tokenizer_file_ids
@@ -271,16 +271,18 @@ class QwenLiteVL(nn.Module):
             x = self.model.embed_tokens(input_ids)  # 1) embed
             position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)  # 2) text + delta
         # 3) decoder and the language-model head
-        hidden_states = [] if output_hidden_states else None
-        attentions = [] if output_attentions is not False else None
-        hidden = self.model(x, position_ids, attention_mask, cache, hidden_states, attentions, keep)  # (B, L, D)
+        if not output_hidden_states and output_attentions is False:
+            hidden = self.model(x, position_ids, attention_mask, cache)  # (B, L, D)
+            return VLOutput(self.lm_head(hidden[:, -logits_to_keep:]), cache, position_ids, rope_deltas)
+        with inspect_decoder(self.model, output_hidden_states, keep) as seen:
+            hidden = self.model(x, position_ids, attention_mask, cache)
         return VLOutput(
             self.lm_head(hidden[:, -logits_to_keep:]),
             cache,
             position_ids,
             rope_deltas,
-            tuple(hidden_states) if hidden_states is not None else None,
-            tuple(attentions) if attentions is not None else None,
+            (*seen.hidden_states, hidden) if output_hidden_states else None,
+            tuple(seen.attentions) if output_attentions is not False else None,
         )
 
     @torch.no_grad()

@@ -11,7 +11,6 @@ M = merge_size**2 patches per LLM token (4), Do output width (= text hidden size
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -186,24 +185,17 @@ class VisionAttention(nn.Module):
 
 
 def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Softmax attention within each segment [cu[i], cu[i+1]) of packed q, k, v (N, H, Dh).
+    """softmax(q k^T / sqrt(Dh)) v within each segment [cu[i], cu[i+1]) of packed q, k, v (N, H, Dh): a patch
+    attends only to the patches of its own window (window blocks) or its own frame (full blocks).
 
-    transformers runs one SDPA call per segment on CPU. Consecutive segments of equal length (all
-    interior windows: 64 patches; all frames of a video) form one strided view (S, H, len, Dh) of
-    the packed tensors, so each such run is a single call, with no gather and no concatenation.
-    cu_seqlens [0, 64, 128, 160] -> one call on 2 segments of 64, one call on 1 segment of 32.
+    cu_seqlens [0, 64, 128, 160]: patches 0-63 attend among themselves, 64-127 too, then 128-159.
+    As transformers does on CPU: one SDPA call per segment.
     """
-    outs, start = [], int(cu_seqlens[0])
-    for length, run in itertools.groupby((cu_seqlens[1:] - cu_seqlens[:-1]).tolist()):
-        end = start + length * len(list(run))
-        if length:
-            qs, ks, vs = (t[start:end].unflatten(0, (-1, length)).transpose(1, 2) for t in (q, k, v))
-            o = F.scaled_dot_product_attention(qs, ks, vs)  # (S, H, len, Dh), stored as (S, len, H, Dh)
-            outs.append(o.transpose(1, 2).flatten(0, 1))  # (S*len, H, Dh)
-        start = end
-    if len(outs) == 1:  # one run (e.g. all windows full): the output is a view, no copy at all
-        return outs[0]
-    return torch.cat(outs) if outs else torch.empty_like(q)
+    out = torch.empty_like(q)
+    for start, end in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist(), strict=True):
+        qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (H, len, Dh)
+        out[start:end] = F.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
+    return out
 
 
 class VisionBlock(nn.Module):

@@ -188,11 +188,11 @@ def test_gqa_equals_attention_with_repeated_kv_heads(ours):
     cos, sin = mrope_cos_sin(pos, rope_inv_freq(dh, c.rope_theta), c.mrope_section)
     mask = causal_mask(x, None, past=0)
     with torch.no_grad():
-        torch.testing.assert_close(attn(x, cos, sin, mask), mha(x, cos, sin, mask), atol=1e-6, rtol=0)
+        torch.testing.assert_close(attn(x, cos, sin, mask)[0], mha(x, cos, sin, mask)[0], atol=1e-6, rtol=0)
         # repeating with .repeat (head order h0 h1 h0 h1) instead is a different model: the check can fail
         wrong = copy.deepcopy(mha)
         wrong.k_proj.weight.data = attn.k_proj.weight.data.view(hkv, dh, -1).repeat(h // hkv, 1, 1).reshape(h * dh, -1)
-        assert not torch.allclose(attn(x, cos, sin, mask), wrong(x, cos, sin, mask), atol=1e-3)
+        assert not torch.allclose(attn(x, cos, sin, mask)[0], wrong(x, cos, sin, mask)[0], atol=1e-3)
 
 
 @torch.no_grad()
@@ -259,10 +259,13 @@ def test_eager_attention_path_equals_sdpa(ours):
     cos, sin = mrope_cos_sin(pos, rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
     pad = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])
     mask = causal_mask(x, pad, past=0)
-    kept: list[torch.Tensor] = []
-    eager = attn(x, cos, sin, mask, attentions=kept)
-    assert len(kept) == 1 and kept[0].shape == (2, attn.num_heads, 9, 9)
-    sdpa = attn(x, cos, sin, mask)
+    sdpa, nothing = attn(x, cos, sin, mask)
+    attn.eager = True
+    try:
+        eager, probs = attn(x, cos, sin, mask)
+    finally:
+        attn.eager = False
+    assert nothing is None and probs.shape == (2, attn.num_heads, 9, 9)
     real = pad.bool()  # a padding query reads nothing: eager averages every value, SDPA gives 0 (so transformers)
     check_table([Row("eager vs SDPA attention output, real queries", eager[real], sdpa[real])])
     assert torch.all(sdpa[~real] == 0)
@@ -292,6 +295,6 @@ def test_plain_causal_attention_needs_no_mask_and_equals_the_explicit_one(ours):
     x = torch.randn(2, 9, c.hidden_size)
     cos, sin = mrope_cos_sin(torch.arange(9).expand(3, 2, -1), rope_inv_freq(c.head_dim, c.rope_theta), c.mrope_section)
     explicit = torch.ones(9, 9, dtype=torch.bool).tril()[None, None]
-    check_table([Row("is_causal vs explicit causal mask", attn(x, cos, sin, None), attn(x, cos, sin, explicit))])
+    check_table([Row("is_causal vs explicit causal mask", attn(x, cos, sin, None)[0], attn(x, cos, sin, explicit)[0])])
     everything = torch.ones(1, 1, 9, 9, dtype=torch.bool)  # a plausible bug: no causal mask at all
-    assert not Row("no mask", attn(x, cos, sin, everything), attn(x, cos, sin, explicit)).ok()
+    assert not Row("no mask", attn(x, cos, sin, everything)[0], attn(x, cos, sin, explicit)[0]).ok()
