@@ -22,7 +22,7 @@ from .decoder import KVCache, TextModel, attention_layers, inspect_decoder
 from .fusion import fuse
 from .rope_index import decode_position_ids, get_rope_index
 from .tokens import check_config_ids, mm_token_type_ids, tokenizer_file_ids
-from .vision import VisionTransformer, check_grid
+from .vision import VisionTransformer
 
 # what each modality's two inputs are called (transformers' names), for errors that name them
 VISION_INPUTS = {"image": ("pixel_values", "image_grid_thw"), "video": ("pixel_values_videos", "video_grid_thw")}
@@ -189,11 +189,10 @@ class QwenLiteVL(nn.Module):
         pixels_name, grid_name = VISION_INPUTS[modality]
         if grid is None:
             raise ValueError(f"{pixels_name} was given without {grid_name}")
-        check_grid(pixels, grid, self.config.vision_config, (pixels_name, grid_name))
         if pixels.is_floating_point() and not all_finite(pixels):  # else: NaN logits and token 0 forever
             bad = int((~torch.isfinite(pixels)).sum())
             raise ValueError(f"{pixels_name} holds {bad} NaN or infinite values: the pixels must be finite numbers")
-        return self.visual(pixels, grid)
+        return self.visual(pixels, grid, (pixels_name, grid_name))  # the tower checks their shapes (check_grid)
 
     def _split(self, features: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         sizes = (grid_thw.prod(-1) // self.config.vision_config.spatial_merge_size**2).tolist()

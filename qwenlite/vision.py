@@ -240,8 +240,11 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(VisionBlock(config) for _ in range(config.depth))
         self.merger = PatchMerger(config)
 
-    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        check_grid(pixel_values, grid_thw, self.config)
+    def forward(
+        self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, names: tuple[str, str] = ("pixel_values", "grid_thw")
+    ) -> torch.Tensor:
+        """names: what the caller calls the two inputs, for the errors (the model says pixel_values_videos...)."""
+        check_grid(pixel_values, grid_thw, self.config, names)
         # 1) index bookkeeping: window order, window and frame segments, rotary ids (index tensors live
         #    where the pixels are)
         layout = vision_layout(grid_thw.to(pixel_values.device), self.config)

@@ -24,9 +24,8 @@ from ..processor import Processor
 from ..rope_index import get_rope_index
 from ..tokens import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, token_kinds
 from ..video_io import Video
+from .decoder import AXIS_COLOURS  # t, h, w: one colour each in every figure
 from .fusion import KIND_COLOURS
-
-AXIS_COLOURS = {"t": "#4c78a8", "h": "#f58518", "w": "#54a24b"}
 
 
 def _ids_over(ax, picture: np.ndarray, ids: np.ndarray, cmap: str, vmin: int, vmax: int) -> None:

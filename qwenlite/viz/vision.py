@@ -18,11 +18,7 @@ from matplotlib.colors import ListedColormap
 from ..config import VisionConfig
 from ..preprocessing import Patches
 from ..vision import VisionTransformer, segment_ids, vision_layout, vision_rotary_ids
-
-
-def _hwc(frame: torch.Tensor) -> np.ndarray:
-    """(3, H, W) uint8 -> (H, W, 3) for imshow."""
-    return frame.permute(1, 2, 0).numpy()
+from .preprocessing import _hwc
 
 
 def _tiles_cmap(n: int) -> ListedColormap:
