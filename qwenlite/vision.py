@@ -50,26 +50,25 @@ def get_window_index(
 
     A window is window_size / patch_size / merge_size merged tokens on a side (112 px -> 4x4).
     Each frame's merged grid is padded up to a multiple of that side, cut into windows row by row,
-    and the padding dropped, so windows on the right and bottom edges can be smaller.
-    grid (1, 4, 12) with 112-px windows: merged grid 2x6 -> windows of 2x4 and 2x2 merged tokens,
-    window_index = [0,1,2,3,6,7,8,9, 4,5,10,11], cu_window_seqlens = [0, 32, 48] (in patches).
-    Returns window_index (N/M,) long and cu_window_seqlens (num_windows + 1,) int32, on grid_thw's device.
+    and the padding dropped, so windows on the right and bottom edges can be smaller (worked example:
+    `vision_layout`). Returns window_index (N/M,) long and cu_window_seqlens (num_windows + 1,) int32, on
+    grid_thw's device.
     """
-    side = window_size // merge_size // patch_size
-    unit = merge_size * merge_size
+    window_side = window_size // merge_size // patch_size  # merged tokens on a window's side
+    patches_per_token = merge_size * merge_size
     index, cu, offset, device = [], [0], 0, grid_thw.device
-    for t, h, w in grid_thw.tolist():
-        gh, gw = h // merge_size, w // merge_size
-        ids = torch.arange(t * gh * gw, device=device).reshape(t, gh, gw)
-        ph, pw = -gh % side, -gw % side
-        ids = F.pad(ids, (0, pw, 0, ph), value=-1)
-        nh, nw = (gh + ph) // side, (gw + pw) // side
-        ids = ids.reshape(t, nh, side, nw, side).permute(0, 1, 3, 2, 4).reshape(t * nh * nw, side * side)
-        lengths = (ids >= 0).sum(-1)
+    for frames, height, width in grid_thw.tolist():  # in patches
+        tokens_h, tokens_w = height // merge_size, width // merge_size
+        ids = torch.arange(frames * tokens_h * tokens_w, device=device).reshape(frames, tokens_h, tokens_w)
+        pad_h, pad_w = -tokens_h % window_side, -tokens_w % window_side
+        ids = F.pad(ids, (0, pad_w, 0, pad_h), value=-1)
+        windows_h, windows_w = (tokens_h + pad_h) // window_side, (tokens_w + pad_w) // window_side
+        ids = ids.reshape(frames, windows_h, window_side, windows_w, window_side).permute(0, 1, 3, 2, 4)
+        ids = ids.reshape(frames * windows_h * windows_w, window_side * window_side)  # one row per window
         index.append(ids[ids >= 0] + offset)
-        for n in lengths.tolist():
-            cu.append(cu[-1] + n * unit)
-        offset += t * gh * gw
+        for tokens in (ids >= 0).sum(-1).tolist():
+            cu.append(cu[-1] + tokens * patches_per_token)
+        offset += frames * tokens_h * tokens_w
     return torch.cat(index), torch.tensor(cu, dtype=torch.int32, device=device)
 
 
@@ -114,12 +113,13 @@ def vision_layout(grid_thw: torch.Tensor, config: VisionConfig) -> VisionLayout:
     rotary_ids[16:20] = [[2,0], [2,1], [3,0], [3,1]];
     cu_windows = [0, 32, 48]; cu_frames = [0, 48].
     """
-    unit = config.spatial_merge_size**2
+    patches_per_token = config.spatial_merge_size**2
     window_index, cu_windows = get_window_index(
         grid_thw, config.window_size, config.patch_size, config.spatial_merge_size
     )
     # whole merge groups move together: merged token j -> its patches j*M .. j*M + M-1
-    patch_order = (window_index[:, None] * unit + torch.arange(unit, device=grid_thw.device)).flatten()  # (N,)
+    offsets = torch.arange(patches_per_token, device=grid_thw.device)
+    patch_order = (window_index[:, None] * patches_per_token + offsets).flatten()  # (N,)
     rotary_ids = vision_rotary_ids(grid_thw, config.spatial_merge_size)[patch_order]  # (N, 2)
     return VisionLayout(window_index, patch_order, rotary_ids, cu_windows, full_attention_seqlens(grid_thw))
 
@@ -219,13 +219,13 @@ class PatchMerger(nn.Module):
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
-        self.unit = config.spatial_merge_size**2
-        width = config.hidden_size * self.unit
+        self.patches_per_token = config.spatial_merge_size**2
+        width = config.hidden_size * self.patches_per_token
         self.ln_q = RMSNorm(config.hidden_size, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, config.out_hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.ln_q(x).view(-1, self.unit * x.shape[-1])  # (N/M, M*D): each 2x2 neighbourhood side by side
+        x = self.ln_q(x).view(-1, self.patches_per_token * x.shape[-1])  # (N/M, M*D): each 2x2 neighbourhood side by side
         return self.mlp(x)  # (N/M, Do)
 
 
