@@ -225,7 +225,7 @@ class PatchMerger(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, config.out_hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.ln_q(x).view(-1, self.patches_per_token * x.shape[-1])  # (N/M, M*D): each 2x2 neighbourhood side by side
+        x = self.ln_q(x).view(-1, self.patches_per_token * x.shape[-1])  # (N/M, M*D): each 2x2 group side by side
         return self.mlp(x)  # (N/M, Do)
 
 
