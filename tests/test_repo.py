@@ -153,3 +153,67 @@ def test_pip_install_keeps_a_supported_torch(tmp_path, torch_version, torchvisio
         assert installs == ["qwenlite"]
     else:
         assert result.returncode != 0 and "torch" in result.stderr, result.stderr
+
+
+# The hostile-input families: the test modules whose refusals (pytest.raises) are cases of bad input, by the
+# code that handles them. Planted-bug checks (test_tolerance_policy, test_train, ...) are not hostile inputs.
+HOSTILE_FAMILIES = {
+    "image files and arrays": "test_image_io.py",
+    "video files, folders and frame lists": "test_video_io.py",
+    "preprocessing: sizes, limits, preprocessor config": "test_preprocessing.py",
+    "processor: prompts, items, call-time options": "test_processor.py",
+    "config.json": "test_config.py",
+    "safetensors files and the shard index": "test_checkpoint.py",
+    "from_pretrained: folders, weights, dtype, device, token ids": "test_loading.py",
+    "model and generate: inputs, positions, padding": "test_model.py",
+    "positions: get_rope_index": "test_rope_index.py",
+    "fusion, decoder, sampling, settings": (
+        "test_fusion.py",
+        "test_decoder.py",
+        "test_sampling.py",
+        "test_bad_inputs.py",
+    ),
+}
+
+
+def hostile_cases() -> dict[str, int]:
+    """Cases per family: each collected instance of a parametrized test that expects a refusal counts once; an
+    unparametrized one counts each `pytest.raises` it holds (several bad inputs in one function)."""
+    import ast
+
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    raises = {}
+    for path in (ROOT / "tests").glob("test_*.py"):
+        source = path.read_text()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef):
+                raises[(path.name, node.name)] = ast.get_source_segment(source, node).count("pytest.raises(")
+    per_module: dict[str, int] = {}
+    for line in collected.splitlines():
+        if "::" not in line:
+            continue
+        module, test = line.split("::")[0].removeprefix("tests/"), line.split("::")[1]
+        n = raises.get((module, test.split("[")[0]), 0)
+        per_module[module] = per_module.get(module, 0) + (min(n, 1) if "[" in test else n)
+    families = {}
+    for family, modules in HOSTILE_FAMILIES.items():
+        modules = (modules,) if isinstance(modules, str) else modules
+        families[family] = sum(per_module.get(m, 0) for m in modules)
+    return families
+
+
+@pytest.mark.slow
+def test_tests_readme_says_how_many_hostile_cases_each_family_has():
+    """tests/README.md's table is the count itself (a test added or removed changes it), and the total is >= 140."""
+    counts = hostile_cases()
+    table = (ROOT / "tests" / "README.md").read_text()
+    for family, n in counts.items():
+        assert f"| {family} | {n} |" in table, f"tests/README.md: family {family!r} now has {n} cases"
+    total = sum(counts.values())
+    assert total >= 140 and f"| **all** | **{total}** |" in table, total
