@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite import weights as qwenlite_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_VERSION = 1  # bump when the weights' recipe changes, so that old snapshots are rebuilt
@@ -347,7 +348,7 @@ def run(root: Path, size: str, dtype: str, notebooks: list[Path], timeout: int, 
     found = checkpoint.resolve()
     if found != snap:
         raise SystemExit(f"checkpoint.resolve() finds {found}, not the built snapshot {snap}")
-    on_disk = sum(f.stat().st_size for f in checkpoint.safetensors_files(snap))  # bfloat16: 2 bytes a number
+    on_disk = sum(f.stat().st_size for f in qwenlite_weights.safetensors_files(snap))  # bfloat16: 2 bytes a number
     weights = on_disk * torch.finfo(getattr(torch, dtype)).bits // 16  # the weights at the dtype the notebooks use
     print(
         f"snapshot {snap}\nweights on disk {on_disk / 1e9:.2f} GB, {weights / 1e9:.2f} GB in {dtype}; "

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from qwenlite import QwenLiteConfig, QwenLiteVL
-from qwenlite.checkpoint import to_hub_key
 from qwenlite.preprocessing import preprocess_image, preprocess_video
 from qwenlite.reference import capture
 from qwenlite.video_io import load_video
+from qwenlite.weights import to_hub_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

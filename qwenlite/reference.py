@@ -87,13 +87,13 @@ def load_models(
 ) -> tuple[nn.Module, nn.Module | None]:
     """qwenlite's model and (if reference) transformers' on one read of the checkpoint's files.
 
-    The files are read once, at the settings' dtype and device (`checkpoint.read_tensors`, file keys).
+    The files are read once, at the settings' dtype and device (`weights.read_tensors`, file keys).
     qwenlite maps those keys with its own `to_hub_key`; transformers gets them as `state_dict=` and maps
     them with its own conversion rules. Both models then point at the same storage: one copy in memory,
     yet a bug in either key map still shows up as a difference.
     With settings.float32_products it also enters `cpu_bfloat16.Float32Products` for the rest of the process.
     """
-    from . import checkpoint
+    from . import weights
     from .config import QwenLiteConfig
     from .model import QwenLiteVL
 
@@ -102,7 +102,7 @@ def load_models(
         from . import cpu_bfloat16
 
         cpu_bfloat16.enable()  # for the rest of this process: both models' products, and every cell's
-    tensors = checkpoint.read_tensors(path, settings.dtype, settings.device)
+    tensors = weights.read_tensors(path, settings.dtype, settings.device)
     ours = QwenLiteVL.from_pretrained(path, settings.dtype, settings.device, tensors=tensors)
     ref = reference_model(path, settings.dtype, settings.device, tensors=tensors) if reference else None
     return ours, ref
@@ -117,7 +117,7 @@ def reference_model(
 ) -> nn.Module:
     """transformers' model on the same checkpoint folder, loaded offline, in eval mode.
 
-    tensors: the checkpoint's tensors under their file keys (`checkpoint.read_tensors`), handed to
+    tensors: the checkpoint's tensors under their file keys (`weights.read_tensors`), handed to
     transformers' own loader as `state_dict=` instead of letting it read the files a second time.
     attn_implementation: transformers' choice of attention kernel (None: its default, SDPA); "eager" is the
     one that can return attention probabilities (`output_attentions=True`).
@@ -534,7 +534,7 @@ def gradient_rows(ours: nn.Module, ref: nn.Module, prefix: str = "grad ") -> lis
     pass; in units of the parameter's own largest gradient the policy's rtol is a relative bound. A parameter
     that one model leaves without a gradient (a detached branch) shows as a row of zeros against non-zeros.
     """
-    from .checkpoint import to_hub_key
+    from .weights import to_hub_key
 
     theirs = {to_hub_key(name): p.grad for name, p in ref.named_parameters()}
     rows = []

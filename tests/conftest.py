@@ -80,3 +80,40 @@ def video_path() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- exercises shared by two notebooks' tests
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_video_grid() -> tuple[int, int]:
+    """(temporal patches, video pad tokens) from qwen-vl-utils' own sampling and resizing at fps 2."""
+    from qwenlite.reference import qwen_vl_utils_fetch_video
+
+    frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=2.0)  # (T, C, H, W), resized
+    t, _, h, w = frames.shape
+    return t // 2, t // 2 * (h // 28) * (w // 28)
+
+
+@pytest.fixture(scope="session")
+def hf_counts() -> dict[str, dict[str, int]]:
+    """Parameter counts of the real 3B and 7B from transformers' own model, built on the meta device."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    counts = {}
+    for size in ("3b", "7b"):
+        from transformers import Qwen2_5_VLConfig
+
+        config = Qwen2_5_VLConfig.from_pretrained(DATA / "configs" / f"qwen2_5_vl_{size}_instruct.config.json")
+        with torch.device("meta"):
+            model = Qwen2_5_VLForConditionalGeneration(config)
+        visual = model.model.visual
+        counts[size] = {
+            "vision": sum(p.numel() for p in visual.parameters()),
+            "merger": sum(p.numel() for p in visual.merger.parameters()),
+            "all": sum(p.numel() for p in model.parameters()),  # a tied lm_head is yielded once
+            "table": config.text_config.vocab_size * config.text_config.hidden_size,
+        }
+    return counts

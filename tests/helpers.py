@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+
+from qwenlite import exercises
+
+DATA = Path(__file__).resolve().parents[1] / "data"  # the repository's data/ folder
 
 QUESTION = {"type": "text", "text": "Describe it in one word."}
 
@@ -65,3 +70,28 @@ def replace(path: Path, data: bytes | str) -> None:
         path.write_text(data)
     else:
         path.write_bytes(data)
+
+
+# ---------------------------------------------------------------- exercises
+
+
+def fails_without_giving_away(capsys, name: str, answer, correct: int | list[int] | None, hint: str) -> None:
+    """check() must refuse the answer and print a hint that holds `hint` and not the correct value
+    (correct None: the exercise asks for a function, whose right outputs the hint must not list either).
+    An answer of several numbers: none of them may appear in the hint as a number, unless the question
+    itself has that number (a hint may repeat the question's data)."""
+    assert exercises.check(name, answer) is False
+    printed = capsys.readouterr().out
+    assert printed.startswith("not yet: ") and hint in printed, printed
+    if isinstance(correct, int):
+        assert str(correct) not in printed, printed
+    elif correct is not None:
+        question = exercises.describe(name)
+        for number in correct:
+            word = rf"(?<![\d.]){number}(?![\d.])"
+            assert not re.search(word, printed) or re.search(word, question), (number, printed)
+
+
+def passes(capsys, name: str, answer) -> None:
+    assert exercises.check(name, answer) is True
+    assert capsys.readouterr().out == "correct\n"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint, weights
 
 
 def test_twin_has_the_real_architecture(ckpt, config):
@@ -100,7 +100,7 @@ def test_both_key_layouts_load_identical_weights(ckpt, ours, tmp_path):
 
 
 def test_weights_equal_transformers(ours, ref):
-    theirs = {checkpoint.to_hub_key(k): v for k, v in ref.state_dict().items()}
+    theirs = {weights.to_hub_key(k): v for k, v in ref.state_dict().items()}
     mine = _state(ours)
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
@@ -132,7 +132,7 @@ def test_read_tensors_maps_or_converts_once(ckpt, tmp_path):
     """Stored dtype: memory-mapped, no copy. Another dtype: converted tensor by tensor, equal to torch's cast."""
     from safetensors.torch import load_file
 
-    from qwenlite.checkpoint import read_tensors
+    from qwenlite.weights import read_tensors
 
     stored = load_file(str(ckpt / "model.safetensors"))
     mapped = read_tensors(ckpt)
@@ -313,10 +313,10 @@ DAMAGED_FILES = {
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["mapped", "converted"])
 def test_damaged_safetensors_are_named(tmp_path, damage, message, dtype):
     file = _small_file(tmp_path / "ckpt")
-    assert set(checkpoint.read_tensors(file.parent, dtype)) == {"a.weight", "model.norm.weight"}  # whole, it reads
+    assert set(weights.read_tensors(file.parent, dtype)) == {"a.weight", "model.norm.weight"}  # whole, it reads
     file.write_bytes(damage(file.read_bytes()))
     with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
-        checkpoint.read_tensors(file.parent, dtype)
+        weights.read_tensors(file.parent, dtype)
 
 
 # ---------------------------------------------------------------- hostile shard indexes
@@ -343,7 +343,7 @@ def test_the_index_decides_which_shard_holds_a_key(twin, tmp_path, dtype):
     real = load_file(twin / "model.safetensors")
     second = {"visual.merger.ln_q.weight": real["visual.merger.ln_q.weight"], "model.norm.weight": torch.zeros(128)}
     _sharded(twin, tmp_path / "ckpt", second, in_second={"visual.merger.ln_q.weight"})
-    state = checkpoint.read_tensors(tmp_path / "ckpt", dtype)
+    state = weights.read_tensors(tmp_path / "ckpt", dtype)
     assert set(state) == set(real)
     assert torch.equal(state["model.norm.weight"], real["model.norm.weight"].to(dtype or torch.float32))
     model = QwenLiteVL.from_pretrained(tmp_path / "ckpt")
@@ -353,7 +353,7 @@ def test_the_index_decides_which_shard_holds_a_key(twin, tmp_path, dtype):
 def test_an_index_putting_a_key_in_a_shard_without_it(twin, tmp_path):
     _sharded(twin, tmp_path / "ckpt", {"a.weight": torch.ones(2)}, in_second={"model.norm.weight"})
     with pytest.raises(ValueError, match=rf"{INDEX} puts 1 tensor\(s\) in {SHARD_2}, which does not hold them"):
-        checkpoint.read_tensors(tmp_path / "ckpt")
+        weights.read_tensors(tmp_path / "ckpt")
 
 
 def test_an_index_naming_a_missing_shard(tmp_path, twin):
@@ -379,7 +379,7 @@ def test_hostile_indexes_are_named(tmp_path, text, message):
     index = tmp_path / INDEX
     index.write_bytes(text) if isinstance(text, bytes) else index.write_text(text)
     with pytest.raises(ValueError, match=rf"{INDEX}.*{message}"):
-        checkpoint.read_tensors(tmp_path)
+        weights.read_tensors(tmp_path)
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute", "climbing"])
@@ -395,7 +395,7 @@ def test_shards_outside_the_checkpoint_folder_are_refused(twin, tmp_path, where)
     (folder / INDEX).write_text(json.dumps({"weight_map": {k: shard[where] for k in keys}}))
     message = rf"{INDEX}: tensor .* is mapped to '{re.escape(shard[where])}', which is not a file inside the checkpoint"
     with pytest.raises(ValueError, match=message):
-        checkpoint.read_tensors(folder)
+        weights.read_tensors(folder)
     with pytest.raises(ValueError, match=message):
         QwenLiteVL.from_pretrained(folder)
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint, weights
 
 pytestmark = pytest.mark.slow  # the full-size rehearsal's builder and runner on a small snapshot: about 20 s
 
@@ -132,7 +132,7 @@ def test_shards_and_index_agree(full_size, built, config_file):
 
 def test_weights_recipe(full_size, built, config_file):
     """Norm weights around 1, biases around 0, and the massive-activation channels stand out in the embedding."""
-    state = checkpoint.load_state_dict(built[1])
+    state = weights.load_state_dict(built[1])
     config = QwenLiteConfig.from_pretrained(config_file)
     assert abs(float(state["model.norm.weight"].float().mean()) - 1) < 0.05
     assert abs(float(state["visual.blocks.0.attn.qkv.bias"].float().mean())) < 0.05

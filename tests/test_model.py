@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite import QwenLiteConfig, QwenLiteVL, weights
 from qwenlite.reference import Row, check_table, reference_rope_index
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
@@ -42,7 +42,7 @@ def test_full_size_tree_equals_transformers_without_weights(name):
     if name == "qwen2_5_vl_3b_instruct":
         assert sum(p.numel() for p in ours.visual.parameters()) == 668_684_288
     # the checkpoint keys and shapes qwenlite expects are exactly transformers' in hub layout
-    theirs_keys = {checkpoint.to_hub_key(k): v.shape for k, v in theirs.state_dict().items()}
+    theirs_keys = {weights.to_hub_key(k): v.shape for k, v in theirs.state_dict().items()}
     if theirs.config.tie_word_embeddings:
         theirs_keys.pop("lm_head.weight")
     assert ours.expected_keys() == theirs_keys
@@ -272,7 +272,7 @@ def test_weights_read_in_bfloat16_equal_transformers_bfloat16(ckpt):
 
     ours = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16)
     theirs = {k: v for k, v in reference_model(ckpt, dtype=torch.bfloat16).state_dict().items()}
-    from qwenlite.checkpoint import to_hub_key
+    from qwenlite.weights import to_hub_key
 
     theirs = {to_hub_key(k): v for k, v in theirs.items()}
     for name, p in ours.state_dict().items():

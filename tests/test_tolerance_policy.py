@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import qwenlite.model
 import qwenlite.rope_index
-from qwenlite import checkpoint
+from qwenlite import weights
 from qwenlite.cpu_bfloat16 import Float32Products
 from qwenlite.preprocessing import preprocess_image, preprocess_video
 from qwenlite.reference import (
@@ -128,8 +128,8 @@ def two_windows_swapped(model, mp):
     """The merged tokens of two windows of the same size come back in each other's places."""
     forward = model.visual.forward
 
-    def swapped(pixel_values, grid_thw):
-        out = forward(pixel_values, grid_thw).clone()
+    def swapped(pixel_values, grid_thw, names=("pixel_values", "grid_thw")):
+        out = forward(pixel_values, grid_thw, names).clone()
         index, cu = get_window_index(grid_thw)
         windows = [index[int(a) // 4 : int(b) // 4] for a, b in zip(cu[:-1], cu[1:], strict=True)]
         first, second = next((u, w) for i, u in enumerate(windows) for w in windows[i + 1 :] if len(u) == len(w))
@@ -234,7 +234,7 @@ def test_both_models_share_one_copy_of_the_weights(pairs):
 def test_a_bug_in_qwenlites_key_map_alone_fails_the_check(ckpt, prompts, monkeypatch):
     """Swap decoder layers 0 and 1 in qwenlite's key map only: transformers, reading the same tensors
     through its own loader, is unaffected, so the shared check must now fail."""
-    to_hub_key = checkpoint.to_hub_key
+    to_hub_key = weights.to_hub_key
 
     def swapped(key: str) -> str:
         name = to_hub_key(key)
@@ -243,7 +243,7 @@ def test_a_bug_in_qwenlites_key_map_alone_fails_the_check(ckpt, prompts, monkeyp
                 return b + name[len(a) :]
         return name
 
-    monkeypatch.setattr(checkpoint, "to_hub_key", swapped)
+    monkeypatch.setattr(weights, "to_hub_key", swapped)
     ours, ref = load_models(ckpt, RunSettings(torch.float32))
     assert torch.equal(ours.model.layers[0].mlp.up_proj.weight, ref.model.language_model.layers[1].mlp.up_proj.weight)
     with pytest.raises(AssertionError, match="outside tolerance"):

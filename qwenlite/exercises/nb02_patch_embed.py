@@ -1,0 +1,75 @@
+"""Exercises of notebook 02_patch_embed (`exercises.describe` / `exercises.check` find them by name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .grading import _call, _count_hint, _graded_function, _sizes, _whole_number, exercise
+
+
+@exercise(
+    "patch_embed_matmul",
+    """Write patch_embed(pixel_values, weight) -> embeddings with one matrix product: pixel_values is (N, 1176),
+    rows as the processor writes them (each row a flattened (C, Tp, P, P) = (3, 2, 14, 14) patch), weight the
+    Conv3d's (D, 3, 2, 14, 14) kernel, embeddings (N, D). No convolution: reshape the weight and multiply.
+    Pass the function itself: check("patch_embed_matmul", patch_embed) compares it with qwenlite's PatchEmbed
+    (a Conv3d with kernel = stride = (2, 14, 14)) on random weights.""",
+)
+@_graded_function
+def _patch_embed_matmul(fn: Any) -> str | None:
+    from dataclasses import replace
+
+    from ..config import VisionConfig
+    from ..reference import tolerance
+    from ..vision import PatchEmbed
+
+    generator = torch.Generator().manual_seed(0)
+    for n, width in ((4, 16), (12, 40)):
+        module = PatchEmbed(replace(VisionConfig(), hidden_size=width))
+        weight = torch.randn(module.proj.weight.shape, generator=generator)
+        module.proj.weight.data.copy_(weight)
+        pixel_values = torch.randn(n, weight[0].numel(), generator=generator)
+        with torch.no_grad():
+            expected = module(pixel_values)
+        out = _call(fn, f"on {n} patches and D = {width}", pixel_values.clone(), weight.clone())
+        if not isinstance(out, torch.Tensor):
+            return f"expected a tensor, got a {type(out).__name__}"
+        if tuple(out.shape) != tuple(expected.shape):
+            return f"wrong shape: {n} patches and D = {width} gave {tuple(out.shape)}; expected (N, D)"
+        if not out.is_floating_point() or (out.float() - expected).abs().max() > tolerance(expected):
+            return (
+                "the numbers differ from the Conv3d's: a row of pixel_values is (C, Tp, P, P) flattened, so the "
+                "weight of one output must be flattened in that same order, and the product is rows @ weight^T."
+            )
+    return None
+
+
+@exercise(
+    "patch_embed_weights_3b",
+    """How many weights does the patch embedding of Qwen2.5-VL-3B hold (model.visual.patch_embed)? Its Conv3d
+    maps each 3-channel patch of 2 frames x 14 x 14 pixels to the vision width; read the sizes from
+    data/configs/qwen2_5_vl_3b_instruct.config.json.""",
+)
+def _patch_embed_weights(answer: Any) -> str | None:
+    from ..vision import PatchEmbed
+
+    vision = _sizes("3b").vision_config
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in PatchEmbed(vision).parameters())
+    value = _whole_number(answer, "weights")
+    if isinstance(value, int) and value == expected + vision.hidden_size:
+        return "the patch embedding's Conv3d has no bias (bias=False)."
+    return _count_hint(
+        answer,
+        expected,
+        "weights",
+        {
+            1 / 2: "did you leave out the temporal kernel? Each patch spans temporal_patch_size = 2 frames.",
+            1 / 3: "did you leave out the channels? Each patch has 3 (RGB).",
+            1 / 6: "a patch is 3 channels x 2 frames x 14 x 14 pixels, not one 14 x 14 plane.",
+            1 / 4: "one weight per pixel of a 14 x 14 patch (patch_size), not of the 7 x 7 you get by halving.",
+        },
+        "vision width x (3 channels x 2 frames x 14 x 14 pixels), and no bias.",
+    )

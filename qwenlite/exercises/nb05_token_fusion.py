@@ -1,0 +1,81 @@
+"""Exercises of notebook 05_token_fusion (`exercises.describe` / `exercises.check` find them by name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .grading import _SAMPLE_VIDEO_TEXT, _call, _count_hint, _graded_function, _sample_video_grid, exercise
+
+
+@exercise(
+    "video_pad_tokens_sample_video",
+    _SAMPLE_VIDEO_TEXT + " How many <|video_pad|> tokens does it become in the prompt?",
+)
+def _video_tokens(answer: Any) -> str | None:
+    _, expected = _sample_video_grid()
+    return _count_hint(
+        answer,
+        expected,
+        "tokens",
+        {
+            2: "did you count sampled frames instead of temporal patches (2 frames each)?",
+            4: "did you count patches instead of merged tokens? Each 2x2 block of patches is one token.",
+            8: "count temporal patches (2 frames each) and merged tokens (2x2 patches each).",
+        },
+        "the frames are resized first: 336x252 is below the video minimum of pixels per frame, so they grow.",
+    )
+
+
+@exercise(
+    "fuse_masked_scatter",
+    """Write fuse(inputs_embeds, input_ids, features, token_id) -> embeddings: inputs_embeds (B, L, D), input_ids
+    (B, L), features (F, D) with F the number of pads (input_ids == token_id). Return a new tensor in which the
+    pad positions, in reading order (row by row through the batch, left to right), hold the feature rows, and
+    every other position its embedding; use masked_scatter. Leave inputs_embeds unchanged. Pass the function
+    itself: check("fuse_masked_scatter", fuse) compares it with qwenlite.fusion.fuse on random inputs.""",
+)
+@_graded_function
+def _fuse(fn: Any) -> str | None:
+    from ..fusion import fuse
+
+    for case, (embeds, ids, features, token_id) in _fusion_cases().items():
+        expected = fuse(embeds, ids, features, token_id, "image")
+        given = embeds.clone()
+        out = _call(fn, f"on the case '{case}'", given, ids.clone(), features.clone(), token_id)
+        if not torch.equal(given, embeds):
+            return "your function changed inputs_embeds in place: use masked_scatter (not masked_scatter_)"
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(embeds.shape):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            return f"expected the embeddings' shape (B, L, D) = {tuple(embeds.shape)}, got {shape}"
+        if not torch.equal(out, expected):
+            return FUSION_HINTS[case]
+    return None
+
+
+FUSION_HINTS = {
+    "one row": "wrong rows at the pad positions of a single prompt: each pad position takes one whole feature "
+    "row, the first pad the first row; is the mask expanded over D, and are the features taken row by row?",
+    "batch": "wrong in a batch of two prompts: the feature rows are taken in reading order across the whole "
+    "batch (row 0's pads first), not from feature row 0 again in every prompt.",
+    "other pads": "wrong when the prompt holds other special tokens too: replace only the positions where "
+    "input_ids == token_id.",
+}
+
+
+def _fusion_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+    """Random embeddings (D = 5) and ids with pads (id 9) placed so that each plausible mistake shows."""
+    generator = torch.Generator().manual_seed(0)
+    pad, other = 9, 10  # like <|image_pad|> and <|video_pad|>: neighbouring ids
+    cases = {}
+    for case, ids in {
+        "one row": [[1, pad, pad, pad, 2, 3]],
+        "batch": [[1, pad, pad, 2, 3, 4], [pad, pad, pad, 5, 6, 7]],
+        "other pads": [[1, other, pad, pad, other, 2], [other, pad, 3, 4, pad, other]],
+    }.items():
+        ids = torch.tensor(ids)
+        embeds = torch.randn(*ids.shape, 5, generator=generator)
+        features = torch.randn(int((ids == pad).sum()), 5, generator=generator)
+        cases[case] = (embeds, ids, features, pad)
+    return cases

@@ -1,0 +1,96 @@
+"""Exercises of notebook 08_video_end_to_end (`exercises.describe` / `exercises.check` find them by name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .grading import _SAMPLE_VIDEO_TEXT, DATA, _count_hint, _whole_number, _whole_numbers, exercise
+
+
+@exercise(
+    "marker_patch_sample_video_fps3",
+    """data/sample_video.mp4 (32 frames at 8 fps) shows a red square in its top-left corner during seconds
+    [2, 3) (frames 16..23, see data/sample_video.json). Sample it at 3 frames per second
+    (qwenlite.video_io.load_video(path, fps=3.0): Video.indices, Video.timestamps). Which temporal patch (0 for
+    the first pair of sampled frames) is the first to show the marker, and what is its t id offset from the
+    video's first t id? Answer (patch, t offset).""",
+)
+def _marker_patch(answer: Any) -> str | None:
+    from ..config import VisionConfig
+    from ..preprocessing import preprocess_video
+    from ..rope_index import vision_position_ids
+    from ..video_io import load_video
+
+    start, _ = _marker_seconds()
+    video = load_video(DATA / "sample_video.mp4", fps=3.0)
+    frame = next(k for k, time in enumerate(video.timestamps) if time >= start)  # first sampled frame with it
+    vision = VisionConfig()
+    patch = frame // vision.temporal_patch_size
+    patches = preprocess_video(video)
+    interval = vision.tokens_per_second * patches.second_per_grid_t
+    t_ids = vision_position_ids(0, patches.grid_thw, vision.spatial_merge_size, interval)[0].unique_consecutive()
+    expected = [patch, int(t_ids[patch])]
+    value = _whole_numbers(answer, 2, "patch, t offset")
+    if isinstance(value, str):
+        return value
+    if value == expected:
+        return None
+    hints = []
+    if value[0] != expected[0]:
+        if value[0] == frame:
+            hints.append("patch: that is the sampled frame's index; a temporal patch holds 2 sampled frames")
+        elif value[0] == video.indices[frame] // vision.temporal_patch_size:
+            hints.append("patch: count the sampled frames (Video.indices), not the file's 32 frames")
+        else:
+            hints.append("patch: find the first sampled frame whose time is in [2, 3) s, then its pair")
+    if value[1] != expected[1]:
+        if value[1] == value[0]:
+            hints.append("t offset: t counts time, 2 ids per second of video, not one per temporal patch")
+        elif value[1] == 2 * value[0]:
+            hints.append("t offset: that is 1 s per temporal patch; at 3 fps a patch of 2 frames lasts 2/3 s")
+        else:
+            hints.append("t offset: floor(patch x second_per_grid_t x 2), second_per_grid_t = 2 frames / 3 fps")
+    return "; ".join(hints) + "."
+
+
+def _marker_seconds() -> tuple[float, float]:
+    import json
+
+    return tuple(json.loads((DATA / "sample_video.json").read_text())["marker_seconds"])
+
+
+@exercise(
+    "windows_sample_video_fps4",
+    _SAMPLE_VIDEO_TEXT
+    + """ Sample it at 4 frames per second instead (load_video(path, fps=4.0)): how many windows
+    (segments of the windowed blocks) does the vision tower cut it into? (qwenlite.vision.get_window_index on
+    its grid_thw applies the rule.)""",
+)
+def _sample_video_windows(answer: Any) -> str | None:
+    from ..config import VisionConfig
+    from ..preprocessing import preprocess_video
+    from ..video_io import load_video
+    from ..vision import get_window_index
+
+    vision = VisionConfig()
+    grid = preprocess_video(load_video(DATA / "sample_video.mp4", fps=4.0)).grid_thw
+    _, cu = get_window_index(grid[None], vision.window_size, vision.patch_size, vision.spatial_merge_size)
+    expected = len(cu) - 1
+    side = vision.window_size // vision.patch_size  # patches per window side
+    value = _whole_number(answer, "windows")
+    if isinstance(value, int) and value != expected:
+        t, h, w = grid.tolist()
+        if value == t * (h // side) * (w // side):
+            return "too few: the partial windows on the bottom and right edges count too."
+        if value * t == expected:
+            return "that is one temporal patch's windows: each temporal patch is cut into its own."
+    return _count_hint(
+        answer,
+        expected,
+        "windows",
+        {
+            2: "did you cut windows in every sampled frame? A temporal patch (2 frames) is cut once.",
+        },
+        "resize the frames first (336x252 is below the video minimum of pixels per frame), then windows of "
+        "4 x 4 merged tokens per temporal patch, partial ones included.",
+    )

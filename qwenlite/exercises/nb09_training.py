@@ -1,0 +1,60 @@
+"""Exercises of notebook 09_training (`exercises.describe` / `exercises.check` find them by name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .grading import _count_hint, _parameter_counts, _whole_number, exercise
+
+
+@exercise(
+    "labelled_tokens_point_answer",
+    """The twin answers "Point to the shape." in Qwen2.5-VL's format, e.g. {"point_2d": [9, 8]} for a shape
+    centred at x = 9, y = 8 px. In that training row, how many tokens carry a label (are not -100)? Use the
+    twin's tokenizer (processor.tokenizer) and the rule of qwenlite.train.answer_labels.""",
+)
+def _labelled_tokens(answer: Any) -> str | None:
+    expected = len(_twin_tokenizer()('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
+    value = _whole_number(answer, "tokens")
+    if isinstance(value, int) and value == expected - 1:
+        return "one short: the <|im_end|> that closes the answer is labelled too (the model must learn to stop)."
+    if isinstance(value, int) and value == expected + 1:
+        return "one too many: the newline after <|im_end|> belongs to the template, not to the answer."
+    return _count_hint(
+        answer,
+        expected,
+        "tokens",
+        {},
+        "the Qwen2 tokenizer writes every digit as its own token; count the JSON's pieces with "
+        "processor.tokenizer.tokenize(...).",
+    )
+
+
+def _twin_tokenizer():
+    from .. import checkpoint
+    from ..processor import Processor
+
+    return Processor.from_pretrained(checkpoint.tiny_twin()).tokenizer
+
+
+@exercise(
+    "adamw_bytes_3b_language_model",
+    """Full fine-tuning of Qwen2.5-VL-3B with AdamW in float32, the vision tower (model.visual, merger
+    included) frozen: how many bytes do the trainable parameters need for their weights, their gradients and
+    AdamW's two moments together? (4 bytes per number; the tied lm_head is the embedding, counted once.)""",
+)
+def _adamw_bytes(answer: Any) -> str | None:
+    counts = _parameter_counts("3b")
+    trainable = counts["all"] - counts["vision"]
+    return _count_hint(
+        answer,
+        16 * trainable,
+        "bytes",
+        {
+            0.75: "AdamW keeps two numbers per parameter (the mean and the mean square of its gradient).",
+            0.5: "count the weights, the gradients and both of AdamW's moments.",
+            counts["all"] / trainable: "the vision tower is frozen: it needs no gradient and no AdamW state.",
+        },
+        "4 numbers per trainable parameter (weight, gradient, first and second moment), 4 bytes each; "
+        "count the parameters on the meta device.",
+    )

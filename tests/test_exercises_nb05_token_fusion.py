@@ -1,0 +1,48 @@
+"""qwenlite/exercises/nb05_token_fusion.py: each correct answer, worked out here with transformers or
+qwen-vl-utils, passes; each plausible wrong answer fails with a hint that does not contain the correct value."""
+
+from __future__ import annotations
+
+import torch
+from helpers import fails_without_giving_away, passes
+
+
+def test_video_pad_tokens_sample_video(capsys, sample_video_grid):
+    _, correct = sample_video_grid
+    name = "video_pad_tokens_sample_video"
+    passes(capsys, name, correct)
+    fails_without_giving_away(capsys, name, 4 * correct, correct, "patches instead of merged tokens")
+    fails_without_giving_away(capsys, name, 2 * correct, correct, "instead of temporal patches")
+    fails_without_giving_away(capsys, name, 4 * (336 // 28) * (252 // 28), correct, "resized first")  # not resized
+
+
+def _learner_fuse(inputs_embeds, input_ids, features, token_id):
+    return inputs_embeds.masked_scatter((input_ids == token_id)[..., None], features)  # the mask broadcasts over D
+
+
+def test_fuse_masked_scatter(capsys):
+    def by_index(inputs_embeds, input_ids, features, token_id):  # boolean indexing also takes reading order
+        out = inputs_embeds.clone()
+        out[input_ids == token_id] = features
+        return out
+
+    def per_prompt(inputs_embeds, input_ids, features, token_id):  # every prompt starts from feature row 0
+        rows = [
+            e.masked_scatter((i == token_id)[:, None], features) for e, i in zip(inputs_embeds, input_ids, strict=True)
+        ]
+        return torch.stack(rows)
+
+    def in_place(inputs_embeds, input_ids, features, token_id):
+        return inputs_embeds.masked_scatter_((input_ids == token_id)[..., None], features)
+
+    name = "fuse_masked_scatter"
+    passes(capsys, name, _learner_fuse)
+    passes(capsys, name, by_index)
+    for wrong, hint in [
+        (per_prompt, "reading order across the whole batch"),
+        (in_place, "in place"),
+        (lambda e, i, f, t: _learner_fuse(e, i, f.T.contiguous(), t), "each pad position takes one whole"),
+        (lambda e, i, f, t: _learner_fuse(e, i, f, t)[0], "expected the embeddings' shape"),
+        (lambda e, i, f, t: e.masked_scatter((i >= t)[..., None], f), "'other pads'"),  # all pad-like ids >= t
+    ]:
+        fails_without_giving_away(capsys, name, wrong, None, hint)
