@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import chat_inputs, hf_chat_inputs, random_video
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -117,3 +119,18 @@ def hf_counts() -> dict[str, dict[str, int]]:
             "table": config.text_config.vocab_size * config.text_config.hidden_size,
         }
     return counts
+
+
+# ---------------------------------------------------------------- prompts shared by the model and generation tests
+
+
+@pytest.fixture(scope="session")
+def photo_inputs(hf_processor, photo_path):
+    photo = Image.open(photo_path).convert("RGB").resize((280, 336))
+    return hf_chat_inputs(hf_processor, [{"type": "image"}, {"type": "text", "text": "Who is this?"}], images=[photo])
+
+
+@pytest.fixture(scope="session")
+def video_inputs(hf_processor):
+    """8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ."""
+    return chat_inputs(hf_processor, [["video", "text"]], clips=[random_video(8, (112, 84))], seconds=[1.0])

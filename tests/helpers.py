@@ -6,6 +6,9 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from qwenlite import exercises
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # the repository's data/ folder
@@ -95,3 +98,24 @@ def fails_without_giving_away(capsys, name: str, answer, correct: int | list[int
 def passes(capsys, name: str, answer) -> None:
     assert exercises.check(name, answer) is True
     assert capsys.readouterr().out == "correct\n"
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def random_image(seed: int, size: tuple[int, int]) -> Image.Image:
+    """Seeded noise of size (width, height)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def random_video(frames: int, size: tuple[int, int]) -> list[Image.Image]:
+    return [random_image(100 + i, size) for i in range(frames)]
+
+
+def hf_chat_inputs(hf_processor, content, images=None, videos=None) -> dict:
+    """transformers' processor on one user turn (content: chat items), with the generation prompt."""
+    messages = [{"role": "user", "content": content}]
+    text = hf_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    kwargs = {"do_sample_frames": False} if videos else {}
+    return dict(hf_processor(text=[text], images=images, videos=videos, return_tensors="pt", **kwargs))

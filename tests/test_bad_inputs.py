@@ -7,8 +7,8 @@ QWENLITE_DEVICE, the tolerance policy). Cases that are part of a larger differen
 refuse the same input) stay beside it in their module's test file. The rest live beside the code that handles
 them: images and videos in tests/test_image_io.py and tests/test_video_io.py, smart_resize and the
 preprocessor config in tests/test_preprocessing.py; loading a checkpoint in tests/test_config.py
-(config.json), tests/test_checkpoint.py (safetensors files and the shard index) and tests/test_loading.py
-(`QwenLiteVL.from_pretrained`: folders, weights, dtype and device, generation_config.json, token ids).
+(config.json), tests/test_weights.py (safetensors files, the shard index, `QwenLiteVL.from_pretrained`:
+folders, weights, dtype and device, generation_config.json, token ids).
 """
 
 from __future__ import annotations

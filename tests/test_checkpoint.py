@@ -6,15 +6,11 @@ they share with the twin are symbolic links that no test writes through (the `tw
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint, weights
+from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
 
 
 def test_twin_has_the_real_architecture(ckpt, config):
@@ -81,66 +77,8 @@ def test_twin_is_rebuilt_when_missing(tmp_path):
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)  # seeded
 
 
-def _state(model: QwenLiteVL) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items()}
-
-
-@pytest.mark.slow
-def test_both_key_layouts_load_identical_weights(ckpt, ours, tmp_path):
-    if not checkpoint.is_tiny_twin(ckpt):
-        pytest.skip("re-saving a real checkpoint is too slow for the suite")
-    folder = checkpoint.build_tiny_twin(tmp_path / "memory_layout", save_original_format=False)
-    keys = load_file(folder / "model.safetensors").keys()
-    assert any(k.startswith("model.language_model.") for k in keys) and any(k.startswith("model.visual.") for k in keys)
-    hub_keys = load_file(ckpt / "model.safetensors").keys()
-    assert any(k.startswith("visual.") for k in hub_keys) and not any(k.startswith("model.visual") for k in hub_keys)
-    other = QwenLiteVL.from_pretrained(folder)
-    a, b = _state(QwenLiteVL.from_pretrained(checkpoint.tiny_twin())), _state(other)  # the seeded twin, two layouts
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_weights_equal_transformers(ours, ref):
-    theirs = {weights.to_hub_key(k): v for k, v in ref.state_dict().items()}
-    mine = _state(ours)
-    assert mine.keys() == theirs.keys()
-    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
-    if ours.config.tie_word_embeddings:
-        assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
-
-
-def test_sharded_checkpoint_loads(ckpt, ours, tmp_path):
-    state = load_file(ckpt / "model.safetensors") if (ckpt / "model.safetensors").is_file() else None
-    if state is None:
-        pytest.skip("real checkpoint is already sharded")
-    keys = sorted(state)
-    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
-    for name, names in shards.items():
-        save_file({k: state[k] for k in names}, tmp_path / name, metadata={"format": "pt"})
-    index = {"metadata": {}, "weight_map": {k: n for n, names in shards.items() for k in names}}
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
-    b = _state(QwenLiteVL.from_pretrained(tmp_path))
-    a = _state(ours)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_config_roundtrip_of_twin(ckpt):
     assert QwenLiteConfig.from_pretrained(ckpt) == QwenLiteConfig.from_pretrained(ckpt / "config.json")
-
-
-def test_read_tensors_maps_or_converts_once(ckpt, tmp_path):
-    """Stored dtype: memory-mapped, no copy. Another dtype: converted tensor by tensor, equal to torch's cast."""
-    from safetensors.torch import load_file
-
-    from qwenlite.weights import read_tensors
-
-    stored = load_file(str(ckpt / "model.safetensors"))
-    mapped = read_tensors(ckpt)
-    cast = read_tensors(ckpt, torch.bfloat16)
-    assert set(mapped) == set(cast) == set(stored)
-    for k, v in stored.items():
-        assert torch.equal(mapped[k], v) and mapped[k].dtype == v.dtype
-        assert torch.equal(cast[k], v.to(torch.bfloat16))
 
 
 # ---------------------------------------------------------------- a reproducible twin
@@ -256,148 +194,7 @@ def test_trained_tensors_that_do_not_fit_the_twin_are_refused(tmp_path):
 # ---------------------------------------------------------------- hostile safetensors files
 
 
-def _small_file(folder: Path) -> Path:
-    """A small, valid model.safetensors: the header cases need the format, not the twin's 80 MB."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {"a.weight": torch.ones(4, 4), "model.norm.weight": torch.arange(128.0)}
-    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-    return folder / "model.safetensors"
-
-
-def _with_header(data: bytes, edit) -> bytes:
-    """The same file with its JSON header edited (data offsets count from the end of the header, so they stay)."""
-    n = int.from_bytes(data[:8], "little")
-    text = json.dumps(edit(json.loads(data[8 : 8 + n]))).encode()  # edit returns the new header
-    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to a multiple of 8
-    return len(text).to_bytes(8, "little") + text + data[8 + n :]
-
-
-def _entry(key: str, **fields):
-    return lambda h: h | {key: h[key] | fields}
-
-
-DAMAGED_FILES = {
-    "4-bytes": (lambda b: b[:4], "header of .* bytes in a 4-byte file"),
-    "huge-header": (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header of 1000000000 bytes"),
-    "not-json": (lambda b: b[:8] + b"\xff" * (len(b) - 8), "the header is not JSON"),
-    "cut-short": (lambda b: b[:-100], "the header needs .* bytes, the file has"),
-    "header-list": (lambda b: _with_header(b, lambda h: [h]), "the header is not a JSON object"),
-    "shape-vs-bytes": (
-        lambda b: _with_header(b, _entry("model.norm.weight", shape=[64])),
-        r"tensor model.norm.weight: shape \[64\] of F32 needs 256 bytes, but data_offsets \[64, 576\] hold 512",
-    ),
-    "shape-too-big": (
-        lambda b: _with_header(b, _entry("a.weight", shape=[4, 400])),
-        r"tensor a.weight: shape \[4, 400\] of F32 needs 6400 bytes",
-    ),
-    "unknown-dtype": (
-        lambda b: _with_header(b, _entry("a.weight", dtype="Q4")),
-        "tensor a.weight has unknown dtype 'Q4'",
-    ),
-    "negative-shape": (
-        lambda b: _with_header(b, _entry("a.weight", shape=[-4, -4])),
-        r"tensor a.weight has shape \[-4, -4\]: not a list of sizes >= 0",
-    ),
-    "offsets-reversed": (
-        lambda b: _with_header(b, _entry("a.weight", data_offsets=[64, 0])),
-        r"tensor a.weight has data_offsets \[64, 0\]: not \[begin, end\] with 0 <= begin <= end",
-    ),
-    "no-dtype": (
-        lambda b: _with_header(b, lambda h: h | {"a.weight": {"shape": [4, 4], "data_offsets": [0, 64]}}),
-        "tensor a.weight has no dtype, shape and data_offsets in the header",
-    ),
-}
-
-
-@pytest.mark.parametrize("damage, message", DAMAGED_FILES.values(), ids=DAMAGED_FILES.keys())
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["mapped", "converted"])
-def test_damaged_safetensors_are_named(tmp_path, damage, message, dtype):
-    file = _small_file(tmp_path / "ckpt")
-    assert set(weights.read_tensors(file.parent, dtype)) == {"a.weight", "model.norm.weight"}  # whole, it reads
-    file.write_bytes(damage(file.read_bytes()))
-    with pytest.raises(ValueError, match=f"cannot read .*model.safetensors as safetensors: {message}"):
-        weights.read_tensors(file.parent, dtype)
-
-
 # ---------------------------------------------------------------- hostile shard indexes
-
-INDEX = "model.safetensors.index.json"
-SHARD_1, SHARD_2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
-
-
-def _sharded(twin: Path, folder: Path, second: dict[str, torch.Tensor], in_second: set[str]) -> dict[str, str]:
-    """Shard 1 is the twin's whole file (linked); shard 2 holds `second`; the index puts `in_second` in shard 2."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text((twin / "config.json").read_text())
-    (folder / SHARD_1).symlink_to(twin / "model.safetensors")
-    save_file(second, folder / SHARD_2, metadata={"format": "pt"})
-    keys = load_file(twin / "model.safetensors").keys()
-    weight_map = {k: SHARD_2 if k in in_second else SHARD_1 for k in keys}
-    (folder / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return weight_map
-
-
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["mapped", "converted"])
-def test_the_index_decides_which_shard_holds_a_key(twin, tmp_path, dtype):
-    """A stale copy of model.norm.weight left in shard 2 (read last) must not replace the one the index names."""
-    real = load_file(twin / "model.safetensors")
-    second = {"visual.merger.ln_q.weight": real["visual.merger.ln_q.weight"], "model.norm.weight": torch.zeros(128)}
-    _sharded(twin, tmp_path / "ckpt", second, in_second={"visual.merger.ln_q.weight"})
-    state = weights.read_tensors(tmp_path / "ckpt", dtype)
-    assert set(state) == set(real)
-    assert torch.equal(state["model.norm.weight"], real["model.norm.weight"].to(dtype or torch.float32))
-    model = QwenLiteVL.from_pretrained(tmp_path / "ckpt")
-    assert torch.equal(model.model.norm.weight, real["model.norm.weight"])
-
-
-def test_an_index_putting_a_key_in_a_shard_without_it(twin, tmp_path):
-    _sharded(twin, tmp_path / "ckpt", {"a.weight": torch.ones(2)}, in_second={"model.norm.weight"})
-    with pytest.raises(ValueError, match=rf"{INDEX} puts 1 tensor\(s\) in {SHARD_2}, which does not hold them"):
-        weights.read_tensors(tmp_path / "ckpt")
-
-
-def test_an_index_naming_a_missing_shard(tmp_path, twin):
-    (tmp_path / "config.json").write_text((twin / "config.json").read_text())
-    (tmp_path / INDEX).write_text(json.dumps({"weight_map": {"model.norm.weight": SHARD_1}}))
-    with pytest.raises(FileNotFoundError, match=rf"index.json names shards that are missing: .*{SHARD_1}"):
-        QwenLiteVL.from_pretrained(tmp_path)
-
-
-HOSTILE_INDEXES = {
-    "not-json": ("{weight_map: ", r"is not valid JSON"),
-    "not-utf8": (b"\xff\xfe", r"is not valid JSON"),
-    "a-list": ('[{"weight_map": {}}]', r"has no 'weight_map' .* got list"),
-    "no-weight-map": ('{"metadata": {"total_size": 8}}', r"has no 'weight_map' .* got dict with keys \['metadata'\]"),
-    "weight-map-list": ('{"weight_map": ["model.safetensors"]}', r"has no 'weight_map' \(a JSON object"),
-    "weight-map-empty": ('{"weight_map": {}}', r"has no 'weight_map'"),
-    "shard-not-a-name": ('{"weight_map": {"model.norm.weight": 5}}', r"mapped to 5, which is not a file inside"),
-}
-
-
-@pytest.mark.parametrize("text, message", HOSTILE_INDEXES.values(), ids=HOSTILE_INDEXES.keys())
-def test_hostile_indexes_are_named(tmp_path, text, message):
-    index = tmp_path / INDEX
-    index.write_bytes(text) if isinstance(text, bytes) else index.write_text(text)
-    with pytest.raises(ValueError, match=rf"{INDEX}.*{message}"):
-        weights.read_tensors(tmp_path)
-
-
-@pytest.mark.parametrize("where", ["parent", "absolute", "climbing"])
-def test_shards_outside_the_checkpoint_folder_are_refused(twin, tmp_path, where):
-    """A readable safetensors file sits outside the folder; an index naming it must not make the loader read it."""
-    outside = tmp_path / "outside.safetensors"
-    outside.symlink_to(twin / "model.safetensors")
-    shard = {"parent": "../outside.safetensors", "absolute": str(outside), "climbing": "sub/../../outside.safetensors"}
-    folder = tmp_path / "ckpt"
-    (folder / "sub").mkdir(parents=True)
-    (folder / "config.json").write_text((twin / "config.json").read_text())
-    keys = load_file(twin / "model.safetensors").keys()
-    (folder / INDEX).write_text(json.dumps({"weight_map": {k: shard[where] for k in keys}}))
-    message = rf"{INDEX}: tensor .* is mapped to '{re.escape(shard[where])}', which is not a file inside the checkpoint"
-    with pytest.raises(ValueError, match=message):
-        weights.read_tensors(folder)
-    with pytest.raises(ValueError, match=message):
-        QwenLiteVL.from_pretrained(folder)
 
 
 def test_qwenlite_checkpoint_pointing_nowhere(monkeypatch, tmp_path):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import hf_chat_inputs, random_image, random_video
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, weights
 from qwenlite.reference import Row, check_table, reference_rope_index
@@ -60,32 +59,12 @@ def test_tree_has_the_shapes_transformers_prints():
     assert ours.lm_head.weight is ours.model.embed_tokens.weight  # 3B ties lm_head
 
 
-def _image(seed: int, size: tuple[int, int]) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-
-
-def _video(frames: int, size: tuple[int, int]) -> list[Image.Image]:
-    return [_image(100 + i, size) for i in range(frames)]
-
-
-def _inputs(hf_processor, content, images=None, videos=None):
-    messages = [{"role": "user", "content": content}]
-    text = hf_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    kwargs = {"do_sample_frames": False} if videos else {}
-    return dict(hf_processor(text=[text], images=images, videos=videos, return_tensors="pt", **kwargs))
-
-
-@pytest.fixture(scope="module")
-def photo_inputs(hf_processor, photo_path):
-    photo = Image.open(photo_path).convert("RGB").resize((280, 336))
-    return _inputs(hf_processor, [{"type": "image"}, {"type": "text", "text": "Who is this?"}], images=[photo])
-
-
 @pytest.fixture(scope="module")
 def image_video_inputs(hf_processor):
     content = [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "video"}, {"type": "text", "text": "?"}]
-    return _inputs(hf_processor, content, images=[_image(1, (196, 140))], videos=[_video(4, (112, 84))])
+    return hf_chat_inputs(
+        hf_processor, content, images=[random_image(1, (196, 140))], videos=[random_video(4, (112, 84))]
+    )
 
 
 @torch.no_grad()
@@ -105,14 +84,6 @@ def test_logits_equal_transformers_on_image_and_video(ours, ref, image_video_inp
     ours_logits = ours(**image_video_inputs).logits[:, :end]
     ref_logits = ref(**image_video_inputs).logits[:, :end]
     check_table([Row("logits up to the video's end", ours_logits, ref_logits)])
-
-
-@torch.no_grad()
-def test_generation_equals_transformers_on_the_photo(ours, ref, photo_inputs):
-    new = 10
-    mine = ours.generate(**photo_inputs, max_new_tokens=new)
-    theirs = ref.generate(**photo_inputs, max_new_tokens=new, do_sample=False, repetition_penalty=1.0)
-    assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
 
 
 @pytest.mark.slow
@@ -161,38 +132,6 @@ def test_cached_decoding_equals_full_recomputation(ours, request, prompt):
     check_table([Row("cached decode steps vs full recompute", cached, full[:, prompt_len - 1 : -1])])
 
 
-@pytest.fixture(scope="module")
-def padded_batch(hf_processor, photo_path):
-    """Two prompts of different lengths (left-padded) with different images."""
-    photo = Image.open(photo_path).convert("RGB")
-    messages = [
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Who is this?"}]}],
-        [{"role": "user", "content": [{"type": "text", "text": "Look closely at"}, {"type": "image"}]}],
-    ]
-    texts = [hf_processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
-    images = [photo.resize((112, 140)), photo.crop((100, 100, 400, 400)).resize((84, 84))]
-    inputs = hf_processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
-    assert (inputs["attention_mask"] == 0).any(), "the batch should need padding"
-    return dict(inputs)
-
-
-@torch.no_grad()
-def test_end_of_sequence_and_padding_equal_transformers(ours, ref, padded_batch):
-    """A row that emits the end token is padded afterwards; decoding stops when every row has ended."""
-    free = ours.generate(**padded_batch, max_new_tokens=8, eos_token_id=[-1])
-    prompt_len = padded_batch["input_ids"].shape[1]
-    eos = int(free[0, prompt_len + 2])  # row 0 ends at its 3rd new token
-    mine = ours.generate(**padded_batch, max_new_tokens=8, eos_token_id=eos, pad_token_id=0)
-    theirs = ref.generate(
-        **padded_batch, max_new_tokens=8, eos_token_id=eos, pad_token_id=0, do_sample=False, repetition_penalty=1.0
-    )
-    assert torch.equal(mine, theirs), (mine[:, prompt_len:].tolist(), theirs[:, prompt_len:].tolist())
-    assert (mine[0, prompt_len + 3 :] == 0).all()
-    # every row ends: decoding stops at the last row's end token, before max_new_tokens
-    both = ours.generate(**padded_batch, max_new_tokens=8, eos_token_id=[eos, int(free[1, prompt_len + 1])])
-    assert both.shape[1] <= prompt_len + 3
-
-
 @torch.no_grad()
 def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, ref, hf_processor):
     """The only difference after a video is the position rule: hand transformers our ids and every logit agrees."""
@@ -202,7 +141,11 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
 
     # 8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ
     image_video_inputs = chat_inputs(
-        hf_processor, [["image", "text", "video", "text"]], [_image(1, (196, 140))], [_video(8, (112, 84))], [1.0]
+        hf_processor,
+        [["image", "text", "video", "text"]],
+        [random_image(1, (196, 140))],
+        [random_video(8, (112, 84))],
+        [1.0],
     )
     out = ours(**image_video_inputs)
     # the released rule, built from transformers' own ids: after the video, every id is higher by the gap between
@@ -221,49 +164,6 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
     check_table([Row("all logits, released positions", out.logits, theirs)])
     default = ref(**image_video_inputs).logits  # transformers' own 5.x rule after the video
     assert (out.logits - default).abs().max() > 1e-3, "the rules differ after a video, so these logits must too"
-
-
-@pytest.mark.slow
-@torch.no_grad()
-@pytest.mark.parametrize("penalty", [1.05, 0.5])
-def test_repetition_penalty_equals_transformers(ours, ref, padded_batch, penalty):
-    """Greedy decoding with transformers' RepetitionPenaltyLogitsProcessor, on a left-padded batch.
-    (Below 1 the penalty rewards repeats: on random weights that is what makes it change the tokens.)"""
-    new = 10
-    mine = ours.generate(**padded_batch, max_new_tokens=new, repetition_penalty=penalty, eos_token_id=[-1])
-    theirs = ref.generate(
-        **padded_batch, max_new_tokens=new, do_sample=False, repetition_penalty=penalty, eos_token_id=-1
-    )
-    assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
-    if penalty == 0.5:  # the penalty does something here, so the comparison above could fail
-        plain = ours.generate(**padded_batch, max_new_tokens=new, repetition_penalty=1.0, eos_token_id=[-1])
-        assert not torch.equal(plain, mine)
-
-
-@torch.no_grad()
-def test_hub_sampling_settings_are_greedy_with_a_penalty(ours, ref, photo_inputs):
-    """The hub's generation_config.json samples with top_k 1: the same tokens as greedy with the penalty."""
-    hub = {"do_sample": True, "top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05}
-    theirs = ref.generate(**photo_inputs, max_new_tokens=8, **hub)
-    assert torch.equal(ours.generate(**photo_inputs, max_new_tokens=8, repetition_penalty=1.05), theirs)
-
-
-@torch.no_grad()
-def test_generate_defaults_come_from_generation_config(ckpt, photo_inputs, tmp_path):
-    """A checkpoint's generation_config.json sets the defaults, as in transformers; nothing is written to ckpt."""
-    import json
-
-    from qwenlite.reference import reference_model
-
-    for item in ckpt.iterdir():
-        (tmp_path / item.name).symlink_to(item)
-    (tmp_path / "generation_config.json").unlink(missing_ok=True)
-    settings = {"eos_token_id": [151935], "pad_token_id": 0, "repetition_penalty": 1.4, "do_sample": False}
-    (tmp_path / "generation_config.json").write_text(json.dumps(settings))
-    ours = QwenLiteVL.from_pretrained(tmp_path)
-    assert ours.generation_config.repetition_penalty == 1.4 and ours.generation_config.eos_token_id == (151935,)
-    theirs = reference_model(tmp_path).generate(**photo_inputs, max_new_tokens=6)
-    assert torch.equal(ours.generate(**photo_inputs, max_new_tokens=6), theirs)
 
 
 def test_weights_read_in_bfloat16_equal_transformers_bfloat16(ckpt):
@@ -302,14 +202,6 @@ def text_inputs(hf_processor):
     from helpers import chat_inputs
 
     return chat_inputs(hf_processor, [["text"]])
-
-
-@pytest.fixture(scope="module")
-def video_inputs(hf_processor):
-    """8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ."""
-    from helpers import chat_inputs
-
-    return chat_inputs(hf_processor, [["video", "text"]], clips=[_video(8, (112, 84))], seconds=[1.0])
 
 
 def _both(ours, ref, inputs, **flags):
@@ -397,7 +289,7 @@ def _image_and_video_batch(hf_processor):
     """A left-padded batch: an image prompt and (shorter, so padded) a video prompt; and each prompt alone."""
     from helpers import chat_inputs
 
-    image, clip = _image(2, (280, 224)), _video(8, (112, 84))
+    image, clip = random_image(2, (280, 224)), random_video(8, (112, 84))
     batch = chat_inputs(hf_processor, [["image", "text"], ["video", "text"]], [image], [clip], seconds=[1.0])
     alone = [
         chat_inputs(hf_processor, [["image", "text"]], [image]),
@@ -444,64 +336,6 @@ def test_left_padded_image_and_video_batch_equals_each_prompt_alone(ours, ref_ea
             batched[r, -new:].tolist(),
             single[0, -new:].tolist(),
         )
-
-
-@torch.no_grad()
-def test_generation_after_a_video_equals_transformers_stepped_with_the_same_positions(ours, ref, video_inputs):
-    """transformers' own generate follows its 5.x rule after a video; stepped by hand with the released positions
-    (`reference.greedy_with_positions`: prefill with qwenlite's position_ids, then max + 1, max + 2, ...), it
-    picks the same tokens as qwenlite."""
-    from qwenlite.reference import greedy_with_positions
-
-    new = 8
-    mine = ours.generate(**video_inputs, max_new_tokens=new, eos_token_id=[-1])
-    positions = ours(**video_inputs).position_ids
-    theirs = greedy_with_positions(ref, video_inputs, positions, max_new_tokens=new)
-    assert torch.equal(mine, theirs), (mine[:, -new:].tolist(), theirs[:, -new:].tolist())
-
-
-# ---------------------------------------------------------------- what generate refuses up front
-
-
-@torch.no_grad()
-def test_right_padded_rows_are_refused_by_generate(ours):
-    """transformers only warns: its answer then follows the pads and differs from the prompt alone."""
-    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-    with pytest.raises(ValueError, match=r"rows \[1\] end in padding .* generate needs left padding"):
-        ours.generate(ids, mask, max_new_tokens=2)
-    left = torch.tensor([[1, 2, 3, 4], [0, 0, 5, 6]])
-    assert ours.generate(left, mask.flip(1), max_new_tokens=2).shape == (2, 6)  # the same rows, left-padded
-
-
-@torch.no_grad()
-def test_max_new_tokens_beyond_the_positions_is_refused_before_decoding(ours, monkeypatch):
-    """max_new_tokens=10**9 would run for days before reaching the limit: refused with the numbers, up front."""
-    limit = ours.config.text_config.max_position_embeddings
-    calls = []
-    monkeypatch.setattr(type(ours), "forward", lambda *a, **k: calls.append(1))  # nothing may run
-    with pytest.raises(
-        ValueError,
-        match=rf"max_new_tokens=1000000000 would feed position ids up to 1000000003, .*"
-        rf"= {limit} \(the prompt's largest is 4\): ask for at most {limit - 4} new tokens",
-    ):
-        ours.generate(torch.arange(1, 6)[None], max_new_tokens=10**9)
-    assert calls == []
-
-
-@torch.no_grad()
-def test_max_new_tokens_counts_a_videos_time_ids(ours, config):
-    """A slow video's t ids run ahead of its token count: the limit follows the position ids, not the length."""
-    text = dataclasses.replace(config.text_config, max_position_embeddings=64)
-    short = QwenLiteVL(dataclasses.replace(config, text_config=text))
-    vid, vs, ve = config.video_token_id, config.vision_start_token_id, config.vision_end_token_id
-    ids = torch.tensor([[1, vs, *[vid] * 8, ve, 2]])  # a video of 2 temporal patches of 2 x 2 merged tokens
-    grid = torch.tensor([[2, 4, 4]])
-    # 20 s per temporal patch at 2 tokens per second: the video starts at 2, its second patch has t = 2 + 40,
-    # <|vision_end|> takes 43 and the last text 44: 12 tokens, but position 44
-    seconds = torch.tensor([20.0])
-    with pytest.raises(ValueError, match=r"the prompt's largest is 44\): ask for at most 20 new tokens"):
-        short.generate(ids, max_new_tokens=21, video_grid_thw=grid, second_per_grid_ts=seconds)
 
 
 @torch.no_grad()

@@ -163,9 +163,9 @@ HOSTILE_FAMILIES = {
     "preprocessing: sizes, limits, preprocessor config": "test_preprocessing.py",
     "processor: prompts, items, call-time options": "test_processor.py",
     "config.json": "test_config.py",
-    "safetensors files and the shard index": "test_checkpoint.py",
-    "from_pretrained: folders, weights, dtype, device, token ids": "test_loading.py",
-    "model and generate: inputs, positions, padding": "test_model.py",
+    "safetensors files, shard indexes, from_pretrained: folders, weights, dtype, device, token ids": "test_weights.py",
+    "finding a checkpoint: QWENLITE_CHECKPOINT, the trained twin's files": "test_checkpoint.py",
+    "model and generate: inputs, positions, padding": ("test_model.py", "test_generation.py"),
     "positions: get_rope_index": "test_rope_index.py",
     "fusion, decoder, sampling, settings": (
         "test_fusion.py",
