@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from .config import QwenLiteConfig
+from .config import QwenLiteConfig, TextConfig
 from .decoder import KVCache
 from .rope_index import get_rope_index
 
@@ -94,6 +95,7 @@ class GenerationMixin:
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         check_left_padded(mask)
         self._check_room(input_ids, mask, image_grid_thw, video_grid_thw, second_per_grid_ts, max_new_tokens)
+        check_memory(self.config.text_config, b, input_ids.shape[1], max_new_tokens, self.lm_head.weight)
         vision_inputs = {
             "pixel_values": pixel_values,
             "image_grid_thw": image_grid_thw,
@@ -138,6 +140,53 @@ class GenerationMixin:
                 f"max_new_tokens={new} would feed position ids up to {top + new - 1}, beyond max_position_embeddings"
                 f" = {limit} (the prompt's largest is {top}): ask for at most {limit - top} new tokens"
             )
+
+
+def kv_cache_bytes(config: TextConfig, batch: int, positions: int, dtype: torch.dtype) -> int:
+    """What the KV cache holds after `positions` tokens: k and v, every layer, each row, each kv head, Dh numbers.
+
+    2 x layers x B x Hkv x S x Dh x bytes: the real 3B (36 layers, 2 kv heads of 128) in bfloat16 keeps
+    36 KiB a token, 1.2 GB for 32k tokens (grouped-query attention: 8x less than 16 full heads would).
+    """
+    itemsize = torch.finfo(dtype).bits // 8
+    return 2 * config.num_hidden_layers * batch * config.num_key_value_heads * positions * config.head_dim * itemsize
+
+
+def prefill_floor_bytes(config: TextConfig, batch: int, length: int, new: int, dtype: torch.dtype) -> int:
+    """The least a generation must hold at once beside the weights: the KV cache of every position it feeds,
+    and, while the prefill runs one decoder layer, the residual stream, its normed copy and the MLP's gate and up
+    products (B x L x (2 D + 2 I) numbers). A lower bound: what it needs is never less."""
+    itemsize = torch.finfo(dtype).bits // 8
+    activations = batch * length * (2 * config.hidden_size + 2 * config.intermediate_size) * itemsize
+    return kv_cache_bytes(config, batch, length + new - 1, dtype) + activations
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for this process: CUDA's free bytes on a GPU, Linux's MemAvailable on the CPU, else None."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(config: TextConfig, batch: int, length: int, new: int, weight: torch.Tensor) -> None:
+    """Refuse up front, with the numbers, a generation whose lower bound does not fit in the free memory, instead of
+    an out-of-memory kill part-way (a 16 GB laptop with the real 3B and a long video is where this happens)."""
+    need = prefill_floor_bytes(config, batch, length, new, weight.dtype)
+    free = available_bytes(weight.device)
+    if free is not None and need > free:
+        cache = kv_cache_bytes(config, batch, length + new - 1, weight.dtype)
+        raise MemoryError(
+            f"this generation needs at least {need / 2**30:.2f} GiB beside the weights ({cache / 2**30:.2f} GiB of "
+            f"KV cache for {length + new - 1} positions x {batch} rows in {weight.dtype}, the rest one layer's "
+            f"activations over the {length}-token prompt) but {free / 2**30:.2f} GiB are free on {weight.device}: "
+            "use fewer frames or pixels (fps, max_pixels), a smaller batch or a lower max_new_tokens"
+        )
 
 
 def check_left_padded(attention_mask: torch.Tensor) -> None:

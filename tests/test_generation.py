@@ -155,3 +155,35 @@ def test_max_new_tokens_counts_a_videos_time_ids(ours, config):
     seconds = torch.tensor([20.0])
     with pytest.raises(ValueError, match=r"the prompt's largest is 44\): ask for at most 20 new tokens"):
         short.generate(ids, max_new_tokens=21, video_grid_thw=grid, second_per_grid_ts=seconds)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_kv_cache_bytes_is_what_the_cache_holds(ckpt, dtype):
+    """The estimate behind the memory refusal, against the cache itself after a prefill and two decode steps."""
+    from qwenlite.decoder import KVCache
+    from qwenlite.generation import kv_cache_bytes
+
+    model = QwenLiteVL.from_pretrained(ckpt, dtype=dtype)
+    ids, cache = torch.arange(1, 13).reshape(2, 6), KVCache()
+    out = model(ids, cache=cache)
+    for step in range(2):
+        out = model(ids[:, :1], torch.ones(2, 7 + step), cache=cache, rope_deltas=out.rope_deltas)
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in layer)
+    assert held == kv_cache_bytes(model.config.text_config, batch=2, positions=8, dtype=dtype)
+    assert held != kv_cache_bytes(model.config.text_config, batch=2, positions=8, dtype=dtype) // 2  # k and v
+
+
+@torch.no_grad()
+def test_a_generation_that_cannot_fit_is_refused_up_front_with_the_bytes(ours, monkeypatch):
+    import qwenlite.generation as generation
+
+    calls = []
+    monkeypatch.setattr(generation, "available_bytes", lambda device: 10 * 2**20)  # 10 MiB free
+    monkeypatch.setattr(type(ours), "forward", lambda *a, **k: calls.append(1))  # nothing may run
+    ids = torch.ones(4, 2000, dtype=torch.long)
+    need = generation.prefill_floor_bytes(ours.config.text_config, 4, 2000, 100, torch.float32)
+    assert need > 10 * 2**20
+    with pytest.raises(MemoryError, match=rf"needs at least {need / 2**30:.2f} GiB .* KV cache for 2099 positions x 4"):
+        ours.generate(ids, max_new_tokens=100)
+    assert calls == []
