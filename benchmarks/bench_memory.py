@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--twin", type=int, nargs="*", default=[1024, 4096, 8192, 16384, 24576, 32768])
     parser.add_argument("--full", type=int, nargs="*", default=[1024, 4096, 8192])
     parser.add_argument("--video", type=int, nargs="*", default=[267], help="seconds of video, on the twin")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the rows go (JSON)")
     args = parser.parse_args(argv)
     from qwenlite import checkpoint
 
@@ -130,9 +131,9 @@ def main(argv: list[str] | None = None) -> None:
                 row["ratio"] = ours["peak_bytes"] / max(theirs["peak_bytes"], 1)
             rows.append(row)
             print(table_row(row), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     facts = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}", "rows": rows}
-    RESULTS.write_text(json.dumps(facts, indent=1) + "\n")
+    args.out.write_text(json.dumps(facts, indent=1) + "\n")
 
 
 def table_row(row: dict) -> str:

@@ -134,3 +134,25 @@ def photo_inputs(hf_processor, photo_path):
 def video_inputs(hf_processor):
     """8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ."""
     return chat_inputs(hf_processor, [["video", "text"]], clips=[random_video(8, (112, 84))], seconds=[1.0])
+
+
+# ---------------------------------------------------------------- small inputs for the hostile cases
+
+
+@pytest.fixture(scope="session")
+def processor(ckpt):
+    from qwenlite import Processor
+
+    return Processor.from_pretrained(ckpt)
+
+
+@pytest.fixture(scope="session")
+def small_array():
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)  # grid (1, 4, 6): 6 tokens
+
+
+@pytest.fixture(scope="session")
+def array_inputs(processor, small_array) -> dict:
+    return processor(text="a<|vision_start|><|image_pad|><|vision_end|>b", images=[small_array])

@@ -7,11 +7,13 @@ inputs; properties (padding, GQA, text-only M-RoPE, cached decoding) are checked
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from PIL import Image
 
+from qwenlite import QwenLiteVL
 from qwenlite.decoder import KVCache, attention_layers, attention_weights, causal_mask, mrope_cos_sin
 from qwenlite.layers import rope_inv_freq
 from qwenlite.reference import Row, capture, check_table
@@ -298,3 +300,29 @@ def test_plain_causal_attention_needs_no_mask_and_equals_the_explicit_one(ours):
     check_table([Row("is_causal vs explicit causal mask", attn(x, cos, sin, None)[0], attn(x, cos, sin, explicit)[0])])
     everything = torch.ones(1, 1, 9, 9, dtype=torch.bool)  # a plausible bug: no causal mask at all
     assert not Row("no mask", attn(x, cos, sin, everything)[0], attn(x, cos, sin, explicit)[0]).ok()
+
+
+# ---------------------------------------------------------------- bad input: refused by name
+
+
+@torch.no_grad()
+def test_prompts_longer_than_the_positions_are_refused(ours):
+    text = dataclasses.replace(ours.config.text_config, max_position_embeddings=8)
+    short = QwenLiteVL(dataclasses.replace(ours.config, text_config=text))  # the same weights, 8 positions
+    short.load_checkpoint(ours.state_dict())
+    assert short(torch.arange(1, 9)[None]).logits.shape[1] == 8  # 8 tokens: positions 0..7 fit
+    with pytest.raises(ValueError, match="position id 8 is beyond max_position_embeddings = 8: the prompt"):
+        short(torch.arange(1, 10)[None])
+    with pytest.raises(ValueError, match="position id 8 is beyond max_position_embeddings = 8"):  # while decoding
+        cache = KVCache()
+        out = short(torch.arange(1, 9)[None], cache=cache)
+        short(torch.tensor([[9]]), torch.ones(1, 9), cache=cache, rope_deltas=out.rope_deltas)
+
+
+@torch.no_grad()
+def test_decoder_shapes_are_named(ours):
+    x = torch.zeros(1, 4, ours.config.text_config.hidden_size)
+    with pytest.raises(ValueError, match=r"position_ids must be \(3 axes t/h/w, batch, new tokens\) = \(3, 1, 4\)"):
+        ours.model(x, torch.arange(4)[None])  # 1-D text positions instead of (3, B, L)
+    with pytest.raises(ValueError, match=r"attention_mask must be \(batch, cached \+ new\) = \(2, 5\), got \(2, 4\)"):
+        causal_mask(torch.zeros(2, 3, 4), torch.ones(2, 4), past=2)

@@ -18,6 +18,9 @@ from qwenlite.fusion import fuse, mm_token_type_ids
 SIZES = [(112, 84), (56, 84), (84, 112), (140, 56)]  # (width, height) of the test images
 
 
+IMG, VID, VS, VE = 151655, 151656, 151652, 151653
+
+
 class _Stop(Exception):
     pass
 
@@ -134,3 +137,28 @@ def test_model_embed_reports_a_missing_pad_token(ours, ref, hf_processor, images
         vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}
         with pytest.raises(ValueError, match=rf"(?i){modality} features and {modality} tokens do not match"):
             ref(input_ids=broken, **vision)
+
+
+# ---------------------------------------------------------------- bad input: refused by name
+
+
+@torch.no_grad()
+def test_pad_tokens_must_match_the_features(ours, array_inputs):
+    ids = array_inputs["input_ids"].clone()
+    ids[0, int((ids[0] == IMG).nonzero()[0])] = 100  # one <|image_pad|> fewer than the image's 6 tokens
+    vision = {k: array_inputs[k] for k in ("pixel_values", "image_grid_thw")}
+    with pytest.raises(ValueError, match=r"image: input_ids hold 5 <\|image_pad\|> tokens .* features have 6 rows"):
+        ours.embed(ids, **vision)
+    with pytest.raises(ValueError, match=r"input_ids hold 6 <\|image_pad\|> tokens but no image pixels were given"):
+        ours(array_inputs["input_ids"])
+    with pytest.raises(ValueError, match="mm_token_type_ids disagree with the pad tokens in input_ids"):
+        ours(**{**array_inputs, "mm_token_type_ids": torch.zeros_like(array_inputs["input_ids"])})
+
+
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_fuse_names_counts_widths_and_modality(modality):
+    ids = torch.tensor([[5, 9, 9, 9, 6]])  # three pad tokens
+    with pytest.raises(ValueError, match=rf"{modality}: input_ids hold 3 <\|{modality}_pad\|> .* have 4 rows"):
+        fuse(torch.zeros(1, 5, 8), ids, torch.zeros(4, 8), token_id=9, modality=modality)
+    with pytest.raises(ValueError, match=rf"{modality} features must be \(rows, 8\) to fill the text embeddings"):
+        fuse(torch.zeros(1, 5, 8), ids, torch.zeros(3, 7), token_id=9, modality=modality)

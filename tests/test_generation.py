@@ -4,19 +4,13 @@ generation_config.json defaults, the repetition penalty, and what generate refus
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from qwenlite import QwenLiteVL
-
-CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
-FULL_SIZE = {  # meta-device counts with transformers 5.x (Qwen2_5_VLForConditionalGeneration on the meta device)
-    "qwen2_5_vl_3b_instruct": 3_754_622_976,
-    "qwen2_5_vl_7b_instruct": 8_292_166_656,
-}
+from qwenlite.decoder import KVCache
 
 
 @torch.no_grad()
@@ -161,7 +155,6 @@ def test_max_new_tokens_counts_a_videos_time_ids(ours, config):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_kv_cache_bytes_is_what_the_cache_holds(ckpt, dtype):
     """The estimate behind the memory refusal, against the cache itself after a prefill and two decode steps."""
-    from qwenlite.decoder import KVCache
     from qwenlite.generation import kv_cache_bytes
 
     model = QwenLiteVL.from_pretrained(ckpt, dtype=dtype)
@@ -187,3 +180,22 @@ def test_a_generation_that_cannot_fit_is_refused_up_front_with_the_bytes(ours, m
     with pytest.raises(MemoryError, match=rf"needs at least {need / 2**30:.2f} GiB .* KV cache for 2099 positions x 4"):
         ours.generate(ids, max_new_tokens=100)
     assert calls == []
+
+
+# ---------------------------------------------------------------- bad input: refused by name
+
+
+@torch.no_grad()
+def test_generate_refuses_what_it_does_not_do(ours, array_inputs):
+    with pytest.raises(TypeError, match="generate.* got an unexpected keyword argument 'do_sample'"):
+        ours.generate(**array_inputs, do_sample=True)
+    with pytest.raises(TypeError, match="generate.* got an unexpected keyword argument 'num_beams'"):
+        ours.generate(**array_inputs, num_beams=2)
+    for bad in (0, -3, 1.5):
+        with pytest.raises(ValueError, match=rf"max_new_tokens must be an integer >= 1 .*got {bad}"):
+            ours.generate(**array_inputs, max_new_tokens=bad)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(
+            ValueError, match=rf"repetition_penalty must be a finite number > 0 \(1.0 = off\), got {bad}"
+        ):
+            ours.generate(**array_inputs, repetition_penalty=bad)

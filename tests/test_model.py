@@ -11,6 +11,7 @@ import torch
 from helpers import hf_chat_inputs, random_image, random_video
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, weights
+from qwenlite.decoder import KVCache
 from qwenlite.reference import Row, check_table, reference_rope_index
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
@@ -18,6 +19,9 @@ FULL_SIZE = {  # meta-device counts with transformers 5.x (Qwen2_5_VLForConditio
     "qwen2_5_vl_3b_instruct": 3_754_622_976,
     "qwen2_5_vl_7b_instruct": 8_292_166_656,
 }
+
+
+IMG, VID, VS, VE = 151655, 151656, 151652, 151653
 
 
 def _meta_pair(name: str):
@@ -177,13 +181,6 @@ def test_weights_read_in_bfloat16_equal_transformers_bfloat16(ckpt):
     theirs = {to_hub_key(k): v for k, v in theirs.items()}
     for name, p in ours.state_dict().items():
         assert p.dtype == torch.bfloat16 and torch.equal(p, theirs[name]), name
-
-
-def test_run_settings_read_the_environment():  # bad values: tests/test_bad_inputs.py
-    from qwenlite.reference import RunSettings, run_settings
-
-    assert run_settings({}) == RunSettings(torch.float32, torch.device("cpu"))
-    assert run_settings({"QWENLITE_DTYPE": "bfloat16"}).dtype == torch.bfloat16
 
 
 # ---------------------------------------------------------------- attention maps and hidden states
@@ -348,3 +345,79 @@ def test_non_finite_pixels_are_refused_where_they_enter(ours, config, value):
     pixels[3, 5] = value
     with pytest.raises(ValueError, match="pixel_values holds 1 NaN or infinite values: the pixels must be finite"):
         ours(ids, pixel_values=pixels, image_grid_thw=torch.tensor([[1, 4, 4]]))
+
+
+# ---------------------------------------------------------------- bad input: refused by name
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda x: {**x, "pixel_values": torch.zeros(24, 100)}, r"pixel_values must be \(num_patches, 1176\), got"),
+        (lambda x: {**x, "pixel_values": x["pixel_values"][None]}, r"pixel_values must be \(num_patches, 1176\)"),
+        (
+            lambda x: {**x, "pixel_values": (x["pixel_values"] * 50 + 128).to(torch.uint8)},
+            r"pixel_values must be floating point \(normalised patches from the processor\), got torch.uint8",
+        ),
+        (
+            lambda x: {**x, "image_grid_thw": torch.tensor([[1, 4, 4]])},
+            r"image_grid_thw \[\[1, 4, 4\]\] describes 16 patches \(sum of t \* h \* w\), pixel_values has 24 rows",
+        ),
+        (
+            lambda x: {**x, "image_grid_thw": torch.tensor([[1, 3, 8]])},
+            "image_grid_thw h and w must be multiples of spatial_merge_size 2",
+        ),
+        (
+            lambda x: {**x, "image_grid_thw": torch.tensor([1, 4, 6])},
+            r"image_grid_thw must be \(num_items, 3\) rows of \(t, h, w\), got \(3,\)",
+        ),
+        (lambda x: {**x, "image_grid_thw": x["image_grid_thw"].float()}, "image_grid_thw must hold integers"),
+        (lambda x: {**x, "image_grid_thw": torch.tensor([[0, 4, 6]])}, "image_grid_thw entries must be >= 1 patch"),
+        (lambda x: {**x, "image_grid_thw": None}, "pixel_values was given without image_grid_thw"),
+    ],
+    ids=["width", "batch-axis", "uint8", "product", "odd-h", "1-d-grid", "float-grid", "zero-grid", "no-grid"],
+)
+def test_bad_image_inputs_to_the_model(ours, array_inputs, edit, message):
+    with pytest.raises(ValueError, match=message):
+        ours(**edit(array_inputs))
+
+
+@torch.no_grad()
+def test_bad_video_inputs_are_named_as_videos(ours):
+    with pytest.raises(ValueError, match=r"pixel_values_videos must be \(num_patches, 1176\), got \(8, 100\)"):
+        ours.get_video_features(torch.zeros(8, 100), torch.tensor([[2, 2, 2]]))
+    with pytest.raises(ValueError, match="pixel_values_videos must be floating point"):
+        ours.get_video_features(torch.zeros(8, 1176, dtype=torch.int64), torch.tensor([[2, 2, 2]]))
+    with pytest.raises(ValueError, match=r"video_grid_thw \[\[1, 2, 2\]\] describes 4 patches .* has 8 rows"):
+        ours.get_video_features(torch.zeros(8, 1176), torch.tensor([[1, 2, 2]]))
+    ids = torch.tensor([[VS, VID, VID, VE]])
+    with pytest.raises(ValueError, match="pixel_values_videos was given without video_grid_thw"):
+        ours(ids, pixel_values_videos=torch.zeros(8, 1176))
+
+
+@torch.no_grad()
+def test_bad_token_ids(ours):
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\) integer token ids, got torch.float32"):
+        ours(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\) .* of shape \(3,\)"):
+        ours(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"input_ids hold token id 200000, outside the vocabulary \[0, 151936\)"):
+        ours(torch.tensor([[1, 2, 200000]]))
+    with pytest.raises(ValueError, match=r"input_ids hold token id -1, outside the vocabulary"):
+        ours(torch.tensor([[1, -1]]))
+
+
+@torch.no_grad()
+def test_decoding_with_a_cache_takes_tokens_and_rope_deltas(ours, array_inputs):
+    cache = KVCache()
+    ours(**array_inputs, cache=cache)
+    with pytest.raises(ValueError, match="decoding with a cache needs the rope_deltas returned by the prefill"):
+        ours(array_inputs["input_ids"][:, :1], cache=cache)
+    with pytest.raises(ValueError, match="pixel_values / pixel_values_videos go with the prefill; decoding with a"):
+        ours(
+            array_inputs["input_ids"][:, :1],
+            cache=cache,
+            pixel_values=array_inputs["pixel_values"],
+            rope_deltas=torch.zeros(1, 1),
+        )

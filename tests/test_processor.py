@@ -259,3 +259,37 @@ def test_video_start_and_end_in_a_message(processor, video_path):
     expected = pp.preprocess_video(load_video(video_path, video_start=1.0, video_end=3.0, nframes=4))
     assert torch.equal(inputs["video_grid_thw"][0], expected.grid_thw)
     assert inputs["second_per_grid_ts"].tolist() == [expected.second_per_grid_t]
+
+
+# ---------------------------------------------------------------- bad input: refused by name
+
+
+def test_processor_pads_and_items_must_agree(processor, small_array):
+    with pytest.raises(ValueError, match=r"the text holds 1 <\|image_pad\|> token\(s\) but 2 image\(s\) were given"):
+        processor(text="<|image_pad|>", images=[small_array, small_array])
+    with pytest.raises(ValueError, match=r"the text holds 0 <\|image_pad\|> token\(s\) but 1 image\(s\)"):
+        processor(text="an image but no placeholder", images=[small_array])
+    with pytest.raises(ValueError, match=r"the text holds 1 <\|image_pad\|> token\(s\) but 0 image\(s\)"):
+        processor(text="a placeholder <|image_pad|> but no image")
+    with pytest.raises(ValueError, match=r"the text holds 0 <\|video_pad\|> token\(s\) but 1 video\(s\)"):
+        processor(text="no pads", videos=[[np.zeros((28, 28, 3), np.uint8)] * 2])
+
+
+def test_processor_refuses_bad_options_and_items(processor, small_array):
+    with pytest.raises(ValueError, match="padding_side must be 'left' or 'right', got 'middle'"):
+        processor(text="hi", padding_side="middle")
+    with pytest.raises(ValueError, match="return_tensors='np': qwenlite returns torch tensors only"):
+        processor(text="hi", return_tensors="np")
+    with pytest.raises(ValueError, match="image content item .* has no 'image' .* or 'image_url'"):
+        processor.from_messages([{"role": "user", "content": [{"type": "image"}]}])
+    with pytest.raises(ValueError, match="video content item .* has no 'video'"):
+        processor.from_messages([{"role": "user", "content": [{"type": "video"}]}])
+    image_patches = pp.preprocess_image(small_array)  # an image's Patches handed over as a video
+    with pytest.raises(ValueError, match="a video's Patches need second_per_grid_t: build them with preprocess_video"):
+        processor(text="<|video_pad|>", videos=[image_patches])
+
+
+def test_processor_folder_without_tokenizer(tmp_path, ckpt):
+    shutil.copy(ckpt / "preprocessor_config.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer files \(tokenizer.json"):
+        Processor.from_pretrained(tmp_path)

@@ -167,12 +167,10 @@ HOSTILE_FAMILIES = {
     "finding a checkpoint: QWENLITE_CHECKPOINT, the trained twin's files": "test_checkpoint.py",
     "model and generate: inputs, positions, padding": ("test_model.py", "test_generation.py"),
     "positions: get_rope_index": "test_rope_index.py",
-    "fusion, decoder, sampling, settings": (
-        "test_fusion.py",
-        "test_decoder.py",
-        "test_sampling.py",
-        "test_bad_inputs.py",
-    ),
+    "fusion: pads and features": "test_fusion.py",
+    "decoder: shapes, masks, positions": "test_decoder.py",
+    "frame sampling": "test_sampling.py",
+    "run settings and the tolerance policy": "test_reference.py",
 }
 
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qwenlite import get_rope_index
+from qwenlite import Processor, get_rope_index
 from qwenlite.fusion import mm_token_type_ids
 from qwenlite.rope_index import decode_position_ids, vision_position_ids
 
@@ -398,7 +398,6 @@ def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames,
     """notebook 06's explorer builds its prompt with qwenlite's processor; transformers' processor, given the same
     text and blank pixels, writes the same ids and grids. Catches an explorer that counts pad tokens, sizes or
     seconds per group its own way (e.g. grid_t = frames instead of frames / 2, or 1 / fps seconds per group)."""
-    from qwenlite import Processor
     from qwenlite.viz.rope import build_layout
 
     items = layout.split()
@@ -425,7 +424,6 @@ def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames,
 def test_notebook_08_real_clip_keeps_the_two_rules_together(ckpt, config, ref, video_path):
     """08 shrinks the clip on a real checkpoint (CI never runs that path) and then asserts, as on the twin,
     that qwenlite's positions equal transformers' after the video: the shrunk size must keep that true."""
-    from qwenlite import Processor
     from qwenlite.video_io import load_video
     from qwenlite.viz.vision import REAL_CLIP_LIMITS
 
@@ -453,3 +451,39 @@ def test_second_per_grid_ts_must_be_finite_and_not_negative(config, seconds):
     with pytest.raises(ValueError, match=rf"second_per_grid_ts must be finite seconds >= 0 .*got {seconds}"):
         get_rope_index(ids, None, as_grid(videos), [seconds], mask, config=config)
     get_rope_index(ids, None, as_grid(videos), [0.0], mask, config=config)  # 0 is allowed: flat t ids (09's ablation)
+
+
+# ---------------------------------------------------------------- bad input: refused by name
+
+
+@pytest.mark.parametrize(
+    ("ids", "grids", "message"),
+    [
+        ([VS, IMG, IMG, IMG, VE], {"image_grid_thw": [[1, 4, 4]]}, r"has 3 <\|image_pad\|> tokens, .* needs 4"),
+        ([VS, IMG, IMG, IMG, IMG, VE], {}, r"more image spans than the 0 rows of image_grid_thw"),
+        ([VS, IMG, IMG, IMG, IMG, VE], {"image_grid_thw": [[1, 4, 4], [1, 2, 2]]}, r"has 2 rows but .* 1 image"),
+        (
+            [VS, VID, VID, VE],
+            {"video_grid_thw": [[2, 2, 2]], "second_per_grid_ts": [1.0, 2.0]},
+            r"second_per_grid_ts has 2 entries but video_grid_thw has 1 rows",
+        ),
+        ([1, 2], {"second_per_grid_ts": [0.5]}, r"second_per_grid_ts has 1 entries but video_grid_thw has 0 rows"),
+        ([VS, IMG, VE], {"image_grid_thw": [1, 2, 2]}, r"image_grid_thw must be \(num_images, 3\) rows of \(t, h, w\)"),
+    ],
+    ids=["short-span", "no-grid", "extra-grid", "seconds-length", "seconds-without-video", "1-d-grid"],
+)
+def test_bad_layouts_for_get_rope_index(ids, grids, message, config):
+    kwargs = {k: torch.tensor(v) for k, v in grids.items()}
+    with pytest.raises(ValueError, match=message):
+        get_rope_index(torch.tensor([ids]), config=config, **kwargs)
+
+
+def test_get_rope_index_arguments(config):
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'config'"):
+        get_rope_index(torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match=r"get_rope_index needs config= \(token ids, merge size"):
+        get_rope_index(torch.tensor([[1, 2]]), config=None)
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\), got shape \(2,\)"):
+        get_rope_index(torch.tensor([1, 2]), config=config)
+    with pytest.raises(ValueError, match=r"attention_mask \(1, 3\) must have the shape of input_ids \(1, 2\)"):
+        get_rope_index(torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 3), config=config)
