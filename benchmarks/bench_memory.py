@@ -13,6 +13,7 @@ The video: 267 s at 2 fps through the processor's own budget (about 34k LLM toke
 length at which a dense mask was killed at 10 GB where transformers needed 2.65 GB.
 
     python benchmarks/bench_memory.py          # the twin at 1k-32k and a 267 s video, the 3B's widths at 1k-8k
+    python benchmarks/bench_memory.py --twin --video --full 16384 24576 32768 --out rows.json   # 3B, long
     python benchmarks/bench_memory.py --twin 1024 4096 --full 1024 --video
 """
 
