@@ -9,7 +9,7 @@ transformers' +0.3 GB.
 
 Widths: the tiny twin (hidden 128, 2 layers) and the 3B's text widths (data/configs/, one decoder layer: the
 mask and the activations of one layer are what grows with L; more layers add weights, not peak). float32.
-The video: 267 s at 2 fps through the processor's own budget (about 34k LLM tokens, 137k patches): the
+The video: 267 s at 2 fps through the processor's own budget (38,453 LLM tokens, 153,792 patches): the
 length at which a dense mask was killed at 10 GB where transformers needed 2.65 GB.
 
     python benchmarks/bench_memory.py          # the twin at 1k-32k and a 267 s video, the 3B's widths at 1k-8k
