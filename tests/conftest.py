@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 from helpers import chat_inputs, hf_chat_inputs, random_video
@@ -156,3 +158,36 @@ def small_array():
 @pytest.fixture(scope="session")
 def array_inputs(processor, small_array) -> dict:
     return processor(text="a<|vision_start|><|image_pad|><|vision_end|>b", images=[small_array])
+
+
+# ---------------------------------------------------------------- the vision tower's inputs (tower and figure tests)
+
+
+@pytest.fixture(scope="session")
+def photo(photo_path) -> Image.Image:
+    return Image.open(photo_path).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def video_frames(video_path) -> np.ndarray:
+    with av.open(str(video_path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])  # (T, H, W, 3)
+
+
+@pytest.fixture(scope="session")
+def vision_inputs(hf_processor, photo, video_frames) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (pixel_values, grid_thw). Merged grids: photo 21x18, video 4 x 9x12, odd 7x5 (none a multiple of 4)."""
+
+    def images(imgs):
+        out = hf_processor.image_processor(images=imgs, return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"]
+
+    video = hf_processor.video_processor(
+        videos=[video_frames[:8]], return_tensors="pt", do_sample_frames=False, cap_pixels_per_frame=True
+    )
+    return {
+        "photo": images([photo]),
+        "video": (video["pixel_values_videos"], video["video_grid_thw"]),
+        "three_images": images([photo, photo.resize((140, 196)), photo.crop((0, 0, 448, 448))]),
+        "odd_size": images([photo.resize((140, 196))]),
+    }

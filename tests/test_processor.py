@@ -20,11 +20,6 @@ def processor(ckpt) -> Processor:
 
 
 @pytest.fixture(scope="module")
-def photo(photo_path) -> Image.Image:
-    return Image.open(photo_path).convert("RGB")
-
-
-@pytest.fixture(scope="module")
 def small() -> Image.Image:
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
 

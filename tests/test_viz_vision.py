@@ -1,0 +1,90 @@
+"""qwenlite.viz.vision: the window and attention pictures draw what the tower computes (the same functions), and
+the demo inputs shrink on a real checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from qwenlite.reference import capture, tolerance
+from qwenlite.vision import (
+    VisionTransformer,
+    vision_layout,
+)
+from qwenlite.viz import vision as vv
+
+
+def window_map_by_hand(grid_hw: tuple[int, int], side: int = 112 // 14) -> torch.Tensor:
+    """The window rule written without the layout: side x side patch tiles of one frame, numbered row by row."""
+    rows, cols = torch.meshgrid(torch.arange(grid_hw[0]), torch.arange(grid_hw[1]), indexing="ij")
+    return (rows // side) * -(-grid_hw[1] // side) + cols // side
+
+
+@pytest.mark.parametrize("grid_hw", [(16, 16), (12, 20), (42, 36), (6, 22)], ids=str)
+def test_window_picture_is_the_tower_windows(grid_hw):
+    """viz.vision.window_ids (the coloured tiles of notebooks 03 and 04) equals the window rule written by hand."""
+    assert torch.equal(vv.window_ids(grid_hw), window_map_by_hand(grid_hw))
+
+
+def test_window_picture_check_fails_on_a_picture_that_forgets_the_window_order(monkeypatch):
+    """Mutation: a picture that reads segment ids as if the tower kept processor order draws the wrong tiles."""
+    real = vv.vision_layout
+    monkeypatch.setattr(
+        vv, "vision_layout", lambda g, c: dataclasses.replace(real(g, c), patch_order=torch.arange(int(g.prod())))
+    )
+    assert not torch.equal(vv.window_ids((12, 20)), window_map_by_hand((12, 20)))
+
+
+def attention_picture_error(tower: VisionTransformer, pixels: torch.Tensor, grid: torch.Tensor, layer: int):
+    """The attention picture's probabilities, applied to the block's own v and proj, against the block's output."""
+    block = tower.blocks[layer]
+    probs = vv.attention_probs(tower, pixels, grid, layer)  # (H, N, N), window order
+    with torch.no_grad(), capture({"x": block.norm1, "out": block.attn}) as got:
+        tower(pixels, grid)
+    with torch.no_grad():
+        cos, sin = tower.rotary_pos_emb(vision_layout(grid, tower.config).rotary_ids)
+        _, _, v = block.attn.rotated_qkv(got["x"], cos, sin)  # v has no rotary: cos, sin only fill the call
+        redrawn = block.attn.proj(torch.einsum("hqk,khd->qhd", probs, v).flatten(1))
+    return float((redrawn - got["out"]).abs().max()), tolerance(got["out"])
+
+
+def test_attention_picture_is_what_each_block_computes(ours, vision_inputs):
+    """softmax(q k^T) drawn in notebook 03, times the block's v and through its proj, gives the block's own
+    attention output: for a windowed and a full-attention block, on a frame whose edge windows are partial."""
+    tower = ours.visual
+    pixels, grid = vision_inputs["odd_size"]
+    for layer in (0, tower.config.fullatt_block_indexes[0]):
+        error, bound = attention_picture_error(tower, pixels, grid, layer)
+        assert error <= bound, (layer, error, bound)
+
+
+def test_attention_picture_check_fails_on_a_picture_without_the_segment_mask(ours, vision_inputs, monkeypatch):
+    """Mutation: a picture that forgets the windows (every patch may attend to every patch) no longer reproduces
+    a windowed block's output."""
+    monkeypatch.setattr(vv, "segment_mask", lambda cu: torch.ones(int(cu[-1]), int(cu[-1]), dtype=torch.bool))
+    pixels, grid = vision_inputs["odd_size"]
+    error, bound = attention_picture_error(ours.visual, pixels, grid, 0)
+    assert error > bound, (error, bound)
+
+
+def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
+    """02-04 take the whole photo on the twin and smaller inputs on a real checkpoint (CI never has one).
+    The expected sizes are transformers' smart_resize of the photo (600 x 512) and the clip (252 x 336)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+    from qwenlite import checkpoint
+    from qwenlite.reference import run_settings
+
+    settings = run_settings()
+    twin = vv.demo_inputs(ckpt, settings)
+    assert tuple(twin.frame.shape) == (3, 588, 504) and twin.video_grid.tolist() == [[4, 20, 28]]
+    monkeypatch.setattr(checkpoint, "is_tiny_twin", lambda path: False)
+    real = vv.demo_inputs(ckpt, settings)
+    assert real.frame.shape[1] * real.frame.shape[2] <= vv.REAL_PHOTO_MAX_PIXELS
+    h, w = hf_smart_resize(600, 512, 28, 56 * 56, vv.REAL_PHOTO_MAX_PIXELS)
+    assert tuple(real.frame.shape) == (3, h, w) and real.grid.tolist() == [[1, h // 14, w // 14]]
+    fh, fw = hf_smart_resize(252, 336, 28, *vv.REAL_VIDEO_PIXELS)
+    assert real.video_grid.tolist() == [[4, fh // 14, fw // 14]] == [[4, 8, 10]]  # 112 x 140 px frames
+    assert real.pixels.shape[0] == 24 * 22 and real.video_pixels.shape[0] == 4 * 8 * 10
