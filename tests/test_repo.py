@@ -215,3 +215,29 @@ def test_tests_readme_says_how_many_hostile_cases_each_family_has():
         assert f"| {family} | {n} |" in table, f"tests/README.md: family {family!r} now has {n} cases"
     total = sum(counts.values())
     assert total >= 140 and f"| **all** | **{total}** |" in table, total
+
+
+# viz modules whose figures are exercised only through the notebooks and the browser test so far
+WITHOUT_TEST_MODULE = {
+    "viz/decoder.py",
+    "viz/fusion.py",
+    "viz/preprocessing.py",
+    "viz/rope.py",
+    "viz/tour.py",
+    "viz/training.py",
+}
+
+
+def test_every_module_has_its_test_module():
+    """qwenlite/<m>.py -> tests/test_<m>.py, viz/<m>.py -> tests/test_viz_<m>.py, exercises/<m>.py ->
+    tests/test_exercises_<m>.py (grading.py -> tests/test_exercises.py). A new module comes with its tests."""
+    package, tests = ROOT / "qwenlite", ROOT / "tests"
+    missing = set()
+    for path in package.rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        relative = path.relative_to(package).as_posix()
+        stem = relative.removesuffix(".py").replace("/", "_").replace("exercises_grading", "exercises")
+        if not (tests / f"test_{stem}.py").is_file():
+            missing.add(relative)
+    assert missing == WITHOUT_TEST_MODULE, f"without tests/test_<module>.py: {sorted(missing - WITHOUT_TEST_MODULE)}"
