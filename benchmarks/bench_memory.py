@@ -62,8 +62,8 @@ def one(library: str, folder: Path, length: int) -> dict:
 
     length > 0: that many random text tokens; length < 0: a video of -length seconds (video_inputs)."""
     torch.manual_seed(0)
-    text = {"input_ids": torch.randint(0, 150_000, (1, max(length, 1)))}  # ordinary text tokens, no image or video
-    inputs = text if length > 0 else video_inputs(folder, -length)
+    text = length > 0  # ordinary text tokens, no image or video
+    inputs = {"input_ids": torch.randint(0, 150_000, (1, length))} if text else video_inputs(folder, -length)
     ids = inputs["input_ids"]
     if library == "qwenlite":
         from qwenlite import QwenLiteVL

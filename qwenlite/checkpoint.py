@@ -146,10 +146,10 @@ def tiny_twin(root: Path | None = None) -> Path:
 
 def trained_twin(root: Path | None = None) -> Path:
     """The trained twin's folder: the tiny twin with the shipped trained tensors in place (built when missing)."""
-    digest = file_sha256(TRAINED_TENSORS)
-    if digest != trained_facts()["sha256"]:
+    digest, recorded = file_sha256(TRAINED_TENSORS), trained_facts()["sha256"]
+    if digest != recorded:
         raise ValueError(
-            f"{TRAINED_TENSORS} has sha256 {digest}, but {TRAINED_FACTS.name} records {trained_facts()['sha256']}: "
+            f"{TRAINED_TENSORS} has sha256 {digest}, but {TRAINED_FACTS.name} records {recorded}: "
             "the file is damaged or was retrained without its record (python -m qwenlite.train writes both)"
         )
     folder = (root or cache_dir()) / f"trained-twin-{TWIN_VERSION}-{digest[:12]}"

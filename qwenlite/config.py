@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -78,13 +80,7 @@ class QwenLiteConfig:
         file = path / "config.json" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"no config.json at {file}: expected a Qwen2.5-VL checkpoint folder")
-        try:
-            raw = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file} is not valid JSON: {err}") from err
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{file} is not valid JSON: not UTF-8 text ({err})") from err
-        return cls.from_dict(raw, source=str(file))
+        return cls.from_dict(read_json(file), source=str(file))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> QwenLiteConfig:
@@ -239,8 +235,25 @@ def _positive_int(value: Any, source: str, what: str) -> None:
         raise ValueError(f"{source}: {what} must be a positive integer, got {value!r} ({type(value).__name__})")
 
 
+def read_json(file: str | Path) -> Any:
+    """A checkpoint's JSON file (config, index, generation config, tokenizer config), or a ValueError that names
+    the file: json's own error says neither which file nor, for bytes that are not UTF-8, that it is text."""
+    try:
+        return json.loads(Path(file).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON: not UTF-8 text ({err})") from err
+
+
+def finite_number(value: object) -> bool:
+    """A real number (numpy's included, bool not) that is neither NaN nor infinite: the one rule every
+    argument and config number that must be finite is checked with."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive_finite(value: Any, source: str, what: str) -> None:
-    if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+    if not finite_number(value) or value <= 0:
         raise ValueError(f"{source}: {what} must be a finite number > 0, got {value!r} ({type(value).__name__})")
 
 
@@ -253,3 +266,61 @@ def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
     """Keep only the keys that `cls` declares (config.json carries many bookkeeping fields)."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in raw.items() if k in names}
+
+
+# ---------------------------------------------------------------- the config's token ids against the tokenizer's
+
+
+def tokenizer_file_ids(folder: str | Path) -> tuple[dict[str, int], Path | None]:
+    """(token -> id of the special tokens in tokens.CONFIG_TOKENS, the file read) from a checkpoint's tokenizer files.
+
+    Read without building the tokenizer: tokenizer_config.json's added_tokens_decoder (small), else
+    tokenizer.json's added_tokens. ({}, None) when the folder has neither (a checkpoint without a tokenizer).
+    """
+    folder = Path(folder)
+    wanted = set(tokens.CONFIG_TOKENS.values())
+    for name in ("tokenizer_config.json", "tokenizer.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        raw = read_json(file)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file} must be a JSON object, got {type(raw).__name__}")
+        if isinstance(decoder := raw.get("added_tokens_decoder"), dict):
+            pairs = [(entry.get("content"), key) for key, entry in decoder.items() if isinstance(entry, dict)]
+        elif isinstance(added := raw.get("added_tokens"), list):
+            pairs = [(entry.get("content"), entry.get("id")) for entry in added if isinstance(entry, dict)]
+        else:
+            continue
+        found = {}
+        for content, token_id in pairs:
+            if content in wanted:
+                try:
+                    found[content] = int(token_id)
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{file}: token {content} has id {token_id!r}, not an integer") from err
+        return found, file
+    return {}, None
+
+
+def check_config_ids(
+    config: Mapping[str, object] | object,
+    token_ids: Mapping[str, int | None],
+    config_source: str,
+    tokenizer_source: str,
+) -> None:
+    """The config's special-token ids (image_token_id, ...) must be the tokenizer's ids of those tokens.
+
+    Otherwise the processor marks one id as image pads and the model fuses features into another: refused at
+    load, naming both ids, instead of an error about mm_token_type_ids (or wrong positions) at the first call.
+    config: a QwenLiteConfig, or the raw config.json dict.
+    """
+    for field, token in tokens.CONFIG_TOKENS.items():
+        ours = config.get(field) if isinstance(config, Mapping) else getattr(config, field, None)
+        theirs = token_ids.get(token)
+        if ours is not None and theirs is not None and ours != theirs:
+            raise ValueError(
+                f"{config_source} has {field} = {ours!r}, but the tokenizer ({tokenizer_source}) gives {token} "
+                f"the id {theirs}: the two files must agree (the processor writes the tokenizer's id, the model "
+                f"looks for the config's)"
+            )

@@ -260,8 +260,8 @@ def inspect_decoder(model: TextModel, hidden_states: bool, keep_attentions: Coll
     finally:
         for handle in handles:
             handle.remove()
-        for layer in model.layers:
-            layer.self_attn.eager = False
+        for i in keep_attentions:
+            model.layers[i].self_attn.eager = False
 
 
 def _keep_map(attentions: list, i: int, module: nn.Module, args, output: tuple) -> None:

@@ -7,13 +7,12 @@ right padding, a max_new_tokens that would pass max_position_embeddings, a non-f
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import QwenLiteConfig, TextConfig
+from .config import QwenLiteConfig, TextConfig, finite_number
 from .decoder import KVCache
 from .rope_index import get_rope_index
 
@@ -45,10 +44,8 @@ class GenerationSettings:
                 raise ValueError(f"{source}: {name} must be token ids in [0, vocab_size {vocab}), got {ids!r}")
         if isinstance(pad, list | tuple):
             raise ValueError(f"{source}: pad_token_id must be one token id, got {pad!r}")
-        penalty = settings.get("repetition_penalty", 1.0)
-        if type(penalty) not in (int, float) or not math.isfinite(penalty) or penalty <= 0:
-            raise ValueError(f"{source}: repetition_penalty must be a finite number > 0 (1.0 = off), got {penalty!r}")
-        return cls(_as_tuple(eos), pad, float(penalty))
+        penalty = checked_penalty(settings.get("repetition_penalty", 1.0), f"{source}: ")
+        return cls(_as_tuple(eos), pad, penalty)
 
 
 class GenerationMixin:
@@ -88,9 +85,7 @@ class GenerationMixin:
         eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
         if pad_token_id is None:
             pad_token_id = settings.pad_token_id if settings.pad_token_id is not None else eos_ids[0]
-        penalty = settings.repetition_penalty if repetition_penalty is None else float(repetition_penalty)
-        if not math.isfinite(penalty) or penalty <= 0:
-            raise ValueError(f"repetition_penalty must be a finite number > 0 (1.0 = off), got {penalty}")
+        penalty = settings.repetition_penalty if repetition_penalty is None else checked_penalty(repetition_penalty)
         b = input_ids.shape[0]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         check_left_padded(mask)
@@ -140,6 +135,13 @@ class GenerationMixin:
                 f"max_new_tokens={new} would feed position ids up to {top + new - 1}, beyond max_position_embeddings"
                 f" = {limit} (the prompt's largest is {top}): ask for at most {limit - top} new tokens"
             )
+
+
+def checked_penalty(value: object, where: str = "") -> float:
+    """A repetition penalty must be a finite number > 0 (1.0 = off): NaN would make every logit NaN."""
+    if not finite_number(value) or value <= 0:
+        raise ValueError(f"{where}repetition_penalty must be a finite number > 0 (1.0 = off), got {value!r}")
+    return float(value)
 
 
 def kv_cache_bytes(config: TextConfig, batch: int, positions: int, dtype: torch.dtype) -> int:

@@ -147,11 +147,8 @@ class QwenLiteVL(PretrainedWeights, GenerationMixin, nn.Module):
             x = self.model.embed_tokens(input_ids)  # 1) embed
             position_ids = decode_position_ids(rope_deltas, past, input_ids.shape[1], attention_mask)  # 2) text + delta
         # 3) decoder and the language-model head
-        if not output_hidden_states and output_attentions is False:
+        with inspect_decoder(self.model, output_hidden_states, keep) as seen:  # no hooks when nothing is asked
             hidden = self.model(x, position_ids, attention_mask, cache)  # (B, L, D)
-            return VLOutput(self.lm_head(hidden[:, -logits_to_keep:]), cache, position_ids, rope_deltas)
-        with inspect_decoder(self.model, output_hidden_states, keep) as seen:
-            hidden = self.model(x, position_ids, attention_mask, cache)
         return VLOutput(
             self.lm_head(hidden[:, -logits_to_keep:]),
             cache,

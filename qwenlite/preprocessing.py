@@ -10,7 +10,6 @@ N = grid_t * grid_h * grid_w patches, each a row of C*Tp*P*P = 1176 numbers. No 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import VisionConfig
+from .config import VisionConfig, finite_number, read_json
 from .image_io import ImageSource, load_image
 from .video_io import Video
 
@@ -61,7 +60,7 @@ class PreprocessorConfig:
         """Refuse numbers that would end as NaN pixels (std 0 or non-finite) or a nonsense grid, by field name."""
         for name in ("image_mean", "image_std"):
             values = getattr(self, name)
-            if len(values) != 3 or not all(_finite(v) for v in values):
+            if len(values) != 3 or not all(finite_number(v) for v in values):
                 raise ValueError(
                     f"preprocessor config: {name} must be 3 finite numbers (one per RGB channel), got {values}"
                 )
@@ -69,7 +68,7 @@ class PreprocessorConfig:
             raise ValueError(
                 f"preprocessor config: image_std must be > 0 (pixels are divided by it), got {self.image_std}"
             )
-        if not _finite(self.rescale_factor) or self.rescale_factor <= 0:
+        if not finite_number(self.rescale_factor) or self.rescale_factor <= 0:
             raise ValueError(
                 f"preprocessor config: rescale_factor must be a finite number > 0, got {self.rescale_factor}"
             )
@@ -92,10 +91,7 @@ class PreprocessorConfig:
         file = Path(path) / "preprocessor_config.json"
         if not file.is_file():
             raise FileNotFoundError(f"{path} has no preprocessor_config.json")
-        try:
-            raw: dict[str, Any] = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file} is not valid JSON ({err})") from None
+        raw: dict[str, Any] = read_json(file)
         if not isinstance(raw, dict):
             raise ValueError(f"{file} must hold a JSON object, got a {type(raw).__name__}")
         size = raw.get("size") or {}
@@ -112,14 +108,6 @@ class PreprocessorConfig:
             )
         except (TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{file}: {err}") from None
-
-
-def _finite(value: object) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 # ---------------------------------------------------------------- smart_resize
@@ -142,7 +130,7 @@ def smart_resize(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"smart_resize: {name} must be a positive integer number of pixels, got {value!r}")
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if not _finite(value) or value <= 0:
+        if not finite_number(value) or value <= 0:
             raise ValueError(f"smart_resize: {name} must be a finite number of pixels > 0, got {value!r}")
     if min_pixels > max_pixels:
         raise ValueError(f"smart_resize: min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
@@ -328,7 +316,7 @@ def preprocess_video(
     frames = video.frames  # (T, 3, H, W) uint8
     if frames.shape[0] == 0:
         raise ValueError(f"video {video.source}: no frames to process")
-    if not _finite(total_pixels) or total_pixels <= 0:
+    if not finite_number(total_pixels) or total_pixels <= 0:
         raise ValueError(f"preprocess_video: total_pixels must be a finite number of pixels > 0, got {total_pixels!r}")
     if pad := -frames.shape[0] % tp:  # 1) odd count: repeat the last frame
         frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])

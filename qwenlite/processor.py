@@ -11,13 +11,13 @@ Shapes: B prompts, L tokens (left-padded), N patches, 1176 = 3*2*14*14 numbers p
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .config import check_config_ids, finite_number, read_json
 from .image_io import ImageSource
 from .preprocessing import (
     VIDEO_TOTAL_PIXELS,
@@ -26,8 +26,9 @@ from .preprocessing import (
     preprocess_image,
     preprocess_video,
 )
-from .tokens import CONFIG_TOKENS, IMAGE_PAD, VIDEO_PAD, check_config_ids, mm_token_type_ids
+from .tokens import CONFIG_TOKENS, IMAGE_PAD, VIDEO_PAD, mm_token_type_ids
 from .video_io import Video, load_video
+from .weights import all_finite
 
 Message = dict[str, Any]  # {"role": "user", "content": "text" or [{"type": "image", "image": ...}, ...]}
 
@@ -76,8 +77,8 @@ class Processor:
         processor = cls(tokenizer, _read_chat_template(path, tokenizer), PreprocessorConfig.from_pretrained(path))
         if (config := path / "config.json").is_file():  # the model reads its ids there: they must be these
             try:
-                raw = json.loads(config.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                raw = read_json(config)
+            except ValueError:
                 raw = None  # the model's loader names a broken config.json; the processor does not need it
             if isinstance(raw, dict):
                 ids = {token: tokenizer.convert_tokens_to_ids(token) for token in CONFIG_TOKENS.values()}
@@ -220,11 +221,11 @@ class Processor:
 
 def _checked(patches: Patches, what: str) -> Patches:
     """Patches handed in are refused if they hold NaN or inf: they would end as NaN logits, not an error."""
-    if not torch.isfinite(patches.pixel_values).all():
+    if not all_finite(patches.pixel_values):
         bad = int((~torch.isfinite(patches.pixel_values)).sum())
         raise ValueError(f"{what} Patches: pixel_values hold {bad} NaN or infinite value(s); pixels must be finite")
     second = patches.second_per_grid_t
-    if second is not None and (not math.isfinite(second) or second <= 0):
+    if second is not None and (not finite_number(second) or second <= 0):
         raise ValueError(f"{what} Patches: second_per_grid_t must be a finite number of seconds > 0, got {second}")
     return patches
 

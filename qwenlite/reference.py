@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from .weights import LOAD_DTYPES, load_device
 
 
 @dataclass(frozen=True)
@@ -56,24 +56,13 @@ def run_settings(environ: Mapping[str, str] = os.environ) -> RunSettings:
     products go through float32's kernel (`cpu_bfloat16`). auto: when the CPU has no bfloat16 unit.
     """
     name = environ.get("QWENLITE_DTYPE", "float32").strip() or "float32"
-    if name not in DTYPES:
-        raise ValueError(f"QWENLITE_DTYPE={name!r} is not supported: use one of {sorted(DTYPES)}")
-    where = environ.get("QWENLITE_DEVICE", "cpu").strip() or "cpu"
-    try:
-        device = torch.device(where)
-    except RuntimeError as err:
-        raise ValueError(f"QWENLITE_DEVICE={where!r} is not a device: use cpu or cuda (cuda:N)") from err
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"QWENLITE_DEVICE={where!r}: qwenlite runs on cpu or cuda (cuda:N)")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"QWENLITE_DEVICE={where!r}, but torch sees no CUDA device here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"QWENLITE_DEVICE={where!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if name not in LOAD_DTYPES:
+        raise ValueError(f"QWENLITE_DTYPE={name!r} is not supported: use one of {sorted(LOAD_DTYPES)}")
+    device = load_device(environ.get("QWENLITE_DEVICE", "cpu").strip() or "cpu", what="QWENLITE_DEVICE")
     products = environ.get("QWENLITE_BF16_PRODUCTS", "auto").strip() or "auto"
     if products not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"QWENLITE_BF16_PRODUCTS={products!r} is not supported: use auto, float32 or bfloat16")
-    dtype = DTYPES[name]
+    dtype = LOAD_DTYPES[name]
     float32_products = dtype == torch.bfloat16 and device.type == "cpu" and products != "bfloat16"
     if products == "auto":
         from .cpu_bfloat16 import has_bfloat16_unit

@@ -61,10 +61,11 @@ def smart_nframes(
     return n
 
 
-def sample_frame_indices(total_frames: int, nframes: int) -> list[int]:
-    """nframes evenly spread frame numbers from first to last: round(linspace(0, total - 1, nframes)).
+def sample_frame_indices(total_frames: int, nframes: int, first: int = 0) -> list[int]:
+    """nframes evenly spread frame numbers over total_frames frames starting at `first` (a trimmed range):
+    round(linspace(first, first + total - 1, nframes)).
 
     As qwen-vl-utils' readers do (torch.linspace(...).round(): halves go to even).
     32 frames -> 8: [0, 4, 9, 13, 18, 22, 27, 31].
     """
-    return torch.linspace(0, total_frames - 1, nframes).round().long().tolist()
+    return torch.linspace(first, first + total_frames - 1, nframes).round().long().tolist()

@@ -9,9 +9,7 @@ pictures all read these from here; this module imports nothing from qwenlite.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -86,61 +84,3 @@ def token_kinds(ids: Sequence[int], config: SpecialTokenIds, attention_mask: Seq
         else:
             kinds.append("text")
     return kinds
-
-
-def tokenizer_file_ids(folder: str | Path) -> tuple[dict[str, int], Path | None]:
-    """(token -> id of the special tokens in CONFIG_TOKENS, the file read) from a checkpoint's tokenizer files.
-
-    Read without building the tokenizer: tokenizer_config.json's added_tokens_decoder (small), else
-    tokenizer.json's added_tokens. ({}, None) when the folder has neither (a checkpoint without a tokenizer).
-    """
-    folder = Path(folder)
-    wanted = set(CONFIG_TOKENS.values())
-    for name in ("tokenizer_config.json", "tokenizer.json"):
-        file = folder / name
-        if not file.is_file():
-            continue
-        try:
-            raw = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{file} is not valid JSON: {err}") from err
-        if not isinstance(raw, dict):
-            raise ValueError(f"{file} must be a JSON object, got {type(raw).__name__}")
-        if isinstance(decoder := raw.get("added_tokens_decoder"), dict):
-            pairs = [(entry.get("content"), key) for key, entry in decoder.items() if isinstance(entry, dict)]
-        elif isinstance(added := raw.get("added_tokens"), list):
-            pairs = [(entry.get("content"), entry.get("id")) for entry in added if isinstance(entry, dict)]
-        else:
-            continue
-        found = {}
-        for content, token_id in pairs:
-            if content in wanted:
-                try:
-                    found[content] = int(token_id)
-                except (TypeError, ValueError) as err:
-                    raise ValueError(f"{file}: token {content} has id {token_id!r}, not an integer") from err
-        return found, file
-    return {}, None
-
-
-def check_config_ids(
-    config: Mapping[str, object] | object,
-    token_ids: Mapping[str, int | None],
-    config_source: str,
-    tokenizer_source: str,
-) -> None:
-    """The config's special-token ids (image_token_id, ...) must be the tokenizer's ids of those tokens.
-
-    Otherwise the processor marks one id as image pads and the model fuses features into another: refused at
-    load, naming both ids, instead of an error about mm_token_type_ids (or wrong positions) at the first call.
-    config: a QwenLiteConfig, or the raw config.json dict.
-    """
-    for field, token in CONFIG_TOKENS.items():
-        ours = config.get(field) if isinstance(config, Mapping) else getattr(config, field, None)
-        theirs = token_ids.get(token)
-        if ours is not None and theirs is not None and ours != theirs:
-            raise ValueError(
-                f"{config_source} has {field} = {ours!r}, but the tokenizer ({tokenizer_source}) gives {token} "
-                f"the id {theirs}: the two files must agree (the processor writes the tokenizer's id, the model "
-                f"looks for the config's)"
-            )

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import finite_number
 from .image_io import URL, ImageSource, load_image
-from .sampling import VIDEO_FPS, VIDEO_MIN_FRAMES, smart_nframes
+from .sampling import VIDEO_FPS, VIDEO_MIN_FRAMES, sample_frame_indices, smart_nframes
 
 
 @dataclass
@@ -115,20 +116,16 @@ def _check_options(
     if video_fps is not None and sample_fps is not None:
         raise ValueError(f"load_video: give the list's rate once: video_fps ({video_fps}) or sample_fps ({sample_fps})")
     for name, value in (("fps", fps), ("video_fps", video_fps), ("sample_fps", sample_fps)):
-        if value is not None and (not _is_number(value) or not math.isfinite(value) or value <= 0):
+        if value is not None and (not finite_number(value) or value <= 0):
             raise ValueError(f"load_video: {name} must be a finite number of frames per second > 0, got {value!r}")
     for name, value, least in (("nframes", nframes, 1), ("min_frames", min_frames, 1), ("max_frames", max_frames, 1)):
         if value is not None and (not _is_integer(value) or value < least):
             raise ValueError(f"load_video: {name} must be an integer >= {least}, got {value!r}")
     for name, value in (("video_start", video_start), ("video_end", video_end)):
-        if value is not None and (not _is_number(value) or not math.isfinite(value) or value < 0):
+        if value is not None and (not finite_number(value) or value < 0):
             raise ValueError(f"load_video: {name} must be a finite time in seconds >= 0, got {value!r}")
     if video_start is not None and video_end is not None and video_end <= video_start:
         raise ValueError(f"load_video: video_end ({video_end}) must come after video_start ({video_start})")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _is_integer(value: object) -> bool:
@@ -175,7 +172,7 @@ def _choose(
         n = smart_nframes(count, rate, fps, nframes, min_frames, max_frames)
     except ValueError as err:
         raise ValueError(f"video {name}: {err}") from None
-    return torch.linspace(first, last, n).round().long().tolist(), count
+    return sample_frame_indices(count, n, first), count
 
 
 def _video_from_frames(

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .config import QwenLiteConfig
+from .config import QwenLiteConfig, check_config_ids, read_json, tokenizer_file_ids
 from .generation import GenerationSettings
-from .tokens import check_config_ids, tokenizer_file_ids
 
 INDEX = "model.safetensors.index.json"
 
@@ -54,10 +53,7 @@ def shard_keys(folder: str | Path) -> dict[Path, set[str] | None]:
 
 def read_weight_map(index: Path) -> dict[str, str]:
     """The index's weight_map (tensor key -> shard file name), every shard inside the checkpoint folder."""
-    try:
-        raw = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{index} is not valid JSON: {err}") from err
+    raw = read_json(index)
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(
@@ -125,19 +121,20 @@ def load_dtype(dtype: torch.dtype | str) -> torch.dtype:
     )
 
 
-def load_device(device: str | torch.device) -> torch.device:
-    """cpu, or cuda / cuda:N where torch sees that GPU: anything else is refused before a tensor is moved."""
+def load_device(device: str | torch.device, what: str = "device") -> torch.device:
+    """cpu, or cuda / cuda:N where torch sees that GPU: anything else is refused before a tensor is moved.
+    what: how the caller names the setting in its errors (run_settings says QWENLITE_DEVICE)."""
     try:
         place = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a device: use 'cpu' or 'cuda' ('cuda:N')") from err
+        raise ValueError(f"{what}={device!r} is not a device: use cpu or cuda (cuda:N)") from err
     if place.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r}: qwenlite loads weights onto cpu or cuda only")
+        raise ValueError(f"{what}={device!r}: qwenlite runs on cpu or cuda (cuda:N) only")
     if place.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r}, but torch sees no CUDA device here (torch.cuda.is_available() False)")
+            raise ValueError(f"{what}={device!r}, but torch sees no CUDA device here (torch.cuda.is_available() False)")
         if place.index is not None and place.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"{what}={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
     return place
 
 
@@ -238,13 +235,13 @@ def _check_entry(file: Path, key: str, info: object) -> int:
     return offsets[1]
 
 
-def _read_mapped(file: Path, state: dict[str, torch.Tensor], keys: list[str] | None = None) -> None:
-    """The keys asked for (all when None), memory-mapped at their stored dtype."""
+def _read_mapped(file: Path, state: dict[str, torch.Tensor], keys: list[str]) -> None:
+    """The keys asked for, memory-mapped at their stored dtype."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys() if keys is None else keys:  # noqa: SIM118 (safe_open is not iterable)
+            for key in keys:
                 state[key] = f.get_tensor(key)
     except (SafetensorError, OSError, RuntimeError) as err:  # foreign files
         raise ValueError(f"cannot read {file} as safetensors: {err}") from err
@@ -301,11 +298,7 @@ class PretrainedWeights:
         check_config_ids(config, token_ids, str(path / "config.json"), str(tokenizer_file))
         generation = GenerationSettings.from_json({}, config)
         if (gen := path / "generation_config.json").is_file():
-            try:
-                raw = json.loads(gen.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{gen} is not valid JSON: {err}") from err
-            generation = GenerationSettings.from_json(raw, config, source=str(gen))
+            generation = GenerationSettings.from_json(read_json(gen), config, source=str(gen))
         with torch.device("meta"):
             model = cls(config)
         if tensors is None:

@@ -164,7 +164,6 @@ def test_kv_cache_bytes_is_what_the_cache_holds(ckpt, dtype):
         out = model(ids[:, :1], torch.ones(2, 7 + step), cache=cache, rope_deltas=out.rope_deltas)
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in layer)
     assert held == kv_cache_bytes(model.config.text_config, batch=2, positions=8, dtype=dtype)
-    assert held != kv_cache_bytes(model.config.text_config, batch=2, positions=8, dtype=dtype) // 2  # k and v
 
 
 @torch.no_grad()

@@ -196,9 +196,9 @@ def test_a_gpu_index_beyond_the_gpus_is_refused(twin, monkeypatch):
 @pytest.mark.parametrize(
     "device, message",
     [
-        ("gpu0", r"device='gpu0' is not a device: use 'cpu' or 'cuda'"),
+        ("gpu0", r"device='gpu0' is not a device: use cpu or cuda"),
         (42.5, r"device=42.5 is not a device"),
-        ("meta", r"device='meta': qwenlite loads weights onto cpu or cuda only"),
+        ("meta", r"device='meta': qwenlite runs on cpu or cuda \(cuda:N\) only"),
     ],
     ids=["gpu0", "float", "meta"],
 )
