@@ -33,8 +33,8 @@ test-fast: setup  ## the fast tier while you work: no notebooks, nothing marked 
 html: setup  ## execute every notebook and write build/html: index.html, one page and one reveal.js deck per notebook, offline
 	$(BIN)/python lecture/export.py build/html
 
-lint: setup  ## ruff: lint and format check
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup  ## ruff (lint and format check) and mypy (types of the model package)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 format: setup  ## ruff: format and fix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
@@ -50,4 +50,4 @@ constraints: setup  ## after a deliberate upgrade: write the tested set to const
 	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:  ## remove .venv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from full_size import Recipe, massive_channels, seeded_tensor  # noqa: E402
 
 from qwenlite import QwenLiteConfig, QwenLiteVL  # noqa: E402
-from qwenlite.reference import reference_model  # noqa: E402
+from qwenlite_course.reference import reference_model  # noqa: E402
 
 CONFIG = ROOT / "data" / "configs" / "qwen2_5_vl_3b_instruct.config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

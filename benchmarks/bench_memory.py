@@ -70,7 +70,7 @@ def one(library: str, folder: Path, length: int) -> dict:
 
         model = QwenLiteVL.from_pretrained(folder, dtype=torch.float32)
     else:
-        from qwenlite.reference import reference_model
+        from qwenlite_course.reference import reference_model
 
         model = reference_model(folder, dtype=torch.float32)  # transformers' default kernel: SDPA
     gc.collect()
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--video", type=int, nargs="*", default=[267], help="seconds of video, on the twin")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the rows go (JSON)")
     args = parser.parse_args(argv)
-    from qwenlite import checkpoint
+    from qwenlite_course import checkpoint
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ Both towers get the same seeded random weights (transformers' model is built fro
 vision_config, its state_dict is copied into qwenlite's VisionTransformer under the same key names)
 and the same inputs; times are on CPU, in one process, alternating the two models, in float32 and then
 bfloat16 (a table each; --dtype picks one). On a CPU without a bfloat16 unit a third table, "bfloat16-via-float32",
-times bfloat16 with both models' products going through float32's kernel (qwenlite/cpu_bfloat16.py), which is
+times bfloat16 with both models' products going through float32's kernel (qwenlite_course/cpu_bfloat16.py), which is
 what the notebooks do there. Each dtype's error is measured against transformers in float32.
 Also prints the share of this machine's matmul peak in that dtype (measured here) that each reaches, the
 page faults each run takes, and the "linear floor": the time of the tower's linear layers alone, which
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from qwenlite import QwenLiteConfig
 from qwenlite.config import VisionConfig
-from qwenlite.cpu_bfloat16 import Float32Products, has_bfloat16_unit
 from qwenlite.vision import VisionTransformer, get_window_index
+from qwenlite_course.cpu_bfloat16 import Float32Products, has_bfloat16_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "data" / "configs" / "qwen2_5_vl_3b_instruct.config.json"

@@ -46,8 +46,9 @@ from pathlib import Path
 
 import torch
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite import QwenLiteConfig, QwenLiteVL
 from qwenlite import weights as qwenlite_weights
+from qwenlite_course import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_VERSION = 1  # bump when the weights' recipe changes, so that old snapshots are rebuilt
@@ -376,9 +377,10 @@ PROBE = [
 
 from PIL import Image
 
-from qwenlite import Processor, checkpoint
-from qwenlite.reference import check_table, end_to_end_rows, load_models, run_settings
-from qwenlite.viz import banner, data_dir
+from qwenlite import Processor
+from qwenlite_course import checkpoint
+from qwenlite_course.reference import check_table, end_to_end_rows, load_models, run_settings
+from qwenlite_course.viz import banner, data_dir
 
 settings = run_settings()
 path = checkpoint.resolve()

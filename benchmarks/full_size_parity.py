@@ -19,9 +19,9 @@ from PIL import Image
 
 from qwenlite import QwenLiteConfig, QwenLiteVL
 from qwenlite.preprocessing import preprocess_image, preprocess_video
-from qwenlite.reference import capture
 from qwenlite.video_io import load_video
 from qwenlite.weights import to_hub_key
+from qwenlite_course.reference import capture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from qwenlite import Processor, QwenLiteVL, checkpoint, get_rope_index
+from qwenlite import Processor, QwenLiteVL, get_rope_index
 from qwenlite import train as T
+from qwenlite_course import checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,7 +36,7 @@ def accuracy(n: int) -> dict:
     `generate`, and stepped with the released rule's position ids (`greedy_with_positions`), the rule the twin
     was trained with.
     """
-    from qwenlite.reference import greedy_with_positions, reference_model
+    from qwenlite_course.reference import greedy_with_positions, reference_model
 
     path, ours, processor = models()
     ref = reference_model(path)

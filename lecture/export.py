@@ -1,7 +1,7 @@
 """The lecture export: every notebook executed, as an HTML page and a reveal.js slide deck that work offline.
 
 `make html` runs `python lecture/export.py build/html`: each notebook in `notebooks/` is executed in a fresh
-kernel (the checkpoint `qwenlite.checkpoint.resolve()` picks: the tiny twin unless a real one is set), then
+kernel (the checkpoint `qwenlite_course.checkpoint.resolve()` picks: the tiny twin unless a real one is set), then
 written with nbconvert's HTML exporter (lab template, figures as data URIs) and its slides exporter
 (reveal.js), beside an `index.html` that lists the notebooks in order with each one's first heading and
 first paragraph. Nothing on the pages comes from the network: MathJax 2.7 is copied from the

@@ -1,6 +1,10 @@
-"""qwenlite: Qwen2.5-VL rebuilt step by step, checked against transformers on the same checkpoint."""
+"""qwenlite: Qwen2.5-VL rebuilt step by step, checked against transformers on the same checkpoint.
 
-from . import checkpoint
+The model package: it imports torch, torchvision (the resize), safetensors, numpy, Pillow, PyAV, Jinja and
+transformers' tokenizer, never transformers' models and never the course beside it (`qwenlite_course`: reference
+checks, figures, exercises, the twin builder), which tests/test_repo.py checks.
+"""
+
 from .config import QwenLiteConfig, TextConfig, VisionConfig
 from .model import QwenLiteVL, VLOutput
 from .preprocessing import smart_resize
@@ -14,7 +18,6 @@ __all__ = [
     "TextConfig",
     "VLOutput",
     "VisionConfig",
-    "checkpoint",
     "get_rope_index",
     "smart_resize",
 ]

@@ -13,7 +13,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import tokens
 from .layers import ACTIVATIONS
@@ -246,7 +246,7 @@ def read_json(file: str | Path) -> Any:
         raise ValueError(f"{file} is not valid JSON: not UTF-8 text ({err})") from err
 
 
-def finite_number(value: object) -> bool:
+def finite_number(value: object) -> TypeGuard[float]:
     """A real number (numpy's included, bool not) that is neither NaN nor infinite: the one rule every
     argument and config number that must be finite is checked with."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

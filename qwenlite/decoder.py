@@ -15,6 +15,7 @@ from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -249,7 +250,8 @@ def inspect_decoder(model: TextModel, hidden_states: bool, keep_attentions: Coll
     """
     seen = Inspection(attentions=[None] * len(model.layers))
     handles = []
-    for i, layer in enumerate(model.layers):
+    layers = cast(list[DecoderLayer], list(model.layers))
+    for i, layer in enumerate(layers):
         if hidden_states:
             handles.append(layer.register_forward_pre_hook(lambda _, args: seen.hidden_states.append(args[0])))
         if i in keep_attentions:
@@ -261,7 +263,7 @@ def inspect_decoder(model: TextModel, hidden_states: bool, keep_attentions: Coll
         for handle in handles:
             handle.remove()
         for i in keep_attentions:
-            model.layers[i].self_attn.eager = False
+            layers[i].self_attn.eager = False
 
 
 def _keep_map(attentions: list, i: int, module: nn.Module, args, output: tuple) -> None:
@@ -283,6 +285,6 @@ def causal_mask(x: torch.Tensor, attention_mask: torch.Tensor | None, past: int)
     if not padded and (past == 0 or n == 1):
         return None
     allowed = torch.ones(n, s, dtype=torch.bool, device=x.device).tril(diagonal=past)[None, None]  # (1, 1, L, S)
-    if padded:
+    if padded and attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     return allowed

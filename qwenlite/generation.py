@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import QwenLiteConfig, TextConfig, finite_number
 from .decoder import KVCache
@@ -48,8 +49,12 @@ class GenerationSettings:
         return cls(_as_tuple(eos), pad, penalty)
 
 
-class GenerationMixin:
+class GenerationMixin(nn.Module):
     """`generate` for QwenLiteVL: calls the model's forward (self(...)) with a KVCache."""
+
+    config: QwenLiteConfig  # what QwenLiteVL sets; named here for the type checker
+    generation_config: GenerationSettings
+    lm_head: nn.Linear
 
     @torch.no_grad()
     def generate(

@@ -98,9 +98,9 @@ def _to_8_bit(image: Image.Image, name: str) -> Image.Image:
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
         finite = bool(np.isfinite(values).all())
-        low, high = (float(values.min()), float(values.max())) if values.size and finite else (math.nan, math.nan)
-        if not finite or low < 0 or high > 1:
-            found = "NaN or infinite values" if not finite else f"values {low:g}..{high:g}"
+        lowest, highest = (float(values.min()), float(values.max())) if values.size and finite else (math.nan, math.nan)
+        if not finite or lowest < 0 or highest > 1:
+            found = "NaN or infinite values" if not finite else f"values {lowest:g}..{highest:g}"
             raise ValueError(
                 f"{name}: a float (mode 'F') image must hold finite values in [0, 1] (scaled by 255), "
                 f"found {found}; scale it to [0, 1] or convert it to 'L' yourself"

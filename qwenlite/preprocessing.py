@@ -114,7 +114,7 @@ class PreprocessorConfig:
 
 
 def smart_resize(
-    height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+    height: int, width: int, factor: int = FACTOR, min_pixels: float = MIN_PIXELS, max_pixels: float = MAX_PIXELS
 ) -> tuple[int, int]:
     """The size an image is resized to: both sides multiples of `factor`, area in [min_pixels, max_pixels].
 
@@ -129,9 +129,9 @@ def smart_resize(
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"smart_resize: {name} must be a positive integer number of pixels, got {value!r}")
-    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if not finite_number(value) or value <= 0:
-            raise ValueError(f"smart_resize: {name} must be a finite number of pixels > 0, got {value!r}")
+    for name, limit in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if not finite_number(limit) or limit <= 0:
+            raise ValueError(f"smart_resize: {name} must be a finite number of pixels > 0, got {limit!r}")
     if min_pixels > max_pixels:
         raise ValueError(f"smart_resize: min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
     if max(height, width) / min(height, width) > MAX_RATIO:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -81,7 +81,7 @@ class Processor:
             except ValueError:
                 raw = None  # the model's loader names a broken config.json; the processor does not need it
             if isinstance(raw, dict):
-                ids = {token: tokenizer.convert_tokens_to_ids(token) for token in CONFIG_TOKENS.values()}
+                ids = {token: cast(int, tokenizer.convert_tokens_to_ids(token)) for token in CONFIG_TOKENS.values()}
                 check_config_ids(raw, ids, str(config), f"tokenizer files in {path}")
         return processor
 
@@ -132,7 +132,8 @@ class Processor:
         "video_fps" or "sample_fps" (frame lists), "min_pixels", "max_pixels", "total_pixels" (qwen-vl-utils'
         keys and defaults; see load_video for frame lists).
         """
-        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        one = bool(messages) and isinstance(messages[0], dict)
+        conversations = cast(list[Sequence[Message]], [messages] if one else list(messages))
         texts, images, videos = [], [], []
         for conversation in conversations:
             texts.append(self.apply_chat_template(conversation, add_generation_prompt))

@@ -72,7 +72,10 @@ class VisionItems:
     ) -> None:
         self.grids = {IMAGE: _grid_list(image_grid_thw, "image"), VIDEO: _grid_list(video_grid_thw, "video")}
         seconds = _seconds_per_grid(second_per_grid_ts, len(self.grids[VIDEO]))
-        self.intervals = {IMAGE: [1] * len(self.grids[IMAGE]), VIDEO: [tokens_per_second * s for s in seconds]}
+        self.intervals: dict[int, list[float]] = {
+            IMAGE: [1.0] * len(self.grids[IMAGE]),
+            VIDEO: [tokens_per_second * s for s in seconds],
+        }
         self.used = {IMAGE: 0, VIDEO: 0}
 
     def take(self, modality: int, row: int) -> tuple[int, torch.Tensor, float]:

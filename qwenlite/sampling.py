@@ -50,8 +50,8 @@ def smart_nframes(
         lo = math.ceil(min_frames / frame_factor) * frame_factor
         hi = max_frames if max_frames is not None else min(VIDEO_MAX_FRAMES, total_frames)
         hi = math.floor(hi / frame_factor) * frame_factor
-        n = min(max(total_frames / video_fps * fps, lo), hi, total_frames)
-        n = math.floor(n / frame_factor) * frame_factor
+        wanted = min(max(total_frames / video_fps * fps, lo), hi, total_frames)  # frames at fps, within bounds
+        n = math.floor(wanted / frame_factor) * frame_factor
     if not frame_factor <= n <= total_frames:
         raise ValueError(
             f"cannot sample {n} frames from a video of {total_frames} frames: the count must lie in "

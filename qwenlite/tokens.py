@@ -46,8 +46,10 @@ MODALITY_NAMES = {TEXT: "text", IMAGE: "image", VIDEO: "video"}
 class PadTokenIds(Protocol):
     """Anything that knows the two pad ids: a QwenLiteConfig (from config.json) or a Processor (from its tokenizer)."""
 
-    image_token_id: int
-    video_token_id: int
+    @property
+    def image_token_id(self) -> int: ...
+    @property
+    def video_token_id(self) -> int: ...
 
 
 def mm_token_type_ids(input_ids: torch.Tensor, config: PadTokenIds) -> torch.Tensor:

@@ -55,7 +55,7 @@ class Example:
 
     def messages(self) -> list[dict]:
         """The user's turn: the picture or clip, then the question (the Qwen2.5-VL chat format)."""
-        item = {"type": self.modality, self.modality: _as_input(self.pixels)}
+        item: dict[str, object] = {"type": self.modality, self.modality: _as_input(self.pixels)}
         if self.modality == "video":  # keep the clip at 112 px: qwen-vl-utils' video default would upscale it
             item |= {"min_pixels": SIZE * SIZE, "max_pixels": SIZE * SIZE, "sample_fps": 2.0}
         return [{"role": "user", "content": [item, {"type": "text", "text": QUESTIONS[self.task]}]}]
@@ -265,10 +265,6 @@ def train(model: QwenLiteVL, processor: Processor, settings: TrainSettings, prog
     return log
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / max(1, len(values))
-
-
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
@@ -302,7 +298,7 @@ def is_correct(task: str, truth: object, answer: object) -> bool:
     if answer is None:
         return False
     if task == "where":
-        return math.dist(truth, answer) <= 28
+        return math.dist(truth, answer) <= 28  # type: ignore[arg-type]  # both (x, y) points here
     return answer == truth
 
 
@@ -369,50 +365,3 @@ def trained_state(model: QwenLiteVL) -> dict[str, torch.Tensor]:
     """What training changed: every tensor but the frozen embedding (and lm_head, which is tied to it)."""
     frozen = {"model.embed_tokens.weight", "lm_head.weight"}
     return {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if k not in frozen}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """python -m qwenlite.train: retrain the twin from its seed and write assets/trained_twin.{safetensors,json}."""
-    import argparse
-    import json
-    import platform
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from . import checkpoint
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--steps", type=int, default=TrainSettings.steps)
-    parser.add_argument("--out", type=Path, default=checkpoint.TRAINED_TENSORS, help="the .safetensors to write")
-    parser.add_argument("--held-out", type=int, default=256, help="examples per task to score")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    path = checkpoint.tiny_twin()
-    model, processor = QwenLiteVL.from_pretrained(path), Processor.from_pretrained(path)
-    settings = TrainSettings(steps=args.steps)
-    prepare(model, settings)
-    log = train(model, processor, settings)
-    seconds = log[-1]["seconds"]
-    scores = {task: accuracy(model, processor, held_out(task, args.held_out)) for task in settings.tasks}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(trained_state(model), args.out, metadata={"format": "pt"})
-    facts = {
-        "questions": [QUESTIONS[t] for t in settings.tasks],
-        "tasks": list(settings.tasks),
-        "held_out_accuracy": scores,
-        "held_out_examples": args.held_out,
-        "recipe": {k: v for k, v in vars(settings).items()},
-        "train_seconds": round(seconds, 1),
-        "final_loss": {t: round(_mean([r["loss"] for r in log[-30:] if r["task"] == t]), 4) for t in settings.tasks},
-        "loss_curve": [[r["step"], r["task"], round(r["loss"], 4)] for r in log],
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}",
-        "sha256": checkpoint.file_sha256(args.out),
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(facts, indent=1) + "\n")
-    print(json.dumps(facts, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -234,7 +234,14 @@ def _read_video_file(
             total = stream.frames or len(times)
             if total == 0:
                 raise ValueError(f"video {path} is empty: its video stream has no frames")
-            rate = float(stream.average_rate) if stream.average_rate else total / float(container.duration / 1e6)
+            if stream.average_rate:
+                rate = float(stream.average_rate)
+            elif container.duration:
+                rate = total / (container.duration / 1e6)
+            else:
+                raise ValueError(
+                    f"video {path} states neither a frame rate nor a duration: its frame times are unknown"
+                )
             if len(times) == total:
                 _refuse_variable_frame_rate(times, rate, path)
             # 2) choose the frames, then decode once and keep only those

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import QwenLiteConfig, check_config_ids, read_json, tokenizer_file_ids
+from .decoder import TextModel
 from .generation import GenerationSettings
 
 INDEX = "model.safetensors.index.json"
@@ -26,7 +29,7 @@ def safetensors_files(folder: str | Path) -> list[Path]:
     return list(shard_keys(folder))
 
 
-def shard_keys(folder: str | Path) -> dict[Path, set[str] | None]:
+def shard_keys(folder: str | Path) -> Mapping[Path, set[str] | None]:
     """Each weight file -> the keys to read from it: the index's weight_map decides (None: a single file, all keys).
 
     A key that a second shard also holds (a stale copy left by an earlier save) is read from the shard the
@@ -271,8 +274,13 @@ def all_finite(x: torch.Tensor) -> bool:
     return x.numel() == 0 or bool(torch.isfinite(torch.stack(x.aminmax())).all())
 
 
-class PretrainedWeights:
+class PretrainedWeights(nn.Module):
     """from_pretrained / expected_keys / load_checkpoint for an nn.Module whose tree uses the hub's key names."""
+
+    config: QwenLiteConfig  # what QwenLiteVL sets; named here for the type checker
+    generation_config: GenerationSettings
+    lm_head: nn.Linear
+    model: TextModel
 
     @classmethod
     def from_pretrained(

@@ -25,7 +25,7 @@ DATA = ROOT / "data"
 
 @pytest.fixture(scope="session")
 def ckpt() -> Path:
-    from qwenlite import checkpoint
+    from qwenlite_course import checkpoint
 
     return checkpoint.resolve()
 
@@ -35,7 +35,7 @@ def twin() -> Iterator[Path]:
     """The tiny twin's own folder, to build hostile checkpoints from in tmp_path; checked untouched afterwards."""
     from helpers import folder_snapshot
 
-    from qwenlite import checkpoint
+    from qwenlite_course import checkpoint
 
     folder = checkpoint.tiny_twin()
     before = folder_snapshot(folder)
@@ -59,14 +59,14 @@ def ours(ckpt):
 
 @pytest.fixture(scope="session")
 def ref(ckpt):
-    from qwenlite.reference import reference_model
+    from qwenlite_course.reference import reference_model
 
     return reference_model(ckpt)
 
 
 @pytest.fixture(scope="session")
 def hf_processor(ckpt):
-    from qwenlite.reference import reference_processor
+    from qwenlite_course.reference import reference_processor
 
     return reference_processor(ckpt)
 
@@ -94,7 +94,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 @pytest.fixture(scope="session")
 def sample_video_grid() -> tuple[int, int]:
     """(temporal patches, video pad tokens) from qwen-vl-utils' own sampling and resizing at fps 2."""
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=2.0)  # (T, C, H, W), resized
     t, _, h, w = frames.shape

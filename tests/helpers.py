@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qwenlite import exercises
+from qwenlite_course import exercises
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # the repository's data/ folder
 

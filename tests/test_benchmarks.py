@@ -16,7 +16,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from qwenlite.checkpoint import tiny_twin
+from qwenlite_course.checkpoint import tiny_twin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,8 +128,8 @@ def test_routed_linear_floor_takes_the_path_of_the_towers_layers(bench, twin_con
     """In the bfloat16-via-float32 table the floor goes through F.linear, so Float32Products takes over each of its
     products (as it does the towers' nn.Linear layers); otherwise it would time torch's emulated bfloat16."""
     from qwenlite import QwenLiteConfig
-    from qwenlite.cpu_bfloat16 import MIN_ROWS, Float32Products
     from qwenlite.vision import VisionTransformer
+    from qwenlite_course.cpu_bfloat16 import MIN_ROWS, Float32Products
 
     tower = VisionTransformer(QwenLiteConfig.from_pretrained(twin_config).vision_config).bfloat16()
     calls = 5 * len(tower.blocks) * 2  # five linear layers a block, in the warm-up and one timed run

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint
+from qwenlite import QwenLiteConfig, QwenLiteVL
+from qwenlite_course import checkpoint
 
 
 def test_twin_has_the_real_architecture(ckpt, config):

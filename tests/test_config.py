@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qwenlite import QwenLiteConfig, checkpoint
+from qwenlite import QwenLiteConfig
+from qwenlite_course import checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 

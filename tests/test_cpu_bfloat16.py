@@ -1,4 +1,4 @@
-"""qwenlite.cpu_bfloat16: bfloat16 products through float32's kernel do bfloat16's arithmetic.
+"""qwenlite_course.cpu_bfloat16: bfloat16 products through float32's kernel do bfloat16's arithmetic.
 
 Each product under `Float32Products` must (1) be taken over (its `routed` count grows), (2) equal the
 float32 product of the same bfloat16 operands rounded once, bit for bit, and (3) agree with torch's own
@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qwenlite import cpu_bfloat16
-from qwenlite.cpu_bfloat16 import Float32Products, has_bfloat16_unit
-from qwenlite.reference import run_settings
-from qwenlite.viz import banner
+from qwenlite_course import cpu_bfloat16
+from qwenlite_course.cpu_bfloat16 import Float32Products, has_bfloat16_unit
+from qwenlite_course.reference import run_settings
+from qwenlite_course.viz import banner
 
 g = torch.Generator().manual_seed(0)
 

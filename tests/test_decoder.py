@@ -16,7 +16,7 @@ from PIL import Image
 from qwenlite import QwenLiteVL
 from qwenlite.decoder import KVCache, attention_layers, attention_weights, causal_mask, mrope_cos_sin
 from qwenlite.layers import rope_inv_freq
-from qwenlite.reference import Row, capture, check_table
+from qwenlite_course.reference import Row, capture, check_table
 
 
 def _prompt(hf_processor, question: str) -> str:

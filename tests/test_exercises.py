@@ -1,4 +1,4 @@
-"""qwenlite.exercises: the shared grading (every exercise has a question and its own test module, unknown names,
+"""qwenlite_course.exercises: the shared grading (every exercise has a question and its own test module, unknown names,
 placeholders never raise) and the notebooks' exercise cells. Each notebook's exercises are tested in
 tests/test_exercises_nbNN_<notebook>.py."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import DATA, fails_without_giving_away
 
-from qwenlite import exercises
+from qwenlite_course import exercises
 
 
 def test_every_exercise_has_a_text_and_a_test():
@@ -74,7 +74,7 @@ def test_every_notebook_ends_with_two_or_three_exercises():
         for source in sources:
             (name,) = set(re.findall(r'exercises\.check\("(\w+)"', source))
             assert f'print(exercises.describe("{name}"))' in source, (notebook, source)
-            assert "from qwenlite import exercises" in source, (notebook, source)
+            assert "from qwenlite_course import exercises" in source, (notebook, source)
             # the placeholder the learner replaces: None for a value, a stub for a function
             assert "answer = None" in source or "raise NotImplementedError" in source, (notebook, source)
             used.append(name)

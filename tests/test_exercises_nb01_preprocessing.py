@@ -1,4 +1,4 @@
-"""qwenlite/exercises/nb01_preprocessing.py: each correct answer, worked out here with transformers or
+"""qwenlite_course/exercises/nb01_preprocessing.py: each correct answer, worked out here with transformers or
 qwen-vl-utils, passes; each plausible wrong answer fails with a hint that does not contain the correct value."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""qwenlite/exercises/nb08_video_end_to_end.py: each correct answer, worked out here with transformers or
+"""qwenlite_course/exercises/nb08_video_end_to_end.py: each correct answer, worked out here with transformers or
 qwen-vl-utils, passes; each plausible wrong answer fails with a hint that does not contain the correct value."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from transformers.vision_utils import get_vision_window_index
 
 def test_marker_patch_sample_video_fps3(capsys, ref):
     """The marker found in qwen-vl-utils' own frames (red pixels), its t offset from transformers' get_rope_index."""
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     frames, _, sample_fps = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=3.0)  # (T, C, H, W), resized
     corner = frames[:, :, :4, :4].float().mean((2, 3))  # (T, C): the top-left corner's colour
@@ -37,7 +37,7 @@ def test_marker_patch_sample_video_fps3(capsys, ref):
 
 
 def test_windows_sample_video_fps4(capsys):
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=4.0)  # (T, C, H, W), resized
     t, _, h, w = frames.shape

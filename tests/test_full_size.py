@@ -19,7 +19,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from qwenlite import QwenLiteConfig, QwenLiteVL, checkpoint, weights
+from qwenlite import QwenLiteConfig, QwenLiteVL, weights
+from qwenlite_course import checkpoint
 
 pytestmark = pytest.mark.slow  # the full-size rehearsal's builder and runner on a small snapshot: about 20 s
 
@@ -105,7 +106,7 @@ def test_layout_is_the_hubs(built, config_file):
 def test_small_files(full_size, built):
     snap = built[1]
     assert json.loads((snap / "generation_config.json").read_text()) == full_size.GENERATION_CONFIG
-    template = (ROOT / "qwenlite" / "assets" / "chat_template.jinja").read_text()
+    template = (ROOT / "qwenlite_course" / "assets" / "chat_template.jinja").read_text()
     assert json.loads((snap / "chat_template.json").read_text()) == {"chat_template": template}
     assert json.loads((snap / "tokenizer_config.json").read_text())["chat_template"] == template
 
@@ -185,7 +186,8 @@ def test_split_fills_every_shard_in_key_order(full_size, n):
 def test_run_reports_time_memory_and_failures(full_size, built, hf_home, tmp_path, capsys):
     good, bad = tmp_path / "good.ipynb", tmp_path / "bad.ipynb"
     code = (  # the banner's checkpoint line, without the banner's transformers import
-        "import os\nfrom qwenlite import checkpoint\nprint('checkpoint:', checkpoint.describe(checkpoint.resolve()))\n"
+        "import os\nfrom qwenlite_course import checkpoint\n"
+        "print('checkpoint:', checkpoint.describe(checkpoint.resolve()))\n"
         "assert os.environ['QWENLITE_DTYPE'] == 'bfloat16' and os.environ['QWENLITE_DEVICE'] == 'cpu'"
     )
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), good)

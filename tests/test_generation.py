@@ -83,7 +83,7 @@ def test_generate_defaults_come_from_generation_config(ckpt, photo_inputs, tmp_p
     """A checkpoint's generation_config.json sets the defaults, as in transformers; nothing is written to ckpt."""
     import json
 
-    from qwenlite.reference import reference_model
+    from qwenlite_course.reference import reference_model
 
     for item in ckpt.iterdir():
         (tmp_path / item.name).symlink_to(item)
@@ -101,7 +101,7 @@ def test_generation_after_a_video_equals_transformers_stepped_with_the_same_posi
     """transformers' own generate follows its 5.x rule after a video; stepped by hand with the released positions
     (`reference.greedy_with_positions`: prefill with qwenlite's position_ids, then max + 1, max + 2, ...), it
     picks the same tokens as qwenlite."""
-    from qwenlite.reference import greedy_with_positions
+    from qwenlite_course.reference import greedy_with_positions
 
     new = 8
     mine = ours.generate(**video_inputs, max_new_tokens=new, eos_token_id=[-1])

@@ -15,8 +15,8 @@ import torch
 import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as hf
 
 from qwenlite.layers import MLP, RMSNorm, apply_rotary, rope_inv_freq, rotate_half
-from qwenlite.reference import Row, check_table
 from qwenlite.vision import VisionRotaryEmbedding
+from qwenlite_course.reference import Row, check_table
 
 DTYPES = [torch.float32, torch.bfloat16]
 

@@ -1,7 +1,7 @@
 """lecture/export.py (`make html`) on two tiny notebooks: an index in the order given, offline pages and slides.
 
 The notebooks are made here (a heading, a paragraph, math, a matplotlib figure, an ipywidgets explorer built
-like qwenlite.viz.live) and really executed, in a kernel that imports no model, so the test takes seconds.
+like qwenlite_course.viz.live) and really executed, in a kernel that imports no model, so the test takes seconds.
 The stock nbconvert templates are exported too, to show that the network check catches what they load.
 """
 

@@ -12,7 +12,7 @@ from helpers import hf_chat_inputs, random_image, random_video
 
 from qwenlite import QwenLiteConfig, QwenLiteVL, weights
 from qwenlite.decoder import KVCache
-from qwenlite.reference import Row, check_table, reference_rope_index
+from qwenlite_course.reference import Row, check_table, reference_rope_index
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 FULL_SIZE = {  # meta-device counts with transformers 5.x (Qwen2_5_VLForConditionalGeneration on the meta device)
@@ -73,7 +73,7 @@ def image_video_inputs(hf_processor):
 
 @torch.no_grad()
 def test_logits_equal_transformers_on_the_photo(ours, ref, photo_inputs):
-    from qwenlite.reference import Row, check_table
+    from qwenlite_course.reference import Row, check_table
 
     check_table([Row("logits", ours(**photo_inputs).logits, ref(**photo_inputs).logits)])
 
@@ -81,7 +81,7 @@ def test_logits_equal_transformers_on_the_photo(ours, ref, photo_inputs):
 @torch.no_grad()
 def test_logits_equal_transformers_on_image_and_video(ours, ref, image_video_inputs):
     """Positions differ after a video (see 06_rope_index), so compare up to the end of the video span."""
-    from qwenlite.reference import Row, check_table
+    from qwenlite_course.reference import Row, check_table
 
     ids = image_video_inputs["input_ids"][0]
     end = int((ids == ours.config.video_token_id).nonzero().max()) + 1
@@ -95,7 +95,7 @@ def test_logits_equal_transformers_on_image_and_video(ours, ref, image_video_inp
 def test_bfloat16_is_as_close_to_float32_as_transformers_bfloat16(ours, ref, ckpt, photo_inputs):
     """dtype=torch.bfloat16 runs end to end (image, decoder, generate), and rounds no worse than transformers:
     both bf16 models' logits are measured against their own float32 run on the same weights and inputs."""
-    from qwenlite.reference import reference_model
+    from qwenlite_course.reference import reference_model
 
     ours_bf16 = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16)
     ref_bf16 = reference_model(ckpt, dtype=torch.bfloat16)
@@ -107,7 +107,7 @@ def test_bfloat16_is_as_close_to_float32_as_transformers_bfloat16(ours, ref, ckp
 
 @torch.no_grad()
 def test_logits_to_keep_equals_transformers(ours, ref, photo_inputs):
-    from qwenlite.reference import Row, check_table
+    from qwenlite_course.reference import Row, check_table
 
     mine = ours(**photo_inputs, logits_to_keep=3).logits
     theirs = ref(**photo_inputs, logits_to_keep=3).logits
@@ -141,7 +141,7 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
     """The only difference after a video is the position rule: hand transformers our ids and every logit agrees."""
     from helpers import chat_inputs
 
-    from qwenlite.reference import Row, check_table
+    from qwenlite_course.reference import Row, check_table
 
     # 8 frames, 1 s per temporal patch: t ids 0, 2, 4, 6 outrun the 4x3 merged grid, so the two rules differ
     image_video_inputs = chat_inputs(
@@ -172,7 +172,7 @@ def test_logits_after_a_video_equal_transformers_given_the_same_positions(ours, 
 
 def test_weights_read_in_bfloat16_equal_transformers_bfloat16(ckpt):
     """The float32 twin read with a cast (one tensor at a time) gives transformers' own bfloat16 weights."""
-    from qwenlite.reference import reference_model
+    from qwenlite_course.reference import reference_model
 
     ours = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16)
     theirs = {k: v for k, v in reference_model(ckpt, dtype=torch.bfloat16).state_dict().items()}
@@ -189,7 +189,7 @@ def test_weights_read_in_bfloat16_equal_transformers_bfloat16(ckpt):
 @pytest.fixture(scope="module")
 def ref_eager(ckpt):
     """transformers' model with its eager attention: the kernel that returns attention probabilities."""
-    from qwenlite.reference import reference_model
+    from qwenlite_course.reference import reference_model
 
     return reference_model(ckpt, attn_implementation="eager")
 

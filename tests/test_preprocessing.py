@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
 
-import qwenlite
+import qwenlite_course
 from qwenlite import preprocessing as pp
 from qwenlite import sampling, smart_resize
 from qwenlite.video_io import Video, load_video
@@ -42,7 +42,7 @@ HUB_PREPROCESSOR = {  # the hub's preprocessor_config.json for Qwen2.5-VL, writt
 
 
 def test_preprocessor_asset_and_defaults_hold_the_design_values(ckpt):
-    asset = Path(qwenlite.__file__).parent / "assets" / "preprocessor_config.json"
+    asset = Path(qwenlite_course.__file__).parent / "assets" / "preprocessor_config.json"
     raw = json.loads(asset.read_text())
     for key, value in HUB_PREPROCESSOR.items():
         assert raw[key] == value, (key, raw[key], value)
@@ -242,8 +242,8 @@ def test_patch_order_is_merge_blocks_first():
 
 @pytest.fixture
 def qwen_fetch_video():
-    """qwen-vl-utils' real fetch_video, reading frames with PyAV (see qwenlite.reference.qwen_vl_utils_fetch_video)."""
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    """qwen-vl-utils' real fetch_video with PyAV frames (qwenlite_course.reference.qwen_vl_utils_fetch_video)."""
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     return qwen_vl_utils_fetch_video
 

@@ -222,7 +222,7 @@ def test_call_time_min_max_pixels_equal_transformers_for_images(limits, processo
 @pytest.mark.parametrize("limits", [(3136, 50000), (20000, 100000)], ids=str)
 def test_call_time_min_max_pixels_equal_qwen_vl_utils_for_videos(limits, processor, video_path):
     """For a video they are qwen-vl-utils' per-video keys (the per-frame budget), as in a message."""
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     theirs, _, _ = qwen_vl_utils_fetch_video(video_path, min_pixels=limits[0], max_pixels=limits[1])
     ours = processor(text="<|video_pad|>", videos=[str(video_path)], min_pixels=limits[0], max_pixels=limits[1])

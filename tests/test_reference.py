@@ -1,16 +1,16 @@
-"""qwenlite.reference: the run settings (QWENLITE_DTYPE, QWENLITE_DEVICE) and the tolerance policy refuse what they
-do not cover, by name. The policy itself is shown to catch ten planted bugs in tests/test_tolerance_policy.py."""
+"""qwenlite_course.reference: the run settings (QWENLITE_DTYPE, QWENLITE_DEVICE) and the tolerance policy refuse what
+they do not cover, by name. The policy itself is shown to catch ten planted bugs in tests/test_tolerance_policy.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from qwenlite.reference import run_settings, tolerance
+from qwenlite_course.reference import run_settings, tolerance
 
 
 def test_run_settings_read_the_environment():
-    from qwenlite.reference import RunSettings
+    from qwenlite_course.reference import RunSettings
 
     assert run_settings({}) == RunSettings(torch.float32, torch.device("cpu"))
     assert run_settings({"QWENLITE_DTYPE": "bfloat16"}).dtype == torch.bfloat16

@@ -50,13 +50,27 @@ def test_ruff_is_clean():
         assert result.returncode == 0, f"ruff {' '.join(args)}:\n{result.stdout}{result.stderr}"
 
 
+PACKAGES = ("qwenlite", "qwenlite_course")  # the model, and the course beside it
+
+
+@pytest.mark.slow
+def test_mypy_is_clean_on_the_model_package():
+    """`make lint`'s type check, here too so that CI runs it (pyproject's [tool.mypy]: files = qwenlite)."""
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, f"mypy:\n{result.stdout}{result.stderr}"
+
+
+def _python_files():
+    for package in PACKAGES:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
 def _import_graph() -> dict[str, set[str]]:
-    """qwenlite module -> the qwenlite modules it imports at module level (imports inside functions are lazy)."""
+    """module -> the modules of both packages it imports at module level (imports inside functions are lazy)."""
     import ast
 
-    package = ROOT / "qwenlite"
     graph = {}
-    for file in package.rglob("*.py"):
+    for file in _python_files():
         parts = file.relative_to(ROOT).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         here = name.split(".") if parts[-1] == "__init__" else name.split(".")[:-1]
@@ -110,15 +124,69 @@ def test_import_cycle_check_finds_a_cycle():
     assert _cycle(graph) is not None
 
 
-def test_readme_module_map_matches_the_package():
-    """The README's `qwenlite/` map lists every module and sub-package of the tree, and nothing else."""
+# What the model package may import (any module, any depth, functions included): the standard library and these.
+# torchvision: its resize is the one transformers' image processor calls (bit-equal pixels); tqdm: the training
+# progress bar, installed with transformers' tokenizer; transformers: its tokenizer only (`AutoTokenizer`).
+MODEL_DEPENDENCIES = {"torch", "torchvision", "safetensors", "numpy", "PIL", "av", "jinja2", "tqdm", "transformers"}
+
+
+def _model_imports(files, root: Path = ROOT) -> dict[str, set[str]]:
+    """file -> what it imports from outside the standard library and the model package (every import statement)."""
+    import ast
+
+    found = {}
+    for file in files:
+        names = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names |= {
+                    f"{node.module}.{a.name}" if node.module == "transformers" else node.module for a in node.names
+                }
+        outside = set()
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top == "qwenlite":
+                continue
+            if top not in MODEL_DEPENDENCIES or (top == "transformers" and name != "transformers.AutoTokenizer"):
+                outside.add(name)
+        found[file.relative_to(root).as_posix()] = outside
+    return {f: names for f, names in found.items() if names}
+
+
+def test_model_package_imports_only_torch_and_friends_never_the_course():
+    """The model package stands alone: no transformers model, no matplotlib, no qwenlite_course (checked statically)."""
+    assert _model_imports(sorted((ROOT / "qwenlite").rglob("*.py"))) == {}
+
+
+def test_model_import_check_finds_a_course_import(tmp_path):
+    """Mutation: a model module that imports the course, a figure library or transformers' model is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import matplotlib.pyplot as plt\n"
+        "def f():\n    from qwenlite_course import viz\n"
+        "    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration\n"
+    )
+    good = tmp_path / "good.py"
+    good.write_text("import json\nimport torch\nfrom transformers import AutoTokenizer\nfrom qwenlite import layers\n")
+    assert _model_imports([bad, good], root=tmp_path) == {
+        "bad.py": {"matplotlib.pyplot", "qwenlite_course", "transformers.Qwen2_5_VLForConditionalGeneration"}
+    }
+
+
+def test_readme_module_maps_match_the_packages():
+    """The README's `qwenlite/` and `qwenlite_course/` maps list every module and sub-package, and nothing else."""
     readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("```\nqwenlite/\n") :].split("```")[1]
-    listed = {line.split()[0] for line in block.splitlines()[2:] if line.strip()}
-    package = ROOT / "qwenlite"
-    tree = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
-    tree |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
-    assert listed == tree, f"README lists {sorted(listed - tree)} not in the tree; misses {sorted(tree - listed)}"
+    for name in PACKAGES:
+        block = readme[readme.index(f"```\n{name}/\n") :].split("```")[1]
+        listed = {line.split()[0] for line in block.splitlines()[2:] if line.strip()}
+        package = ROOT / name
+        tree = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+        tree |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file() or p.name == "assets"}
+        assert listed == tree, (
+            f"README's {name}/ lists {sorted(listed - tree)} not in the tree; misses {sorted(tree - listed)}"
+        )
 
 
 def _installed(site: Path, name: str, version: str, requires: str | None = None) -> None:
@@ -229,14 +297,15 @@ WITHOUT_TEST_MODULE = {
 
 
 def test_every_module_has_its_test_module():
-    """qwenlite/<m>.py -> tests/test_<m>.py, viz/<m>.py -> tests/test_viz_<m>.py, exercises/<m>.py ->
-    tests/test_exercises_<m>.py (grading.py -> tests/test_exercises.py). A new module comes with its tests."""
-    package, tests = ROOT / "qwenlite", ROOT / "tests"
+    """<package>/<m>.py -> tests/test_<m>.py, viz/<m>.py -> tests/test_viz_<m>.py, exercises/<m>.py ->
+    tests/test_exercises_<m>.py (grading.py -> tests/test_exercises.py), in both packages. A new module comes
+    with its tests."""
+    tests = ROOT / "tests"
     missing = set()
-    for path in package.rglob("*.py"):
+    for path in _python_files():
         if path.name == "__init__.py":
             continue
-        relative = path.relative_to(package).as_posix()
+        relative = path.relative_to(ROOT).as_posix().split("/", 1)[1]  # without the package folder
         stem = relative.removesuffix(".py").replace("/", "_").replace("exercises_grading", "exercises")
         if not (tests / f"test_{stem}.py").is_file():
             missing.add(relative)

@@ -398,7 +398,7 @@ def test_explorer_prompts_equal_transformers_processor(layout, image_hw, frames,
     """notebook 06's explorer builds its prompt with qwenlite's processor; transformers' processor, given the same
     text and blank pixels, writes the same ids and grids. Catches an explorer that counts pad tokens, sizes or
     seconds per group its own way (e.g. grid_t = frames instead of frames / 2, or 1 / fps seconds per group)."""
-    from qwenlite.viz.rope import build_layout
+    from qwenlite_course.viz.rope import build_layout
 
     items = layout.split()
     ours = build_layout(items, Processor.from_pretrained(ckpt), image_hw, frames, fps)
@@ -425,7 +425,7 @@ def test_notebook_08_real_clip_keeps_the_two_rules_together(ckpt, config, ref, v
     """08 shrinks the clip on a real checkpoint (CI never runs that path) and then asserts, as on the twin,
     that qwenlite's positions equal transformers' after the video: the shrunk size must keep that true."""
     from qwenlite.video_io import load_video
-    from qwenlite.viz.vision import REAL_CLIP_LIMITS
+    from qwenlite_course.viz.vision import REAL_CLIP_LIMITS
 
     clip = load_video(video_path, fps=2.0)
     content = [{"type": "video", "video": clip, **REAL_CLIP_LIMITS}, {"type": "text", "text": "When?"}]

@@ -12,8 +12,8 @@ from qwenlite.video_io import load_video
 
 @pytest.fixture
 def qwen_fetch_video():
-    """qwen-vl-utils' real fetch_video, reading frames with PyAV (see qwenlite.reference.qwen_vl_utils_fetch_video)."""
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    """qwen-vl-utils' real fetch_video with PyAV frames (qwenlite_course.reference.qwen_vl_utils_fetch_video)."""
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     return qwen_vl_utils_fetch_video
 

@@ -1,4 +1,4 @@
-"""The tolerance policy in qwenlite.reference: it holds between qwenlite and transformers, and it still bites.
+"""The tolerance policy in qwenlite_course.reference: it holds between qwenlite and transformers, and it still bites.
 
 1. Calibration: in bfloat16, qwenlite is about as close to a float32 run as transformers' bfloat16 run is.
 2. The shared end-to-end check (`end_to_end_rows`, the one notebook 00 prints) passes in float32 and bfloat16.
@@ -25,9 +25,12 @@ import torch.nn.functional as F
 import qwenlite.model
 import qwenlite.rope_index
 from qwenlite import weights
-from qwenlite.cpu_bfloat16 import Float32Products
 from qwenlite.preprocessing import preprocess_image, preprocess_video
-from qwenlite.reference import (
+from qwenlite.tokens import VISION_PAD_ID
+from qwenlite.video_io import load_video
+from qwenlite.vision import get_window_index
+from qwenlite_course.cpu_bfloat16 import Float32Products
+from qwenlite_course.reference import (
     TOLERANCES,
     RunSettings,
     capture,
@@ -37,9 +40,6 @@ from qwenlite.reference import (
     load_models,
     reference_rope_index,
 )
-from qwenlite.tokens import VISION_PAD_ID
-from qwenlite.video_io import load_video
-from qwenlite.vision import get_window_index
 
 pytestmark = pytest.mark.slow  # every planted bug in both dtypes against transformers: about 90 s
 
@@ -257,7 +257,7 @@ def test_a_bug_in_qwenlites_key_map_alone_fails_the_check(ckpt, prompts, monkeyp
 def test_generated_row_is_exact_in_float32_and_explains_a_parting_by_rounding_in_bfloat16(pairs, prompts, dtype):
     """Where bfloat16 rounding may part two greedy runs, `generated_row` asks transformers, teacher-forced on
     qwenlite's sequence, whether each chosen token is within the bf16 bound of its best; in float32 it is exact."""
-    from qwenlite.reference import generated_row, greedy_with_positions, positions_after, shared_steps
+    from qwenlite_course.reference import generated_row, greedy_with_positions, positions_after, shared_steps
 
     ours, ref = pairs[dtype]
     inputs = prompts["video"]  # text after a video: transformers is teacher-forced with qwenlite's positions
@@ -328,7 +328,7 @@ def video_answer_rows(ours, ref, inputs, theirs, new=5):
     """Notebook 08's row after a video: qwenlite's logits that chose each token inside `generate` (through its
     KV cache, caught on lm_head) against one eager pass of transformers over prompt + answer, given
     transformers' own prompt positions followed by max + 1, max + 2, ..."""
-    from qwenlite.reference import Row, positions_after, reference_eager
+    from qwenlite_course.reference import Row, positions_after, reference_eager
 
     length = inputs["input_ids"].shape[1]
     # the trained twin says <|im_end|> early: an end token it never writes keeps every one of the `new` steps

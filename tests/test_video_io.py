@@ -1,7 +1,7 @@
 """qwenlite.video_io: frames read from a file, a folder or a list, against qwen-vl-utils' real fetch_video.
 
 qwen-vl-utils' fetch_video runs with a PyAV frame reader plugged in (this environment has none of its decoders):
-see qwenlite.reference.qwen_vl_utils_fetch_video.
+see qwenlite_course.reference.qwen_vl_utils_fetch_video.
 
 Hostile inputs live here too: unreadable files, frame folders in numeric order, non-finite or non-positive
 rates, nframes on frame lists, variable frame rate files, video_start / video_end trimming (checked against
@@ -31,8 +31,8 @@ from qwenlite.video_io import load_video
 
 @pytest.fixture
 def qwen_fetch_video():
-    """qwen-vl-utils' real fetch_video, reading frames with PyAV (see qwenlite.reference.qwen_vl_utils_fetch_video)."""
-    from qwenlite.reference import qwen_vl_utils_fetch_video
+    """qwen-vl-utils' real fetch_video with PyAV frames (qwenlite_course.reference.qwen_vl_utils_fetch_video)."""
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
     return qwen_vl_utils_fetch_video
 

@@ -21,7 +21,6 @@ from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position
 
 from qwenlite.config import VisionConfig
 from qwenlite.layers import MLP
-from qwenlite.reference import capture, tolerance
 from qwenlite.vision import (
     PatchEmbed,
     VisionTransformer,
@@ -32,6 +31,7 @@ from qwenlite.vision import (
     vision_layout,
     vision_rotary_ids,
 )
+from qwenlite_course.reference import capture, tolerance
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str = "") -> None:
@@ -185,7 +185,7 @@ def test_bfloat16_tower_is_as_close_to_float32_as_transformers_bfloat16(ours, re
     transformers' float32 features than transformers' own bfloat16 features are (max |x - ref| / max |ref|,
     with 1.5x slack). A rounding step that transformers avoids (a table or a sum kept in bfloat16) fails it."""
     from qwenlite import QwenLiteVL
-    from qwenlite.reference import reference_model
+    from qwenlite_course.reference import reference_model
 
     mine_bf16 = QwenLiteVL.from_pretrained(ckpt, dtype=torch.bfloat16).visual
     theirs_bf16 = reference_model(ckpt, dtype=torch.bfloat16).model.visual

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qwenlite.tokens import mm_token_type_ids
-from qwenlite.viz.attention import attention_to_span, vision_spans
+from qwenlite_course.viz.attention import attention_to_span, vision_spans
 
 WORD = 9707  # an ordinary text token
 

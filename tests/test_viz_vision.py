@@ -1,4 +1,4 @@
-"""qwenlite.viz.vision: the window and attention pictures draw what the tower computes (the same functions), and
+"""qwenlite_course.viz.vision: the window and attention pictures draw what the tower computes (the same functions), and
 the demo inputs shrink on a real checkpoint."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
-from qwenlite.reference import capture, tolerance
 from qwenlite.vision import (
     VisionTransformer,
     vision_layout,
 )
-from qwenlite.viz import vision as vv
+from qwenlite_course.reference import capture, tolerance
+from qwenlite_course.viz import vision as vv
 
 
 def window_map_by_hand(grid_hw: tuple[int, int], side: int = 112 // 14) -> torch.Tensor:
@@ -74,8 +74,8 @@ def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
     The expected sizes are transformers' smart_resize of the photo (600 x 512) and the clip (252 x 336)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
 
-    from qwenlite import checkpoint
-    from qwenlite.reference import run_settings
+    from qwenlite_course import checkpoint
+    from qwenlite_course.reference import run_settings
 
     settings = run_settings()
     twin = vv.demo_inputs(ckpt, settings)

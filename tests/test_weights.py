@@ -19,8 +19,9 @@ import torch
 from helpers import folder_snapshot, hostile_checkpoint, replace
 from safetensors.torch import load_file, save_file
 
-from qwenlite import Processor, QwenLiteVL, checkpoint, weights
-from qwenlite.reference import load_models
+from qwenlite import Processor, QwenLiteVL, weights
+from qwenlite_course import checkpoint
+from qwenlite_course.reference import load_models
 
 LOADERS = {"qwenlite": QwenLiteVL.from_pretrained, "load_models": load_models}
 

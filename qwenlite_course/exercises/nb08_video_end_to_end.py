@@ -16,10 +16,10 @@ from .grading import _SAMPLE_VIDEO_TEXT, DATA, _count_hint, _whole_number, _whol
     video's first t id? Answer (patch, t offset).""",
 )
 def _marker_patch(answer: Any) -> str | None:
-    from ..config import VisionConfig
-    from ..preprocessing import preprocess_video
-    from ..rope_index import vision_position_ids
-    from ..video_io import load_video
+    from qwenlite.config import VisionConfig
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.rope_index import vision_position_ids
+    from qwenlite.video_io import load_video
 
     start, _ = _marker_seconds()
     video = load_video(DATA / "sample_video.mp4", fps=3.0)
@@ -67,10 +67,10 @@ def _marker_seconds() -> tuple[float, float]:
     its grid_thw applies the rule.)""",
 )
 def _sample_video_windows(answer: Any) -> str | None:
-    from ..config import VisionConfig
-    from ..preprocessing import preprocess_video
-    from ..video_io import load_video
-    from ..vision import get_window_index
+    from qwenlite.config import VisionConfig
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.video_io import load_video
+    from qwenlite.vision import get_window_index
 
     vision = VisionConfig()
     grid = preprocess_video(load_video(DATA / "sample_video.mp4", fps=4.0)).grid_thw

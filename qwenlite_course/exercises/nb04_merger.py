@@ -16,7 +16,7 @@ from .grading import _count_hint, _sizes, _whole_number, _whole_numbers, exercis
     data/configs/qwen2_5_vl_3b_instruct.config.json.""",
 )
 def _merger_shape(answer: Any) -> str | None:
-    from ..vision import PatchMerger
+    from qwenlite.vision import PatchMerger
 
     vision = _sizes("3b").vision_config
     with torch.device("meta"):
@@ -53,7 +53,7 @@ def _merger_shape(answer: Any) -> str | None:
     merger's view.""",
 )
 def _merger_width(answer: Any) -> str | None:
-    from ..vision import PatchMerger
+    from qwenlite.vision import PatchMerger
 
     vision = _sizes("3b").vision_config
     with torch.device("meta"):

@@ -18,12 +18,13 @@ import transformers
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..config import QwenLiteConfig, VisionConfig
-from ..preprocessing import preprocess_image, preprocess_video
-from ..processor import Processor
-from ..rope_index import get_rope_index
-from ..tokens import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, token_kinds
-from ..video_io import Video
+from qwenlite.config import QwenLiteConfig, VisionConfig
+from qwenlite.preprocessing import preprocess_image, preprocess_video
+from qwenlite.processor import Processor
+from qwenlite.rope_index import get_rope_index
+from qwenlite.tokens import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, token_kinds
+from qwenlite.video_io import Video
+
 from .decoder import AXIS_COLOURS  # t, h, w: one colour each in every figure
 from .fusion import KIND_COLOURS
 

@@ -14,8 +14,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .. import train as T
-from ..tokens import mm_token_type_ids
+from qwenlite import train as T
+from qwenlite.tokens import mm_token_type_ids
+
 from .preprocessing import _hwc
 
 HIGHLIGHT = "#00d0ff"  # cyan: contrasts with the red, green and blue shapes it frames

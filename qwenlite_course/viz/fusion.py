@@ -14,8 +14,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon, Rectangle
 
-from ..config import QwenLiteConfig
-from ..tokens import token_kinds
+from qwenlite.config import QwenLiteConfig
+from qwenlite.tokens import token_kinds
 
 KIND_COLOURS = {  # one colour per word of qwenlite.tokens.token_kinds
     "text": "#c6dbef",

@@ -18,9 +18,10 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from PIL import Image
 from torch import nn
 
-from ..config import VisionConfig
-from ..tokens import token_kinds
-from ..weights import to_hub_key
+from qwenlite.config import VisionConfig
+from qwenlite.tokens import token_kinds
+from qwenlite.weights import to_hub_key
+
 from .fusion import KIND_COLOURS
 
 # stage -> (box title, notebook that rebuilds it, (column, row) in the diagram, lane)

@@ -34,7 +34,7 @@ def banner(path: str | Path, settings=None) -> str:
         if settings.float32_products:
             lines.append(
                 "  both models' bfloat16 products run through float32's kernel: the same arithmetic, about 5x faster "
-                "on a CPU without a bfloat16 unit (qwenlite/cpu_bfloat16.py; QWENLITE_BF16_PRODUCTS=bfloat16: off)"
+                "on a CPU without a bfloat16 unit (qwenlite_course.cpu_bfloat16; off: QWENLITE_BF16_PRODUCTS=bfloat16)"
             )
     if checkpoint.is_tiny_twin(path):
         lines.append(

@@ -16,7 +16,7 @@ from .grading import _SAMPLE_VIDEO_TEXT, _call, _count_hint, _graded_function, _
     Resize first (qwenlite.smart_resize), then count 14-pixel patches, then merge 2x2 patches into one token.""",
 )
 def _pad_tokens(answer: Any) -> str | None:
-    from ..preprocessing import PreprocessorConfig, smart_resize
+    from qwenlite.preprocessing import PreprocessorConfig, smart_resize
 
     config = PreprocessorConfig()
     height, width = smart_resize(1080, 1920, config.factor, config.min_pixels, config.max_pixels)
@@ -43,7 +43,7 @@ def _pad_tokens(answer: Any) -> str | None:
 )
 @_graded_function
 def _unpatchify(fn: Any) -> str | None:
-    from ..preprocessing import patchify
+    from qwenlite.preprocessing import patchify
 
     generator = torch.Generator().manual_seed(0)
     for shape in ((2, 3, 28, 28), (2, 3, 56, 84), (4, 3, 84, 56)):

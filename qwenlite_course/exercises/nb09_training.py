@@ -31,8 +31,9 @@ def _labelled_tokens(answer: Any) -> str | None:
 
 
 def _twin_tokenizer():
+    from qwenlite.processor import Processor
+
     from .. import checkpoint
-    from ..processor import Processor
 
     return Processor.from_pretrained(checkpoint.tiny_twin()).tokenizer
 

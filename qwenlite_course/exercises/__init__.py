@@ -7,7 +7,7 @@ device), so it stays true when the package changes. A wrong answer gets a hint t
 never the answer. Each notebook ends with two or three of them; a placeholder answer (None, or a function
 that still raises NotImplementedError) gets "not yet", never an exception.
 
-    from qwenlite import exercises
+    from qwenlite_course import exercises
     print(exercises.describe("pad_tokens_1920x1080"))
     exercises.check("pad_tokens_1920x1080", 1234)   # prints "correct" or a hint; returns True / False
 """

@@ -17,8 +17,8 @@ from .grading import _count_hint, _whole_number, _whole_numbers, exercise
     windows, and the padding is dropped. (qwenlite.vision.get_window_index applies the rule.)""",
 )
 def _window_count(answer: Any) -> str | None:
-    from ..config import VisionConfig
-    from ..vision import get_window_index
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import get_window_index
 
     c = VisionConfig()
     _, cu_seqlens = get_window_index(torch.tensor([[1, 30, 44]]), c.window_size, c.patch_size, c.spatial_merge_size)
@@ -43,8 +43,8 @@ def _window_count(answer: Any) -> str | None:
     (qwenlite.vision.vision_layout gives the segments as cu_frames and cu_windows.)""",
 )
 def _segments(answer: Any) -> str | None:
-    from ..config import VisionConfig
-    from ..vision import vision_layout
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import vision_layout
 
     grid = (3, 12, 28)
     layout = vision_layout(torch.tensor([grid]), VisionConfig())
@@ -83,8 +83,8 @@ def _segments(answer: Any) -> str | None:
     Answer the tensor (torch.tensor([[0, 0], [0, 1], ...])).""",
 )
 def _rotary_ids(answer: Any) -> str | None:
-    from ..config import VisionConfig
-    from ..vision import vision_rotary_ids
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import vision_rotary_ids
 
     expected = vision_rotary_ids(torch.tensor([[1, 4, 6]]), VisionConfig.spatial_merge_size)
     if not isinstance(answer, torch.Tensor):

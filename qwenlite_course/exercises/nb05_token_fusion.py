@@ -38,7 +38,7 @@ def _video_tokens(answer: Any) -> str | None:
 )
 @_graded_function
 def _fuse(fn: Any) -> str | None:
-    from ..fusion import fuse
+    from qwenlite.fusion import fuse
 
     for case, (embeds, ids, features, token_id) in _fusion_cases().items():
         expected = fuse(embeds, ids, features, token_id, "image")

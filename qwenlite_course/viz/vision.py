@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 
-from ..config import VisionConfig
-from ..preprocessing import Patches
-from ..vision import VisionTransformer, segment_ids, vision_layout, vision_rotary_ids
+from qwenlite.config import VisionConfig
+from qwenlite.preprocessing import Patches
+from qwenlite.vision import VisionTransformer, segment_ids, vision_layout, vision_rotary_ids
+
 from .preprocessing import _hwc
 
 
@@ -445,9 +446,10 @@ REAL_CLIP_LIMITS = {"min_pixels": 56 * 56, "max_pixels": 168 * 224}  # keys of a
 
 def demo_inputs(path, settings) -> DemoInputs:
     """The photo and the sample clip through qwenlite's processor, sized for the checkpoint; prints their shapes."""
+    from qwenlite.preprocessing import PreprocessorConfig, preprocess_image, preprocess_video
+    from qwenlite.video_io import load_video
+
     from .. import checkpoint
-    from ..preprocessing import PreprocessorConfig, preprocess_image, preprocess_video
-    from ..video_io import load_video
     from . import data_dir
 
     twin = checkpoint.is_tiny_twin(path)

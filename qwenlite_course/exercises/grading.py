@@ -127,8 +127,8 @@ _SAMPLE_VIDEO_TEXT = """data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 
 
 def _sample_video_grid() -> tuple[int, int]:
     """(temporal patches, video pad tokens) of the sample video at fps 2, from the package's video path."""
-    from ..preprocessing import preprocess_video
-    from ..video_io import load_video
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.video_io import load_video
 
     patches = preprocess_video(load_video(DATA / "sample_video.mp4", fps=2.0))
     return int(patches.grid_thw[0]), patches.num_tokens()
@@ -155,7 +155,7 @@ def _whole_numbers(answer: Any, count: int, what: str) -> list[int] | str:
 
 def _sizes(model_size: str) -> Any:
     """The QwenLiteConfig of the real 3B or 7B, from data/configs/ (the hub's config.json files)."""
-    from ..config import QwenLiteConfig
+    from qwenlite.config import QwenLiteConfig
 
     return QwenLiteConfig.from_pretrained(DATA / "configs" / f"qwen2_5_vl_{model_size}_instruct.config.json")
 
@@ -165,7 +165,7 @@ def _parameter_counts(model_size: str) -> dict[str, int]:
 
     A tied lm_head is the embedding matrix itself, so it is counted once, with the language model.
     """
-    from ..model import QwenLiteVL
+    from qwenlite.model import QwenLiteVL
 
     with torch.device("meta"):
         model = QwenLiteVL(_sizes(model_size))

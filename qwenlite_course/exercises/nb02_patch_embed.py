@@ -21,9 +21,10 @@ from .grading import _call, _count_hint, _graded_function, _sizes, _whole_number
 def _patch_embed_matmul(fn: Any) -> str | None:
     from dataclasses import replace
 
-    from ..config import VisionConfig
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import PatchEmbed
+
     from ..reference import tolerance
-    from ..vision import PatchEmbed
 
     generator = torch.Generator().manual_seed(0)
     for n, width in ((4, 16), (12, 40)):
@@ -53,7 +54,7 @@ def _patch_embed_matmul(fn: Any) -> str | None:
     data/configs/qwen2_5_vl_3b_instruct.config.json.""",
 )
 def _patch_embed_weights(answer: Any) -> str | None:
-    from ..vision import PatchEmbed
+    from qwenlite.vision import PatchEmbed
 
     vision = _sizes("3b").vision_config
     with torch.device("meta"):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .weights import LOAD_DTYPES, load_device
+from qwenlite.weights import LOAD_DTYPES, load_device
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RunSettings:
 
     dtype: torch.dtype = torch.float32
     device: torch.device = torch.device("cpu")
-    float32_products: bool = False  # bfloat16 matrix products done by float32's kernel (qwenlite.cpu_bfloat16)
+    float32_products: bool = False  # bfloat16 matrix products done by float32's kernel (qwenlite_course.cpu_bfloat16)
 
     def __str__(self) -> str:
         return f"dtype {str(self.dtype).removeprefix('torch.')}, device {self.device}"
@@ -82,9 +82,9 @@ def load_models(
     yet a bug in either key map still shows up as a difference.
     With settings.float32_products it also enters `cpu_bfloat16.Float32Products` for the rest of the process.
     """
-    from . import weights
-    from .config import QwenLiteConfig
-    from .model import QwenLiteVL
+    from qwenlite import weights
+    from qwenlite.config import QwenLiteConfig
+    from qwenlite.model import QwenLiteVL
 
     QwenLiteConfig.from_pretrained(path)  # a folder that is no Qwen2.5-VL checkpoint fails here, before any read
     if settings.float32_products:
@@ -300,8 +300,8 @@ def end_to_end_rows(ours: nn.Module, ref: nn.Module, inputs: Mapping[str, torch.
     its own. The decode step runs qwenlite with its KV cache and transformers on the whole prompt plus the
     new token, so the cache, the decode positions and rope_deltas are all checked against a full recompute.
     """
-    from .decoder import KVCache
-    from .tokens import mm_token_type_ids
+    from qwenlite.decoder import KVCache
+    from qwenlite.tokens import mm_token_type_ids
 
     config = ours.config
     ids, mask = inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
@@ -395,7 +395,7 @@ def generated_row(
         raise ValueError(f"teacher_forced logits {tuple(teacher_forced.shape)} are not for ours {tuple(ours.shape)}")
     if torch.equal(ours.cpu(), theirs.cpu()) or next(ref.parameters()).dtype != torch.bfloat16:
         return Row(name, ours, theirs)
-    from .tokens import mm_token_type_ids
+    from qwenlite.tokens import mm_token_type_ids
 
     ids = inputs["input_ids"]
     length = ids.shape[1]
@@ -523,7 +523,7 @@ def gradient_rows(ours: nn.Module, ref: nn.Module, prefix: str = "grad ") -> lis
     pass; in units of the parameter's own largest gradient the policy's rtol is a relative bound. A parameter
     that one model leaves without a gradient (a detached branch) shows as a row of zeros against non-zeros.
     """
-    from .weights import to_hub_key
+    from qwenlite.weights import to_hub_key
 
     theirs = {to_hub_key(name): p.grad for name, p in ref.named_parameters()}
     rows = []

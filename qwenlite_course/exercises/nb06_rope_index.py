@@ -17,8 +17,8 @@ from .grading import _whole_number, _whole_numbers, exercise
     position? Answer with an int (or the (1, 1) tensor that qwenlite.get_rope_index returns).""",
 )
 def _rope_deltas(answer: Any) -> str | None:
-    from ..config import QwenLiteConfig, TextConfig, VisionConfig
-    from ..rope_index import get_rope_index
+    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
+    from qwenlite.rope_index import get_rope_index
 
     config = QwenLiteConfig(TextConfig(), VisionConfig())
     image_tokens = 1 * 4 * 6 // config.vision_config.spatial_merge_size**2
@@ -50,8 +50,8 @@ def _rope_deltas(answer: Any) -> str | None:
     The rule: t = floor(patch index x second_per_grid_t x tokens_per_second), tokens_per_second = 2.""",
 )
 def _video_t_ids(answer: Any) -> str | None:
-    from ..config import QwenLiteConfig, TextConfig, VisionConfig
-    from ..rope_index import get_rope_index
+    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
+    from qwenlite.rope_index import get_rope_index
 
     config = QwenLiteConfig(TextConfig(), VisionConfig())
     seconds = config.vision_config.temporal_patch_size / 1.5
@@ -91,8 +91,8 @@ def _has_fraction(answer: Any) -> bool:
     + rope_deltas.)""",
 )
 def _decode_position(answer: Any) -> str | None:
-    from ..config import QwenLiteConfig, TextConfig, VisionConfig
-    from ..rope_index import decode_position_ids, get_rope_index
+    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
+    from qwenlite.rope_index import decode_position_ids, get_rope_index
 
     config = QwenLiteConfig(TextConfig(), VisionConfig())
     ids = torch.tensor([[100, 101, 102] + [config.image_token_id] * 6 + [103, 104, 105, 106, 107]])

@@ -16,8 +16,8 @@ from .grading import DATA, _call, _count_hint, _graded_function, exercise
     (qwenlite.QwenLiteConfig.from_pretrained). Every decoder layer keeps a key and a value per token.""",
 )
 def _kv_bytes(answer: Any) -> str | None:
-    from ..config import QwenLiteConfig
-    from ..decoder import KVCache
+    from qwenlite.config import QwenLiteConfig
+    from qwenlite.decoder import KVCache
 
     text = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
     cache = KVCache()  # filled with meta tensors: the shapes and dtype the decoder stores, and no memory
@@ -51,7 +51,7 @@ def _kv_bytes(answer: Any) -> str | None:
 )
 @_graded_function
 def _greedy(fn: Any) -> str | None:
-    from ..generation import penalise_repeats
+    from qwenlite.generation import penalise_repeats
 
     for case, (logits, sequence, penalty) in _penalty_cases().items():
         expected = penalise_repeats(logits, sequence, penalty).argmax(-1)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from . import tokens
-from .weights import safetensors_files
+from qwenlite import tokens
+from qwenlite.weights import safetensors_files
 
 ASSETS = Path(__file__).parent / "assets"
 REAL_REPOS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
@@ -150,7 +150,7 @@ def trained_twin(root: Path | None = None) -> Path:
     if digest != recorded:
         raise ValueError(
             f"{TRAINED_TENSORS} has sha256 {digest}, but {TRAINED_FACTS.name} records {recorded}: "
-            "the file is damaged or was retrained without its record (python -m qwenlite.train writes both)"
+            "the file is damaged or was retrained without its record (python -m qwenlite_course.retrain writes both)"
         )
     folder = (root or cache_dir()) / f"trained-twin-{TWIN_VERSION}-{digest[:12]}"
     if is_trained_twin(folder):

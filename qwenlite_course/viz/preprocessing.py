@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, smart_resize
-from ..video_io import Video
+from qwenlite.preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, smart_resize
+from qwenlite.video_io import Video
 
 
 def _hwc(frame: torch.Tensor) -> np.ndarray:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..config import QwenLiteConfig
-from ..rope_index import token_spans
-from ..tokens import IMAGE, VIDEO, mm_token_type_ids
+from qwenlite.config import QwenLiteConfig
+from qwenlite.rope_index import token_spans
+from qwenlite.tokens import IMAGE, VIDEO, mm_token_type_ids
 
 
 @dataclass(frozen=True)
