@@ -8,13 +8,13 @@ from helpers import fails_without_giving_away, passes
 
 
 @pytest.mark.slow
-def test_vision_params_3b(capsys, hf_counts):
-    counts = hf_counts["3b"]
+def test_vision_params_7b(capsys, hf_counts):
+    counts = hf_counts["7b"]
     correct = counts["vision"]
-    name = "vision_params_3b"
+    name = "vision_params_7b"
     passes(capsys, name, correct)
     fails_without_giving_away(capsys, name, correct - counts["merger"], correct, "without its merger")
-    fails_without_giving_away(capsys, name, hf_counts["7b"]["vision"], correct, "the 7B's tower")
+    fails_without_giving_away(capsys, name, hf_counts["3b"]["vision"], correct, "the 3B's tower")
     fails_without_giving_away(capsys, name, counts["all"], correct, "the whole model")
     fails_without_giving_away(capsys, name, correct - 32 * 1280, correct, "close, but not equal")  # one bias missed
 

@@ -8,16 +8,21 @@ import torch
 from helpers import fails_without_giving_away, passes
 
 
-def test_pad_tokens_1920x1080(capsys, hf_processor):
-    photo = np.zeros((1080, 1920, 3), np.uint8)  # height x width
-    grid = hf_processor.image_processor(images=[photo], return_tensors="pt")["image_grid_thw"][0]
+def test_pad_tokens_3024x4032_max1280(capsys, hf_processor):
+    photo = np.zeros((3024, 4032, 3), np.uint8)  # height x width
+    limits = {"shortest_edge": 3136, "longest_edge": 1280 * 28 * 28}  # min_pixels, max_pixels
+    grid = hf_processor.image_processor(images=[photo], size=limits, return_tensors="pt")["image_grid_thw"][0]
+    uncapped = hf_processor.image_processor(images=[photo], return_tensors="pt")["image_grid_thw"][0]  # hub limits
     correct = int(grid.prod()) // 4
-    passes(capsys, "pad_tokens_1920x1080", correct)
-    passes(capsys, "pad_tokens_1920x1080", torch.tensor(correct))
-    name = "pad_tokens_1920x1080"
+    name = "pad_tokens_3024x4032_max1280"
+    passes(capsys, name, correct)
+    passes(capsys, name, torch.tensor(correct))
     fails_without_giving_away(capsys, name, int(grid.prod()), correct, "patches instead of merged tokens")
-    fails_without_giving_away(capsys, name, 1920 * 1080 // 28**2, correct, "smart_resize rounds")  # not resized
-    fails_without_giving_away(capsys, name, 1920 * 1080 / 28**2, correct, "whole number")  # a fraction of a token
+    fails_without_giving_away(capsys, name, 1280, correct, "a ceiling")  # the limit itself
+    fails_without_giving_away(capsys, name, int(uncapped.prod()) // 4, correct, "shrinks both sides")  # no cap
+    rounded = [round(side / 28 / (3024 * 4032 / (1280 * 784)) ** 0.5) for side in (3024, 4032)]  # round, not floor
+    fails_without_giving_away(capsys, name, rounded[0] * rounded[1], correct, "down (floor)")
+    fails_without_giving_away(capsys, name, 3024 * 4032 / 1003520, correct, "whole number")  # pixels / max_pixels
 
 
 def _learner_unpatchify(pixel_values: torch.Tensor, grid_thw) -> torch.Tensor:
@@ -43,9 +48,16 @@ def test_unpatchify(capsys):
     fails_without_giving_away(capsys, name, lambda pv, g: _learner_unpatchify(pv * 2, g), None, "values differ")
 
 
-def test_temporal_patches_sample_video(capsys, sample_video_grid):
-    correct, _ = sample_video_grid
-    name = "temporal_patches_sample_video"
+def test_temporal_patches_10min_clip(capsys):
+    from qwen_vl_utils.vision_process import smart_nframes
+
+    total, video_fps = 10 * 60 * 30, 30.0  # 10 minutes at 30 fps
+    frames = smart_nframes({"fps": 2.0}, total_frames=total, video_fps=video_fps)  # qwen-vl-utils' own rule
+    correct = frames // 2  # temporal_patch_size = 2 frames per temporal patch
+    name = "temporal_patches_10min_clip"
     passes(capsys, name, correct)
-    fails_without_giving_away(capsys, name, 2 * correct, correct, "sampled frames")
-    fails_without_giving_away(capsys, name, 32, correct, "the file's frames")
+    passes(capsys, name, torch.tensor(correct))
+    fails_without_giving_away(capsys, name, frames, correct, "sampled frames")
+    fails_without_giving_away(capsys, name, 10 * 60 * 2 // 2, correct, "clamps the frame count")  # no upper bound
+    fails_without_giving_away(capsys, name, 10 * 60 * 2, correct, "clamps the frame count")
+    fails_without_giving_away(capsys, name, total // 2, correct, "frames sampled = duration x fps")  # the file's frames

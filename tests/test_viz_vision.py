@@ -88,3 +88,45 @@ def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
     fh, fw = hf_smart_resize(252, 336, 28, *vv.REAL_VIDEO_PIXELS)
     assert real.video_grid.tolist() == [[4, fh // 14, fw // 14]] == [[4, 8, 10]]  # 112 x 140 px frames
     assert real.pixels.shape[0] == 24 * 22 and real.video_pixels.shape[0] == 4 * 8 * 10
+
+
+def test_attention_maps_share_one_colour_scale(ours, vision_inputs):
+    """Notebook 03 draws a windowed and a full-attention map side by side on one logarithmic norm, so their colours
+    compare (their weights are about ten times apart)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    tower = ours.visual
+    pixels, grid = vision_inputs["odd_size"]
+    full = tower.config.fullatt_block_indexes[-1]
+    probs = {b: vv.attention_probs(tower, pixels, grid, b) for b in (0, full)}
+    h, w = (int(v) for v in grid[0, 1:])
+    frame = torch.zeros(3, h * 14, w * 14, dtype=torch.uint8)
+    fig = vv.show_attention_maps(frame, probs, grid, 0, (1, 1), tower.config)
+    try:
+        norms = [ax.get_images()[-1].norm for ax in fig.axes[1:3]]
+        assert all(isinstance(n, LogNorm) for n in norms) and norms[0] is norms[1]
+    finally:
+        plt.close(fig)
+
+
+def _numbers_in_reading_order(ax) -> list[int]:
+    """The numbers written on a panel, row by row, left to right (arrows and labels left out)."""
+    cells = [(t.get_position()[1], t.get_position()[0], t.get_text()) for t in ax.texts]
+    return [int(text) for _, _, text in sorted(cells) if text.isdigit()]
+
+
+def test_window_order_picture_lists_window_index():
+    """Notebook 04's right panel writes window_index out one window per row: read back in order, its numbers are
+    the tower's window_index, and the middle panel's numbers (each token's tower position) are argsort of it."""
+    import matplotlib.pyplot as plt
+
+    grid_hw = (12, 20)
+    layout = vision_layout(torch.tensor([[1, *grid_hw]]), vv.VisionConfig())
+    fig = vv.show_window_order(grid_hw)
+    try:
+        assert _numbers_in_reading_order(fig.axes[2]) == layout.window_index.tolist()
+        assert _numbers_in_reading_order(fig.axes[1]) == layout.restore.tolist()
+        assert _numbers_in_reading_order(fig.axes[0]) == list(range(len(layout.window_index)))
+    finally:
+        plt.close(fig)

@@ -8,8 +8,8 @@ never the answer. Each notebook ends with two or three of them; a placeholder an
 that still raises NotImplementedError) gets "not yet", never an exception.
 
     from qwenlite_course import exercises
-    print(exercises.describe("pad_tokens_1920x1080"))
-    exercises.check("pad_tokens_1920x1080", 1234)   # prints "correct" or a hint; returns True / False
+    print(exercises.describe("pad_tokens_3024x4032_max1280"))
+    exercises.check("pad_tokens_3024x4032_max1280", 1234)   # prints "correct" or a hint; returns True / False
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from . import (  # noqa: F401
     nb07_decoder_generation,
     nb08_video_end_to_end,
     nb09_training,
+    nb10_appendix,
 )
 from .grading import EXERCISES, check, describe
 

@@ -8,20 +8,20 @@ from .grading import _count_hint, _parameter_counts, _sizes, _whole_number, exer
 
 
 @exercise(
-    "vision_params_3b",
-    """How many parameters does the vision tower of Qwen2.5-VL-3B hold, the patch merger included? Read the
-    sizes from data/configs/qwen2_5_vl_3b_instruct.config.json (qwenlite.QwenLiteConfig.from_pretrained), then
+    "vision_params_7b",
+    """How many parameters does the vision tower of Qwen2.5-VL-7B hold, the patch merger included? Read the
+    sizes from data/configs/qwen2_5_vl_7b_instruct.config.json (qwenlite.QwenLiteConfig.from_pretrained), then
     count: build qwenlite.QwenLiteVL(config) inside `with torch.device("meta"):` (shapes, no memory) and add up
     the numel() of model.visual's parameters, or work it out by hand from the widths.""",
 )
 def _vision_params(answer: Any) -> str | None:
-    counts = _parameter_counts("3b")
+    counts = _parameter_counts("7b")
     value = _whole_number(answer, "parameters")
     if isinstance(value, int):
         if value == counts["vision"] - counts["merger"]:
             return "that is the tower without its merger (ln_q and the two-layer MLP): count the merger too."
-        if value == _parameter_counts("7b")["vision"]:
-            return "that is the 7B's tower: its merger maps to the 7B's wider text hidden size."
+        if value == _parameter_counts("3b")["vision"]:
+            return "that is the 3B's tower: the 7B's merger maps to its wider text hidden size."
         if value == counts["all"]:
             return "that is the whole model: count only model.visual."
     return _count_hint(
@@ -38,7 +38,7 @@ def _vision_params(answer: Any) -> str | None:
     "language_model_params_3b",
     """How many parameters of Qwen2.5-VL-3B are outside the vision tower: the embedding table, the 36 decoder
     layers, the final norm and lm_head? In the 3B lm_head is tied to the embedding table (one matrix, counted
-    once). Count as in vision_params_3b (qwenlite.QwenLiteVL on the meta device: model.parameters() yields a
+    once). Count as in vision_params_7b (qwenlite.QwenLiteVL on the meta device: model.parameters() yields a
     tied matrix once). Divide by the whole model's count to see the decoder's share.""",
 )
 def _language_params(answer: Any) -> str | None:

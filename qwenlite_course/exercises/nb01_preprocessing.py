@@ -6,21 +6,36 @@ from typing import Any
 
 import torch
 
-from .grading import _SAMPLE_VIDEO_TEXT, _call, _count_hint, _graded_function, _sample_video_grid, exercise
+from .grading import _call, _count_hint, _graded_function, _whole_number, exercise
+
+PHONE_PHOTO = (3024, 4032)  # height x width: a 12-megapixel phone photo
+TOKEN_LIMIT = 1280  # max_pixels = 1280 tokens x 28 x 28: the default of transformers' own smart_resize function
 
 
 @exercise(
-    "pad_tokens_1920x1080",
-    """A 1920x1080 photo (width x height) goes through the processor with its default settings
-    (min_pixels 3136, max_pixels 12845056). How many <|image_pad|> tokens does it become in the prompt?
-    Resize first (qwenlite.smart_resize), then count 14-pixel patches, then merge 2x2 patches into one token.""",
+    "pad_tokens_3024x4032_max1280",
+    f"""A 12-megapixel phone photo of {PHONE_PHOTO[0]}x{PHONE_PHOTO[1]} pixels (height x width) goes through the
+    processor with min_pixels 3136 and max_pixels = {TOKEN_LIMIT}*28*28 = {TOKEN_LIMIT * 28 * 28} (the default of
+    transformers' own smart_resize function, a common way to cap memory). How many <|image_pad|> tokens does it
+    become in the prompt? Resize first (qwenlite.smart_resize with those limits), then count 14-pixel patches,
+    then merge 2x2 patches into one token.""",
 )
 def _pad_tokens(answer: Any) -> str | None:
     from qwenlite.preprocessing import PreprocessorConfig, smart_resize
 
     config = PreprocessorConfig()
-    height, width = smart_resize(1080, 1920, config.factor, config.min_pixels, config.max_pixels)
+    limit = TOKEN_LIMIT * config.factor**2
+    height, width = smart_resize(*PHONE_PHOTO, config.factor, config.min_pixels, limit)
     expected = (height // config.patch_size) * (width // config.patch_size) // config.merge_size**2
+    uncapped = smart_resize(*PHONE_PHOTO, config.factor, config.min_pixels, config.max_pixels)
+    value = _whole_number(answer, "tokens")
+    if value == TOKEN_LIMIT:
+        return (
+            "max_pixels is a ceiling, not the result: after shrinking, smart_resize rounds each side down to a "
+            "multiple of 28, so the image lands at or below the limit."
+        )
+    if value == uncapped[0] * uncapped[1] // config.factor**2:
+        return "the photo is above max_pixels: smart_resize shrinks both sides by the same factor before rounding."
     return _count_hint(
         answer,
         expected,
@@ -30,7 +45,8 @@ def _pad_tokens(answer: Any) -> str | None:
             8: "did you count the patches of both frames of the temporal patch? A still image has grid_t = 1.",
             2: "a still image is repeated to fill the temporal patch, but that adds no tokens: grid_t is 1.",
         },
-        "smart_resize rounds each side to the nearest multiple of 28 before anything is counted.",
+        "above max_pixels, smart_resize divides both sides by beta = sqrt(h w / max_pixels), then rounds each "
+        "down (floor) to a multiple of 28.",
     )
 
 
@@ -66,19 +82,32 @@ def _unpatchify(fn: Any) -> str | None:
     return None
 
 
+LONG_CLIP = (10 * 60 * 30, 30.0)  # (frames, fps): a 10-minute clip filmed at 30 frames per second
+
+
 @exercise(
-    "temporal_patches_sample_video",
-    _SAMPLE_VIDEO_TEXT + " How many temporal patches (grid_t) does it give?",
+    "temporal_patches_10min_clip",
+    f"""A 10-minute clip filmed at {LONG_CLIP[1]:g} frames per second ({LONG_CLIP[0]} frames) is sampled at
+    fps 2 by qwen-vl-utils' rule (section 8; qwenlite.sampling.smart_nframes has it). How many temporal patches
+    (grid_t) does it give?""",
 )
 def _temporal_patches(answer: Any) -> str | None:
-    expected, _ = _sample_video_grid()
+    from qwenlite.sampling import VIDEO_FPS, smart_nframes
+
+    total, video_fps = LONG_CLIP
+    expected = smart_nframes(total, video_fps, VIDEO_FPS) // 2
+    at_fps = round(total / video_fps * VIDEO_FPS)  # frames at 2 fps before any bound
+    if _whole_number(answer, "temporal patches") in (at_fps, at_fps // 2):
+        return (
+            "duration x fps is only the wish: qwen-vl-utils then clamps the frame count to its bounds "
+            "(section 8), and a long clip hits the upper one."
+        )
     return _count_hint(
         answer,
         expected,
         "temporal patches",
         {
             2: "did you count sampled frames? One temporal patch holds temporal_patch_size = 2 frames.",
-            8: "did you count the file's frames? Sample at fps 2 first, then 2 frames make one temporal patch.",
         },
-        "frames sampled = duration x fps (qwen-vl-utils' smart_nframes), then 2 frames per temporal patch.",
+        "frames sampled = duration x fps, clamped to qwen-vl-utils' bounds, then 2 frames per temporal patch.",
     )

@@ -47,27 +47,52 @@ def _merger_shape(answer: Any) -> str | None:
 
 
 @exercise(
-    "merger_input_width_3b",
-    """What is the input width of the merger MLP's first Linear in Qwen2.5-VL-3B (model.visual.merger.mlp[0])?
-    Read the sizes from data/configs/qwen2_5_vl_3b_instruct.config.json; think of what one row is after the
+    "merger_multiply_adds_7b",
+    """How many multiply-adds does the patch merger's MLP of Qwen2.5-VL-7B spend on one LLM token? Count the
+    products of its two Linear layers only (a multiply-add is one weight times one input, added to a sum), not
+    the biases, the GELU or the RMSNorm. Read the sizes from data/configs/qwen2_5_vl_7b_instruct.config.json
+    (vision_config: hidden_size, spatial_merge_size, out_hidden_size); think of what one row is after the
     merger's view.""",
 )
-def _merger_width(answer: Any) -> str | None:
+def _merger_multiply_adds(answer: Any) -> str | None:
+    from torch import nn
+
     from qwenlite.vision import PatchMerger
 
-    vision = _sizes("3b").vision_config
+    vision = _sizes("7b").vision_config
     with torch.device("meta"):
-        expected = PatchMerger(vision).mlp[0].in_features
-    value = _whole_number(answer, "features")
+        merger = PatchMerger(vision)
+    first, second = (m for m in merger.mlp if isinstance(m, nn.Linear))
+    expected = _merger_products("7b")
+    value = _whole_number(answer, "multiply-adds")
     if isinstance(value, int):
-        if value == vision.out_hidden_size:
-            return "that is the merger's output width (the text hidden size); the input comes from the tower."
-        if value == 4 * vision.out_hidden_size:
-            return "4 x the text hidden size: the four patches side by side carry the vision width, not the text's."
+        if value == sum(p.numel() for p in merger.parameters()):
+            return "that is the merger's parameter count: leave out the biases and the RMSNorm's gain."
+        if value == expected + first.out_features + second.out_features:
+            return "the biases are additions, not multiply-adds: count the weights' products only."
+        if value == vision.hidden_size * vision.out_hidden_size:
+            return "that maps one patch, not a token: the MLP's input is the 4 patches of a 2 x 2 group side by side."
+        if value == second.in_features * second.out_features:
+            return "that is the second Linear alone: the first one (4D -> 4D) runs before it."
+        if value == first.in_features * first.out_features:
+            return "that is the first Linear alone: add the second one, 4D -> the 7B's text hidden size."
+        if value == _merger_products("3b"):
+            return "that is the 3B's merger: the 7B's text hidden size is wider."
     return _count_hint(
         answer,
         expected,
-        "features",
-        {1 / 4: "one row of the MLP's input holds the 2 x 2 = 4 patches of one token side by side."},
-        "spatial_merge_size**2 patches side by side, each of the vision width.",
+        "multiply-adds",
+        {},
+        "two Linears: 4D -> 4D, then 4D -> out_hidden_size, with D the vision width; in x out products each.",
     )
+
+
+def _merger_products(model_size: str) -> int:
+    """Multiply-adds of a real model's merger MLP per token: in x out of each of its Linears."""
+    from torch import nn
+
+    from qwenlite.vision import PatchMerger
+
+    with torch.device("meta"):
+        merger = PatchMerger(_sizes(model_size).vision_config)
+    return sum(m.in_features * m.out_features for m in merger.mlp if isinstance(m, nn.Linear))

@@ -11,6 +11,9 @@ import torch
 from qwenlite.preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, smart_resize
 from qwenlite.video_io import Video
 
+# the frame drawn around sampled frames inside the marker's seconds: cyan, so the clip's red marker stays visible
+MARKER_FRAME_COLOUR = "#00d0ff"
+
 
 def _hwc(frame: torch.Tensor) -> np.ndarray:
     """(3, H, W) uint8 tensor -> (H, W, 3) array for imshow."""
@@ -43,10 +46,18 @@ def show_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, z
         axes[0, 0].set_ylabel("y (px)")
     ax = axes[0, -1]
     draw_patch_grid(ax, frame)
-    if zoom:
+    if zoom:  # the labels describe the crop, not the whole image
+        h, w = frame.shape[-2:]
         ax.set_xlim(0, zoom)
         ax.set_ylim(zoom, 0)
-        ax.set_title(f"top-left {zoom}x{zoom} px of the resized image\n(thin: 14 px patch, thick: 28 px = 1 token)")
+        shown = f"px shown = {zoom // PATCH_SIZE} patches = {zoom // FACTOR} tokens"
+        ax.set_xlabel(f"x (px): {zoom} of {w} {shown}")
+        ax.set_ylabel(f"y (px): {zoom} of {h} {shown}")
+        for line in ax.lines:  # a few lines across the crop: draw them thicker
+            line.set_linewidth(line.get_linewidth() * 2.5)
+        ax.set_title(
+            f"top-left {zoom}x{zoom} px of the {h}x{w} resized image\n(thin: 14 px patch, thick: 28 px = 1 token)"
+        )
     fig.tight_layout()
     return fig
 
@@ -67,12 +78,15 @@ def show_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int
         axes[k].set_title(f"temporal slot {k}: (3, 14, 14)")
         axes[k].set_xticks([0, 13])
         axes[k].set_yticks([0, 13])
+        axes[k].set_xlabel("x in the patch (px)")
+        axes[k].set_ylabel("y (px)")
     axes[2].bar(range(row.numel()), row.numpy(), width=1.0, color="tab:gray")
     for c, name in enumerate("RGB"):
         axes[2].axvspan(c * 392, (c + 1) * 392, color="rgb"[c], alpha=0.08)
         axes[2].text(c * 392 + 196, 1.01, name, ha="center", va="bottom", transform=axes[2].get_xaxis_transform())
     axes[2].set_title(f"row {index} of pixel_values: 1176 numbers", pad=16)
     axes[2].set_xlabel("position in the row (C, Tp, 14, 14 flattened)")
+    axes[2].set_ylabel("normalised value")
     fig.suptitle(f"patch {index}: grid row {row_pos}, column {col_pos} (t = {index // (h * w)})")
     fig.tight_layout()
     return fig
@@ -97,8 +111,8 @@ def show_video_patches(video: Video, patches: Patches, marker_seconds: tuple[flo
             marked = marker_seconds is not None and marker_seconds[0] <= stamps[i] < marker_seconds[1]
             if marked:
                 for side in ax.spines.values():
-                    side.set_edgecolor("red")
-                    side.set_linewidth(3)
+                    side.set_edgecolor(MARKER_FRAME_COLOUR)
+                    side.set_linewidth(4)
         axes[0, g].annotate(
             f"temporal patch {g}\n[{start:.2f}, {start + patches.second_per_grid_t:.2f}) s",
             xy=(0.5, 1.32),
@@ -107,13 +121,24 @@ def show_video_patches(video: Video, patches: Patches, marker_seconds: tuple[flo
             fontsize=10,
             weight="bold",
         )
-    fig.suptitle(
+    title = (
         f"{len(video.indices)} sampled frames at {video.sampled_fps:g} fps -> grid_t = {grid_t}, "
-        f"second_per_grid_t = {patches.second_per_grid_t:g} s",
-        y=1.02,
+        f"second_per_grid_t = {patches.second_per_grid_t:g} s"
     )
+    if marker_seconds is not None:
+        title += f"; cyan frame: inside [{marker_seconds[0]:g}, {marker_seconds[1]:g}) s"
+    fig.suptitle(title, y=1.02)
     fig.tight_layout()
     return fig
+
+
+def resize_view(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[float, float]:
+    """(height, width) in px that draw_resize shows: the input and the resized box, with a 5% margin.
+
+    The view follows the boxes' own shape, so a 300x4000 panorama fills a wide panel instead of a square one.
+    """
+    rh, rw = smart_resize(height, width, FACTOR, min_pixels, max_pixels)
+    return max(height, rh) * 1.05, max(width, rw) * 1.05
 
 
 def draw_resize(height: int, width: int, min_pixels: int, max_pixels: int, ax=None) -> str:
@@ -126,28 +151,36 @@ def draw_resize(height: int, width: int, min_pixels: int, max_pixels: int, ax=No
         ax.text(0.5, 0.5, textwrap.fill(str(err), 40), ha="center", va="center", color="red", transform=ax.transAxes)
         ax.set_axis_off()
         return str(err)
-    ax.add_patch(plt.Rectangle((0, 0), width, height, fill=False, ec="tab:blue", lw=2, ls="--", label="input"))
     ax.add_patch(
-        plt.Rectangle((0, 0), rw, rh, fill=True, fc="tab:orange", alpha=0.15, ec="tab:orange", lw=2, label="resized")
+        plt.Rectangle((0, 0), width, height, fill=False, ec="tab:blue", lw=2, ls="--", label=f"input {height}x{width}")
+    )
+    ax.add_patch(
+        plt.Rectangle(
+            (0, 0), rw, rh, fill=True, fc="tab:orange", alpha=0.15, ec="tab:orange", lw=2, label=f"resized {rh}x{rw}"
+        )
     )
     if rh // FACTOR * rw // FACTOR <= 2500:  # draw the token grid while it stays readable
         for x in range(0, rw + 1, FACTOR):
             ax.plot([x, x], [0, rh], color="tab:orange", lw=0.5)
         for y in range(0, rh + 1, FACTOR):
             ax.plot([0, rw], [y, y], color="tab:orange", lw=0.5)
-    side = max(height, width, rh, rw) * 1.05  # a square view, so shapes compare at a glance
-    ax.set_xlim(0, side)
-    ax.set_ylim(side, 0)
-    ax.set_aspect("equal")
+    view_h, view_w = resize_view(height, width, min_pixels, max_pixels)
+    ax.set_xlim(0, view_w)
+    ax.set_ylim(view_h, 0)
+    ax.set_aspect("equal")  # 1 px across = 1 px down: shapes compare at a glance
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=10, title="H x W (px)")
     grid = (1, rh // PATCH_SIZE, rw // PATCH_SIZE)
     summary = (
         f"{height}x{width} -> {rh}x{rw}  |  grid_thw {grid}  |  {grid[1] * grid[2]} patches  |  "
         f"{grid[1] * grid[2] // 4} LLM tokens"
     )
-    ax.set_title(summary, fontsize=9)
+    ax.set_title(
+        f"{height}x{width} -> {rh}x{rw} (H x W)\ngrid_thw {grid}: {grid[1] * grid[2]} patches, "
+        f"{grid[1] * grid[2] // 4} LLM tokens",
+        fontsize=11,
+    )
     return summary
 
 
@@ -158,7 +191,12 @@ def resize_explorer(height: int = 600, width: int = 512):
     from . import live
 
     def draw(height: int, width: int, min_tokens: int, max_tokens: int):
-        fig, ax = plt.subplots(figsize=(6, 5))
+        try:  # a figure shaped like the view: a panorama gets a wide, short one
+            view_h, view_w = resize_view(height, width, min_tokens * FACTOR**2, max_tokens * FACTOR**2)
+            panel = min(max(6.0 * view_h / view_w, 1.2), 5.0)
+        except ValueError:
+            panel = 3.0
+        fig, ax = plt.subplots(figsize=(8.5, panel + 1.5), layout="constrained")
         draw_resize(height, width, min_tokens * FACTOR**2, max_tokens * FACTOR**2, ax)
         return fig
 

@@ -65,20 +65,67 @@ PART_COLOURS = {
 }
 
 
-def journey_diagram(shapes: Mapping[str, str], title: str = "From file to text: one pass through Qwen2.5-VL") -> Figure:
-    """Boxes and arrows of the pipeline; `shapes[stage]` is the text under each box title (measured shapes)."""
+# notebooks that are not one box: the stages they walk through
+NOTEBOOK_STAGES = {
+    "00_tour": tuple(STAGES),
+    "08_video_end_to_end": tuple(STAGES),  # the whole pass again, for a video file
+    "09_training": ("decoder", "generate", "text"),  # the loss on the answer's logits, back through everything
+}
+
+
+def stages_of(notebook: str) -> tuple[str, ...]:
+    """The diagram's boxes that a notebook rebuilds (by the notebook names in STAGES, or NOTEBOOK_STAGES)."""
+    found = NOTEBOOK_STAGES.get(notebook) or tuple(s for s, (_, nb, _, _) in STAGES.items() if nb == notebook)
+    if not found:
+        known = sorted({nb for _, nb, _, _ in STAGES.values() if nb} | set(NOTEBOOK_STAGES))
+        raise ValueError(f"no stage of the diagram belongs to notebook {notebook!r}; known: {known}")
+    return found
+
+
+def journey_diagram(
+    shapes: Mapping[str, str] | None = None,
+    title: str = "From file to text: one pass through Qwen2.5-VL",
+    highlight: str | None = None,
+) -> Figure:
+    """Boxes and arrows of the pipeline; `shapes[stage]` is the text under each box title (measured shapes).
+
+    highlight: a notebook name ("03_vision_block"): its boxes get a thick purple edge, the others fade, so each
+    notebook opens with this same map and where it stands on it.
+    """
+    shapes = shapes or {}
+    lit = set(stages_of(highlight)) if highlight else set(STAGES)
     fig, ax = plt.subplots(figsize=(15, 6.4))
     w, h = 0.84, 0.62
     for stage, (label, notebook, (x, y), lane) in STAGES.items():
+        on = stage in lit
+        edge = ("#7b3294", 3.2) if highlight and on else ("0.3", 1.2)
         ax.add_patch(
             FancyBboxPatch(
-                (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", fc=LANE_COLOURS[lane], ec="0.3", lw=1.2
+                (x - w / 2, y - h / 2),
+                w,
+                h,
+                boxstyle="round,pad=0.02",
+                fc=LANE_COLOURS[lane],
+                ec=edge[0],
+                lw=edge[1],
+                alpha=1.0 if on else 0.3,
             )
         )
-        ax.text(x, y + 0.19, label, ha="center", va="center", fontsize=11.5, weight="bold")
+        ink = 1.0 if on else 0.35
+        ax.text(x, y + 0.19, label, ha="center", va="center", fontsize=11.5, weight="bold", alpha=ink)
         ax.text(x, y - 0.02, shapes.get(stage, ""), ha="center", va="center", fontsize=10, family="monospace")
         if notebook:
-            ax.text(x, y - 0.23, notebook, ha="center", va="center", fontsize=9.5, color="#7b3294", style="italic")
+            ax.text(
+                x,
+                y - 0.23,
+                notebook,
+                ha="center",
+                va="center",
+                fontsize=9.5,
+                color="#7b3294",
+                style="italic",
+                alpha=ink,
+            )
     for a, b, label in ARROWS:
         (xa, ya), (xb, yb) = STAGES[a][2], STAGES[b][2]
         start, end = _box_edge((xa, ya), (xb, yb), w, h), _box_edge((xb, yb), (xa, ya), w, h)
@@ -105,7 +152,7 @@ def journey_diagram(shapes: Mapping[str, str], title: str = "From file to text: 
     ax.set_ylim(-0.45, 2.45)
     ax.set_aspect("auto")
     ax.axis("off")
-    ax.set_title(title, fontsize=14)
+    ax.set_title(title if not highlight else f"{title}: {highlight} rebuilds the framed boxes", fontsize=14)
     fig.tight_layout()
     return fig
 

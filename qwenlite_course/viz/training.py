@@ -6,6 +6,7 @@ from the model's own `output_attentions` on `make_batch`'s rows, the evidence bo
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -56,7 +57,7 @@ def draw_examples(examples: Sequence[T.Example]) -> Figure:
 def draw_loss(logs: Mapping[str, Sequence[Mapping]], smooth: int = 10) -> Figure:
     """Training loss per task (a moving mean over `smooth` of its steps), one line per run and task."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    for (run, log), style in zip(logs.items(), ("-", ":", "--", "-."), strict=False):
+    for (run, log), style in zip(logs.items(), itertools.cycle(("-", ":", "--", "-."))):  # every run, styles repeat
         for task in T.TASKS:
             points = [(r["step"], r["loss"]) for r in log if r["task"] == task]
             if not points:
@@ -107,7 +108,9 @@ def draw_attention_before_after(
             share = float(heat[k].sum())
             ax.set_title(f"{name}" + (f", patch {k}: {share:.2f}" if t > 1 else ""), fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="share of the answer's attention to the picture")
-    fig.suptitle(f"layer {layer}: {T.QUESTIONS[example.task]} -> {example.answer} (evidence framed)", fontsize=9)
+    fig.suptitle(
+        f"layer {layer}: {T.QUESTIONS[example.task]} -> {example.answer} (evidence framed)", fontsize=9, y=1.05
+    )
     return fig
 
 

@@ -14,12 +14,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
+from matplotlib.ticker import MaxNLocator
 
 from qwenlite.config import VisionConfig
 from qwenlite.preprocessing import Patches
 from qwenlite.vision import VisionTransformer, segment_ids, vision_layout, vision_rotary_ids
 
 from .preprocessing import _hwc
+
+LABEL_BOX = {"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5}
 
 
 def _tiles_cmap(n: int) -> ListedColormap:
@@ -106,36 +109,99 @@ def show_temporal_kernel(weight: torch.Tensor, channel: int = 0):
 # ------------------------------------------------------------------ notebook 03: RoPE ids, windows, masks, attention
 
 
-def show_hw_ids(frame: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
-    """The h and w rotary ids of every patch drawn over the image, and the order the processor emits patches."""
+def show_hw_ids(
+    frame: torch.Tensor,
+    grid_hw: tuple[int, int],
+    vision_config: VisionConfig | None = None,
+    zoom: tuple[int, int] = (4, 8),
+):
+    """The h and w rotary ids of every patch over the image, and, zoomed on the top-left `zoom` = (rows, columns)
+    of patches, the order the processor emits them: each cell numbered with its row of pixel_values, 2x2 groups
+    (one merged token each) in one colour, an arrow from each patch to the next."""
     config = _geometry(vision_config)
     h, w = grid_hw
     patch_size, merge_size = config.patch_size, config.spatial_merge_size
     ids = vision_rotary_ids(_one_frame(grid_hw), merge_size)
-    order = to_grid(torch.arange(h * w), grid_hw, merge_size)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, grid, title in [
-        (axes[0], to_grid(ids[:, 0], grid_hw, merge_size), "h id (row) of each patch"),
-        (axes[1], to_grid(ids[:, 1], grid_hw, merge_size), "w id (column) of each patch"),
-        (axes[2], order, "position in pixel_values (2x2 groups first)"),
-    ]:
-        ax.imshow(_hwc(frame), extent=(0, w * patch_size, h * patch_size, 0))
-        im = ax.imshow(grid.numpy(), cmap="viridis", alpha=0.6, extent=(0, w * patch_size, h * patch_size, 0))
-        fig.colorbar(im, ax=ax, shrink=0.75)
-        ax.set_title(title, fontsize=10)
+    order = to_grid(torch.arange(h * w), grid_hw, merge_size)  # (h, w): row of pixel_values of each patch
+    zh, zw = min(zoom[0], h), min(zoom[1], w)
+    ext = (0, w * patch_size, h * patch_size, 0)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1, 1, 1.5]})
+    for ax, values, name in [(axes[0], ids[:, 0], "h"), (axes[1], ids[:, 1], "w")]:
+        ax.imshow(_hwc(frame), extent=ext)
+        im = ax.imshow(to_grid(values, grid_hw, merge_size).numpy(), cmap="viridis", alpha=0.65, extent=ext)
+        fig.colorbar(im, ax=ax, shrink=0.75, label=f"{name} id (patches)")
+        across = "row: grows downwards" if name == "h" else "column: grows to the right"
+        ax.set_title(f"{name} id of each patch ({across})", fontsize=10)
+        ax.add_patch(plt.Rectangle((0, 0), zw * patch_size, zh * patch_size, fill=False, color="red", lw=1.5, ls="--"))
         ax.set_xlabel("x (px)")
-    for i in range(min(h, 4)):
-        for j in range(min(w, 4)):
-            axes[2].text(
-                (j + 0.5) * patch_size,
-                (i + 0.5) * patch_size,
-                int(order[i, j]),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white",
+        ax.set_ylabel("y (px)")
+    ax = axes[2]  # the zoom: a numbered grid, no photo, so every number is legible
+    cmap = plt.get_cmap("tab10")
+    group = (torch.arange(zh)[:, None] // merge_size) * -(-w // merge_size) + torch.arange(zw)[None] // merge_size
+    for i in range(zh):
+        for j in range(zw):
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, color=cmap(int(group[i, j]) % 10), alpha=0.4, lw=0))
+            ax.text(j + 0.5, i + 0.32, int(order[i, j]), ha="center", va="center", fontsize=11, weight="bold")
+            ax.text(j + 0.5, i + 0.8, f"({i},{j})", ha="center", va="center", fontsize=7.5, color="0.25")
+    shown = sorted((int(order[i, j]), i, j) for i in range(zh) for j in range(zw))
+    for (r0, i0, j0), (r1, i1, j1) in zip(shown, shown[1:], strict=False):
+        if r1 == r0 + 1:  # consecutive rows of pixel_values, both inside the zoom
+            ax.annotate(
+                "",
+                xy=(j1 + 0.5, i1 + 0.55),
+                xytext=(j0 + 0.5, i0 + 0.55),
+                arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 1.0, "shrinkA": 9, "shrinkB": 9},
             )
+    for k in range(0, zw + 1, merge_size):
+        ax.axvline(k, color="black", lw=1.5)
+    for k in range(0, zh + 1, merge_size):
+        ax.axhline(k, color="black", lw=1.5)
+    ax.set_xlim(0, zw)
+    ax.set_ylim(zh, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks(np.arange(zw) + 0.5, range(zw))
+    ax.set_yticks(np.arange(zh) + 0.5, range(zh))
+    ax.set_xlabel("w (patches)")
+    ax.set_ylabel("h (patches)")
+    ax.set_title(
+        f"zoom on the red {zh}x{zw} patches: row of pixel_values, (h, w);\n"
+        f"each {merge_size}x{merge_size} group (one merged token) is consecutive",
+        fontsize=10,
+    )
     fig.tight_layout()
+    return fig
+
+
+def show_rotary_pairs(rotary, steps: int = 16):
+    """cos(theta) of every rotary pair as a patch walks down a column (h = 0..steps-1, w = 0) and along a row
+    (h = 0, w = 0..steps-1): the first half of the pairs turns with h only, the second half with w only.
+
+    rotary: the tower's rotary module (`tower.rotary_pos_emb`), (n, 2) long (h, w) ids -> cos, sin of (n, Dh).
+    """
+    walk = torch.arange(steps)
+    zeros = torch.zeros_like(walk)
+    walks = {"down a column: h = 0..{}, w = 0": (walk, zeros), "along a row: h = 0, w = 0..{}": (zeros, walk)}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True, layout="constrained")
+    for ax, (title, (hh, ww)) in zip(axes, walks.items(), strict=True):
+        cos, _ = rotary(torch.stack([hh, ww], -1))
+        pairs = cos.shape[-1] // 2
+        im = ax.imshow(
+            cos[:, :pairs].detach().float().cpu().numpy().T,
+            cmap="RdBu_r",
+            vmin=-1,
+            vmax=1,
+            aspect="auto",
+            interpolation="nearest",
+            origin="lower",
+        )
+        ax.axhline(pairs / 2 - 0.5, color="black", lw=1.2, ls="--")
+        ax.set_title(title.format(steps - 1), fontsize=10)
+        ax.set_xlabel("step along the walk (patches)")
+        for y, label in [(pairs / 4 - 0.5, "h pairs"), (3 * pairs / 4 - 0.5, "w pairs")]:
+            ax.text(steps - 0.8, y, label, ha="right", va="center", fontsize=10, weight="bold", bbox=LABEL_BOX)
+    axes[0].set_ylabel(f"rotary pair j (0..{pairs - 1})")
+    fig.colorbar(im, ax=axes, shrink=0.9, label=r"$\cos\theta_j$")
+    fig.suptitle("which pairs turn: pairs below the dashed line rotate with h, pairs above it with w", fontsize=11)
     return fig
 
 
@@ -283,6 +349,69 @@ def show_attention(
     return fig
 
 
+def show_attention_maps(
+    frame: torch.Tensor,
+    maps: dict[int, torch.Tensor],
+    grid_thw: torch.Tensor,
+    head: int,
+    patch: tuple[int, int],
+    vision_config: VisionConfig | None = None,
+):
+    """One query patch's attention in several blocks, side by side on ONE shared logarithmic colour scale.
+
+    maps: block index -> that block's (H, N, N) probabilities (`attention_probs`). A windowed block spreads the
+    query's weight over at most 64 patches, a full-attention block over the whole frame, so their weights differ by
+    about the ratio of those counts; a shared log scale keeps both readable and comparable. Each panel's title gives
+    how many patches the query sees, the uniform weight 1 / that count, and its largest weight.
+    """
+    from matplotlib.colors import LogNorm
+
+    config = _geometry(vision_config)
+    patch_size = config.patch_size
+    h, w = (int(v) for v in grid_thw[0, 1:])
+    ext = (0, w * patch_size, h * patch_size, 0)
+    amaps = {layer: attention_of_patch(p, grid_thw, head, patch, config).float() for layer, p in maps.items()}
+    seen = [a[a > 0] for a in amaps.values()]
+    top = max(float(s.max()) for s in seen)
+    low = max(min(float(s.min()) for s in seen), top * 1e-3)  # at most 3 decades: fainter weights read as the floor
+    norm = LogNorm(vmin=low, vmax=top)
+    fig, axes = plt.subplots(
+        1, len(amaps) + 1, figsize=(4.4 * (len(amaps) + 1) + 1, 4.4 * h / w + 0.9), layout="constrained"
+    )
+    axes[0].imshow(_hwc(frame), extent=ext)
+    axes[0].add_patch(
+        plt.Rectangle(
+            (patch[1] * patch_size, patch[0] * patch_size), patch_size, patch_size, fill=False, color="cyan", lw=2
+        )
+    )
+    axes[0].set_title(f"query patch (h={patch[0]}, w={patch[1]}), head {head}", fontsize=10)
+    full = set(config.fullatt_block_indexes)
+    for ax, (layer, amap) in zip(axes[1:], amaps.items(), strict=True):
+        visible = int((amap > 0).sum())
+        ax.imshow(_hwc(frame), extent=ext, alpha=0.35)
+        shown = np.ma.masked_equal(amap.clamp(min=low).numpy() * (amap > 0).numpy(), 0)  # outside the segment: none
+        im = ax.imshow(shown, cmap="magma", norm=norm, alpha=0.85, extent=ext, interpolation="nearest")
+        ax.add_patch(
+            plt.Rectangle(
+                (patch[1] * patch_size, patch[0] * patch_size), patch_size, patch_size, fill=False, color="cyan", lw=1.5
+            )
+        )
+        kind = "full attention" if layer in full else "windowed"
+        ax.set_title(
+            f"block {layer} ({kind}): sees {visible} patches\nuniform 1/{visible} = {1 / visible:.1e}, "
+            f"max {float(amap.max()):.1e}",
+            fontsize=10,
+        )
+    for ax in axes:
+        ax.set_xlabel("x (px)")
+    axes[0].set_ylabel("y (px)")
+    bar = fig.colorbar(im, ax=list(axes[1:]), shrink=0.9)
+    bar.set_label("attention weight (one log scale for all panels)")
+    for amap in amaps.values():  # the uniform level of each panel, marked on the shared bar
+        bar.ax.axhline(1 / int((amap > 0).sum()), color="cyan", lw=1.5)
+    return fig
+
+
 def attention_explorer(
     tower: VisionTransformer,
     pixel_values: torch.Tensor,
@@ -350,70 +479,115 @@ def show_merge_groups(
 
 
 def show_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
-    """Merged tokens numbered in processor order and in window order, and the restoring permutation."""
+    """Merged tokens in prompt (raster) order, the path the tower walks them in (window order), and window_index
+    written out one window per row: tower position j holds token window_index[j]; argsort undoes it."""
     config = _geometry(vision_config)
     merge = config.spatial_merge_size
     layout = vision_layout(_one_frame(grid_hw), config)
     window_index = layout.window_index
     gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
-    position_in_tower = layout.restore  # argsort(window_index): the slot each merged token went to
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})
-    for ax, values, title in [
-        (axes[0], torch.arange(gh * gw).view(gh, gw), "token index in the LLM prompt (raster)"),
-        (axes[1], position_in_tower.view(gh, gw), "its position inside the tower (window order)"),
+    windows = window_ids(grid_hw, config)[::merge, ::merge]  # (gh, gw): the window of each merged token
+    n = int(windows.max()) + 1
+    cmap = _tiles_cmap(n)
+    lengths = (layout.cu_windows[1:] - layout.cu_windows[:-1]) // merge**2  # merged tokens per window
+    widest = int(lengths.max())
+    fig, axes = plt.subplots(
+        1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [gw, gw, widest * gh / max(n, 1) * 0.9]}
+    )
+    position = layout.restore.view(gh, gw)  # tower position of each token
+    for ax, title in [
+        (axes[0], "prompt order: token i (raster, row by row)"),
+        (axes[1], "tower order: position j, arrows walk j = 0, 1, 2, ..."),
     ]:
-        ax.imshow(
-            window_ids(grid_hw, config)[::merge, ::merge].numpy(),
-            cmap="tab20",
-            alpha=0.5,
-            interpolation="nearest",
-        )
-        for i in range(gh):
-            for j in range(gw):
-                ax.text(j, i, int(values[i, j]), ha="center", va="center", fontsize=6 if gw > 12 else 8)
+        ax.imshow(windows.numpy(), cmap=cmap, vmin=-0.5, vmax=n - 0.5, alpha=0.55, interpolation="nearest")
+        ax.set_xticks(range(gw))
+        ax.set_yticks(range(gh))
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("merged w")
-        ax.set_ylabel("merged h")
-    axes[2].plot(window_index.numpy(), ".", ms=3, label="window_index[j]: which token sits at tower position j")
-    axes[2].plot(layout.restore.numpy(), ".", ms=3, label="argsort: where token i went")
-    axes[2].set_xlabel("j (tower position) or i (token)")
-    axes[2].legend(fontsize=8, loc="upper left")
-    axes[2].set_title("the permutation and its inverse", fontsize=10)
-    fig.tight_layout()
+        ax.set_xlabel("merged w (tokens)")
+        ax.set_ylabel("merged h (tokens)")
+    for i in range(gh):
+        for j in range(gw):
+            axes[0].text(j, i, int(i * gw + j), ha="center", va="center", fontsize=8)
+            axes[1].text(j, i, int(position[i, j]), ha="center", va="center", fontsize=8, weight="bold")
+    cells = [(int(t) // gw, int(t) % gw) for t in window_index]  # (row, col) of the token at each tower position
+    for (i0, j0), (i1, j1) in zip(cells, cells[1:], strict=False):
+        jump = windows[i0, j0] != windows[i1, j1]
+        axes[1].annotate(
+            "",
+            xy=(j1, i1),
+            xytext=(j0, i0),
+            arrowprops={
+                "arrowstyle": "->",
+                "color": "tab:red" if jump else "0.3",
+                "lw": 1.0,
+                "ls": "--" if jump else "-",
+                "shrinkA": 6,
+                "shrinkB": 6,
+                "alpha": 0.8,
+            },
+        )
+    ax = axes[2]
+    for k in range(n):
+        start = int(layout.cu_windows[k]) // merge**2
+        for m in range(int(lengths[k])):
+            ax.add_patch(plt.Rectangle((m, k), 1, 1, color=cmap(k), alpha=0.55, lw=0.5, ec="white"))
+            ax.text(m + 0.5, k + 0.5, int(window_index[start + m]), ha="center", va="center", fontsize=7.5)
+        ax.text(-0.3, k + 0.5, f"j = {start}", ha="right", va="center", fontsize=8)
+    ax.set_xlim(-2.6, widest)
+    ax.set_ylim(n, 0)
+    ax.axis("off")
+    ax.set_title("window_index, one window per row:\ntoken i at each tower position j", fontsize=10)
+    fig.text(
+        0.5,
+        0.01,
+        "tokens move window by window (red dashed arrows: next window); restore = argsort(window_index) "
+        "puts every token back at its prompt position i",
+        ha="center",
+        fontsize=9.5,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
 def show_features(
-    frame: torch.Tensor, features: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None
+    frame: torch.Tensor,
+    features: torch.Tensor,
+    grid_hw: tuple[int, int],
+    vision_config: VisionConfig | None = None,
+    token: tuple[int, int] | None = None,
 ):
-    """The LLM-width features of one image: as a (tokens x dims) heat map and their norm per token over the image."""
+    """What the language model receives for one image, one vector per 28x28-px token: the image cut into those
+    tokens, the features' top-3 principal directions as RGB (similar vectors, similar colours), and the cosine
+    similarity of every token to one query token (default: the centre of the image)."""
     merge = _geometry(vision_config).spatial_merge_size
+    cell = _geometry(vision_config).patch_size * merge
     gh, gw = grid_hw[0] // merge, grid_hw[1] // merge
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    lim = float(features.float().abs().quantile(0.99))
-    im = axes[0].imshow(
-        features.T.detach().float().cpu().numpy(),
-        aspect="auto",
-        cmap="RdBu_r",
-        vmin=-lim,
-        vmax=lim,
-        interpolation="nearest",
-    )
-    fig.colorbar(im, ax=axes[0])
-    axes[0].set_xlabel("token (prompt order)")
-    axes[0].set_ylabel("feature dim")
-    axes[0].set_title(f"features {tuple(features.shape)}: one column per <|image_pad|>", fontsize=10)
-    axes[1].imshow(_hwc(frame), extent=(0, gw, gh, 0))
-    im = axes[1].imshow(
-        features.norm(dim=-1).view(gh, gw).detach().float().cpu().numpy(),
-        alpha=0.65,
-        extent=(0, gw, gh, 0),
-        interpolation="nearest",
-    )
-    fig.colorbar(im, ax=axes[1], label="|feature|")
-    axes[1].set_title("feature norm of each 28x28-px token", fontsize=10)
-    axes[1].set_xlabel("merged w")
-    axes[1].set_ylabel("merged h")
+    token = token if token is not None else (gh // 2, gw // 2)
+    f = features.detach().float().cpu()
+    centred = f - f.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    rgb = centred @ v[:3].T
+    rgb = ((rgb - rgb.min(0).values) / (rgb.max(0).values - rgb.min(0).values)).view(gh, gw, 3)
+    unit = torch.nn.functional.normalize(f, dim=-1)
+    cosine = (unit @ unit[token[0] * gw + token[1]]).view(gh, gw)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6 * gh / gw + 0.6))
+    axes[0].imshow(_hwc(frame), extent=(0, gw, gh, 0))
+    for k in range(gw + 1):
+        axes[0].axvline(k, color="white", lw=0.4)
+    for k in range(gh + 1):
+        axes[0].axhline(k, color="white", lw=0.4)
+    axes[0].set_title(f"{gh} x {gw} = {gh * gw} tokens of {cell}x{cell} px", fontsize=10)
+    axes[1].imshow(rgb.numpy(), extent=(0, gw, gh, 0), interpolation="nearest")
+    axes[1].set_title(f"{f.shape[1]}-dim features, top-3 PCA as RGB", fontsize=10)
+    im = axes[2].imshow(cosine.numpy(), extent=(0, gw, gh, 0), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=axes[2], shrink=0.8, label="cosine similarity")
+    axes[2].set_title(f"similarity to token (h={token[0]}, w={token[1]}), boxed", fontsize=10)
+    for ax in axes:
+        ax.add_patch(plt.Rectangle((token[1], token[0]), 1, 1, fill=False, color="lime", lw=2))
+        ax.set_xlabel("merged w (tokens)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("merged h (tokens)")
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,212 @@
+"""qwenlite_course.viz.preprocessing: the patch grid, one patch, a video's temporal patches and the resize explorer
+draw what qwenlite.preprocessing computes: patch positions are read back through `unpatchify`, sizes are checked
+against transformers' smart_resize."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+from qwenlite.image_io import load_image
+from qwenlite.preprocessing import FACTOR, preprocess_image, preprocess_video, unpatchify
+from qwenlite.video_io import Video
+from qwenlite_course.viz import preprocessing as vp
+
+
+@pytest.fixture(scope="module")
+def small_video() -> tuple[Video, object]:
+    """5 flat frames (frame k filled with 40 k + 20), sampled at 2 fps: padded to 6 frames, grid (3, 4, 6)."""
+    frames = (torch.arange(5) * 40 + 20).to(torch.uint8).view(5, 1, 1, 1).expand(5, 3, 56, 84).clone()
+    video = Video(frames, [0, 3, 6, 9, 12], video_fps=6.0, total_frames=15, source="flat frames")
+    return video, preprocess_video(video, min_pixels=56 * 56, max_pixels=56 * 84)
+
+
+def patch_place(pixel_values: torch.Tensor, grid_thw, index: int) -> tuple[int, int, int]:
+    """(frame group, grid row, grid column) of row `index`, found by unpatchify: mark the row, see where it lands."""
+    marked = torch.zeros_like(pixel_values)
+    marked[index] = 1
+    frames = unpatchify(marked, grid_thw)  # (T, C, H, W)
+    t, _, y, x = (int(i.min()) for i in frames.nonzero(as_tuple=True))
+    return t // 2, y // 14, x // 14
+
+
+def titled_place(fig) -> tuple[int, int, int]:
+    """(t, row, column) as show_patch's title states them."""
+    row, col, t = re.fullmatch(r"patch \d+: grid row (\d+), column (\d+) \(t = (\d+)\)", fig.get_suptitle()).groups()
+    return int(t), int(row), int(col)
+
+
+@pytest.mark.parametrize("index", [2, 111])  # each figure draws 1176 bars: ~0.7 s
+def test_patch_title_and_pixels_are_where_unpatchify_puts_the_row(photo, index):
+    """show_patch's "grid row r, column c" is where unpatchify puts that row of pixel_values, its two 14x14
+    pictures are that crop of the resized photo (de-normalised) and its bars are the row's 1176 numbers."""
+    patches = preprocess_image(photo, max_pixels=224 * 224)
+    row = patches.pixel_values[index]
+    fig = vp.show_patch(row, index, patches.grid_thw)
+    try:
+        t, r, c = titled_place(fig)
+        assert (t, r, c) == patch_place(patches.pixel_values, patches.grid_thw, index)
+        crop = patches.frames[0, :, 14 * r : 14 * r + 14, 14 * c : 14 * c + 14].permute(1, 2, 0).int().numpy()
+        for ax in fig.axes[:2]:
+            drawn = np.asarray(ax.images[0].get_array()).astype(int)
+            assert np.abs(drawn - crop).max() <= 1  # normalise and back: at most one grey level of rounding
+        heights = [bar.get_height() for bar in fig.axes[2].containers[0]]
+        assert np.allclose(heights, row.numpy())
+    finally:
+        plt.close(fig)
+
+
+def test_patch_title_follows_the_video_frame_groups(small_video):
+    """A video's row in its second frame group: the title says t = 1 and the place unpatchify gives (row 2,
+    column 1: the second patch of the frame's fourth 2x2 block, the first of the second block row)."""
+    video, patches = small_video
+    _, h, w = patches.grid_thw.tolist()
+    index = h * w + 13
+    fig = vp.show_patch(patches.pixel_values[index], index, patches.grid_thw)
+    assert titled_place(fig) == patch_place(patches.pixel_values, patches.grid_thw, index) == (1, 2, 1)
+    plt.close(fig)
+
+
+def test_patch_title_check_fails_on_raster_order(photo):
+    """Mutation: a figure that numbered patches row by row (merge 1, no 2x2 blocks) names the wrong place."""
+    patches = preprocess_image(photo, max_pixels=224 * 224)
+    fig = vp.show_patch(patches.pixel_values[2], 2, patches.grid_thw, merge=1)
+    assert titled_place(fig) != patch_place(patches.pixel_values, patches.grid_thw, 2)
+    plt.close(fig)
+
+
+def test_patch_grid_is_the_resized_image_and_its_token_count(photo):
+    """show_patch_grid draws preprocess_image's resized frame; thick lines every 28 px, thin every 14 px; the
+    title's token count is the number of merged tokens the processor makes of it."""
+    patches = preprocess_image(photo, max_pixels=224 * 224)
+    frame = patches.frames[0]
+    _, gh, gw = patches.grid_thw.tolist()
+    original = load_image(photo)
+    fig = vp.show_patch_grid(frame, original)
+    try:
+        assert np.array_equal(np.asarray(fig.axes[0].images[0].get_array()), original.permute(1, 2, 0).numpy())
+        ax = fig.axes[1]
+        assert np.array_equal(np.asarray(ax.images[0].get_array()), frame.permute(1, 2, 0).numpy())
+        title = re.fullmatch(r"(\d+)x(\d+): (\d+)x(\d+) patches -> (\d+) tokens", ax.get_title())
+        assert [int(g) for g in title.groups()] == [14 * gh, 14 * gw, gh, gw, patches.num_tokens()]
+        upright = [line for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[1]]  # the axvlines
+        thick = [line.get_xdata()[0] for line in upright if line.get_linewidth() == 1.2]
+        thin = [line.get_xdata()[0] for line in upright if line.get_linewidth() == 0.3]
+        assert thick == list(range(0, 14 * gw + 1, 28)) and thin == list(range(14, 14 * gw, 28))
+    finally:
+        plt.close(fig)
+
+
+def test_video_columns_are_the_temporal_patches(small_video):
+    """Each column is one temporal patch: its two frames are preprocess_video's frames 2g and 2g + 1, each titled
+    with the source frame it shows (a flat frame's grey level names it; the padded sixth repeats the fifth),
+    inside the seconds its header announces; frames in the marked seconds, and only those, get a coloured frame."""
+    video, patches = small_video
+    fig = vp.show_video_patches(video, patches, marker_seconds=(1.0, 2.0))
+    plain = matplotlib.colors.to_rgba(matplotlib.rcParams["axes.edgecolor"])  # an unmarked frame's edge
+    try:
+        grid_t = int(patches.grid_thw[0])
+        axes = np.array(fig.axes).reshape(2, grid_t)
+        assert f"grid_t = {grid_t}, second_per_grid_t = 1 s" in fig.get_suptitle()
+        for g in range(grid_t):
+            header = axes[0, g].texts[0].get_text()
+            start, end = (float(s) for s in re.search(r"\[([\d.]+), ([\d.]+)\) s", header).groups())
+            assert (start, end) == (g * patches.second_per_grid_t, (g + 1) * patches.second_per_grid_t)
+            for k in range(2):
+                ax = axes[k, g]
+                drawn = np.asarray(ax.images[0].get_array())
+                assert np.array_equal(drawn, patches.frames[2 * g + k].permute(1, 2, 0).numpy())
+                number, stamp = re.fullmatch(r"frame (\d+), t=([\d.]+)s", ax.get_title()).groups()
+                source = (int(drawn[0, 0, 0]) - 20) // 40  # which of the 5 flat frames this is
+                assert int(number) == video.indices[source] and float(stamp) == pytest.approx(
+                    video.timestamps[source], abs=1e-3
+                )
+                assert start <= float(stamp) < end
+                framed = ax.spines["top"].get_edgecolor() != plain
+                assert framed == (1.0 <= float(stamp) < 2.0)
+    finally:
+        plt.close(fig)
+
+
+RESIZE_CASES = [
+    (600, 512, 3136, 12845056),
+    (10, 10, 3136, 12845056),
+    (300, 4000, 3136, 256 * 784),
+    (999, 57, 0.5, 9e5),
+    (3000, 3000, 3136, 12845056),  # 11449 tokens: too many to draw the grid
+]
+
+
+@pytest.mark.parametrize("case", RESIZE_CASES, ids=str)
+def test_resize_picture_is_transformers_smart_resize(case):
+    """The explorer's orange box, token grid and summary are transformers' smart_resize of the input size."""
+    height, width, low, high = case
+    rh, rw = hf_smart_resize(height, width, FACTOR, low, high)
+    fig, ax = plt.subplots()
+    summary = vp.draw_resize(height, width, low, high, ax)
+    try:
+        assert summary == (
+            f"{height}x{width} -> {rh}x{rw}  |  grid_thw (1, {rh // 14}, {rw // 14})  |  "
+            f"{rh * rw // 196} patches  |  {rh * rw // 784} LLM tokens"
+        )
+        given, resized = ax.patches[:2]
+        assert (given.get_width(), given.get_height()) == (width, height)
+        assert (resized.get_width(), resized.get_height()) == (rw, rh)
+        tokens = rh * rw // 784
+        assert len(ax.lines) == (rh // 28 + rw // 28 + 2 if tokens <= 2500 else 0)  # one line per token edge
+    finally:
+        plt.close(fig)
+
+
+def test_resize_check_fails_on_an_off_by_one_token_size(monkeypatch):
+    """Mutation: a picture whose resize is one token taller than the model's no longer matches transformers."""
+    real = vp.smart_resize
+    monkeypatch.setattr(vp, "smart_resize", lambda h, w, *a: (real(h, w, *a)[0] + FACTOR, real(h, w, *a)[1]))
+    fig, ax = plt.subplots()
+    summary = vp.draw_resize(600, 512, 3136, 12845056, ax)
+    plt.close(fig)
+    rh, rw = hf_smart_resize(600, 512, FACTOR, 3136, 12845056)
+    assert not summary.startswith(f"600x512 -> {rh}x{rw} ")
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "low", "high"), [(1, 400, 3136, 12845056), (600, 512, 5000, 4000)], ids=["ratio", "limits"]
+)
+def test_resize_picture_shows_the_models_refusal(height, width, low, high):
+    """Sizes smart_resize refuses are not drawn: the picture shows (and returns) the model's own message."""
+    with pytest.raises(ValueError) as refused:
+        vp.smart_resize(height, width, FACTOR, low, high)
+    fig, ax = plt.subplots()
+    shown = vp.draw_resize(height, width, low, high, ax)
+    try:
+        assert shown == str(refused.value) and "smart_resize" in shown
+        assert not ax.patches and ax.texts[0].get_color() == "red"
+        assert ax.texts[0].get_text().replace("\n", " ") == shown
+    finally:
+        plt.close(fig)
+
+
+def test_resize_explorer_turns_tokens_into_pixels(monkeypatch):
+    """The explorer's token sliders reach draw_resize as pixels (tokens x 28 x 28), once at start and on change."""
+    calls = []
+    real = vp.draw_resize
+
+    def recording(*args, **kwargs):
+        calls.append(args[:4])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vp, "draw_resize", recording)
+    box = vp.resize_explorer(300, 400)
+    assert calls == [(300, 400, 4 * 784, 1280 * 784)] and len(box.children[1].outputs) == 1
+    height, width, min_tokens, max_tokens = box.children[0].children
+    max_tokens.value = 10
+    assert calls[-1] == (300, 400, 4 * 784, 10 * 784) and len(box.children[1].outputs) == 1
