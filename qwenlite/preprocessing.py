@@ -294,6 +294,26 @@ def video_max_pixels(
     return max(min(max_pixels, total_pixels / num_frames * temporal_patch_size), int(min_pixels * 1.05))
 
 
+def video_frame_size(
+    height: int,
+    width: int,
+    num_frames: int,
+    config: PreprocessorConfig | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    total_pixels: float = VIDEO_TOTAL_PIXELS,
+) -> tuple[int, int]:
+    """(H, W) every sampled frame of an H x W video is resized to: qwen-vl-utils' per-frame share of the whole
+    video's budget (video_max_pixels, over the frame count padded to a multiple of temporal_patch_size), then
+    smart_resize. min_pixels defaults to VIDEO_MIN_PIXELS, max_pixels to VIDEO_MAX_PIXELS."""
+    config = config or PreprocessorConfig()
+    tp = config.temporal_patch_size
+    low = VIDEO_MIN_PIXELS if min_pixels is None else min_pixels
+    high = VIDEO_MAX_PIXELS if max_pixels is None else max_pixels
+    cap = min(high, video_max_pixels(num_frames + -num_frames % tp, low, VIDEO_MAX_PIXELS, total_pixels, tp))
+    return smart_resize(height, width, config.factor, low, cap)
+
+
 def preprocess_video(
     video: Video,
     config: PreprocessorConfig | None = None,
@@ -320,8 +340,6 @@ def preprocess_video(
         raise ValueError(f"preprocess_video: total_pixels must be a finite number of pixels > 0, got {total_pixels!r}")
     if pad := -frames.shape[0] % tp:  # 1) odd count: repeat the last frame
         frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
-    low = VIDEO_MIN_PIXELS if min_pixels is None else min_pixels
-    high = VIDEO_MAX_PIXELS if max_pixels is None else max_pixels
     height, width = frames.shape[2], frames.shape[3]
     if video.frame_list:  # 2a) qwen-vl-utils 0.0.14: fetch_image(frame, image_patch_size=28) on each frame first
         list_factor = 2 * config.factor
@@ -332,8 +350,7 @@ def preprocess_video(
             4 * list_factor**2 if min_pixels is None else min_pixels,
             16384 * list_factor**2 if max_pixels is None else max_pixels,
         )
-    cap = min(high, video_max_pixels(frames.shape[0], low, VIDEO_MAX_PIXELS, total_pixels, tp))
-    height, width = smart_resize(height, width, config.factor, low, cap)  # 2) size
+    height, width = video_frame_size(height, width, frames.shape[0], config, min_pixels, max_pixels, total_pixels)  # 2)
     resized = resize(frames, height, width)  # 3) (T, 3, h, w) uint8
     pixel_values, grid = patchify(normalize(resized, config), config.patch_size, config.merge_size, tp)  # 4)
     return Patches(pixel_values, torch.tensor(grid), resized, second_per_grid_t=tp / video.sampled_fps)

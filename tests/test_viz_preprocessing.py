@@ -210,3 +210,22 @@ def test_resize_explorer_turns_tokens_into_pixels(monkeypatch):
     height, width, min_tokens, max_tokens = box.children[0].children
     max_tokens.value = 10
     assert calls[-1] == (300, 400, 4 * 784, 10 * 784) and len(box.children[1].outputs) == 1
+
+
+def test_cost_table_prints_the_costs_of_the_input_it_is_given():
+    from helpers import DATA
+
+    from qwenlite import QwenLiteConfig
+    from qwenlite_course.costs import memory, video_cost
+    from qwenlite_course.viz.preprocessing import cost_rows, draw_cost
+
+    configs = {"3B": QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_3b_instruct.config.json")}
+    cost = video_cost(1080, 1920, seconds=600)
+    rows = dict(cost_rows(cost, configs))
+    assert rows["LLM tokens for it"] == f"{cost.tokens:,}" and rows["patches (tower rows)"] == f"{cost.patches:,}"
+    assert rows["resized (H x W)"].startswith(f"{cost.height} x {cost.width} px, {cost.frames} frames")
+    assert rows["3B: KV cache (+128 new)"] == f"{memory(cost, configs['3B'])['kv_cache'] / 2**20:,.0f} MiB"
+    fig = draw_cost(cost, configs)
+    cells = {cell.get_text().get_text() for cell in fig.axes[0].tables[0].get_celld().values()}
+    assert {text for row in rows.items() for text in row} <= cells
+    plt.close(fig)

@@ -207,3 +207,68 @@ def resize_explorer(height: int = 600, width: int = 512):
         min_tokens=widgets.IntSlider(value=4, min=1, max=1024, description="min tokens"),
         max_tokens=widgets.IntSlider(value=1280, min=1, max=16384, description="max tokens"),
     )
+
+
+def cost_rows(cost, configs: dict, dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, str]]:
+    """(what, how much) lines for one input's `costs.Cost`: sizes and counts, then memory for each named model."""
+    from ..costs import memory
+
+    t, h, w = cost.grid_thw
+    rows = [
+        (
+            "resized (H x W)",
+            f"{cost.height} x {cost.width} px" + (f", {cost.frames} frames" if cost.kind == "video" else ""),
+        ),
+        ("grid (t, h, w)", f"({t}, {h}, {w}) patches of 14 px"),
+        ("patches (tower rows)", f"{cost.patches:,}"),
+        ("windows (112 px)", f"{cost.windows:,}"),
+        ("attention pairs / head / block", f"{cost.window_pairs:,} windowed, {cost.full_pairs:,} full"),
+        ("LLM tokens for it", f"{cost.tokens:,}"),
+    ]
+    for name, config in configs.items():
+        m = memory(cost, config, dtype)
+        rows.append((f"{name}: KV cache (+128 new)", f"{m['kv_cache'] / 2**20:,.0f} MiB"))
+        rows.append((f"{name}: at least, beside weights", f"{m['peak_floor'] / 2**20:,.0f} MiB"))
+    rows.append(("eager full-attention scores", f"{m['eager_scores'] / 2**30:,.1f} GiB a block (SDPA: none)"))
+    return rows
+
+
+def draw_cost(cost, configs: dict, dtype: torch.dtype = torch.bfloat16, ax=None):
+    """The rows of cost_rows as a table, one per line, readable on a projector."""
+    rows = cost_rows(cost, configs, dtype)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 0.42 * len(rows) + 0.8))
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=("", f"{cost.kind}, {str(dtype).replace('torch.', '')}"), loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(11)
+    table.scale(1, 1.5)
+    for (row, col), cell in table.get_celld().items():
+        cell.set_edgecolor("0.85")
+        cell.set_text_props(ha="left" if col == 0 else "right", weight="bold" if row == 0 else "normal")
+    return ax.figure
+
+
+def cost_explorer(configs: dict, height: int = 1080, width: int = 1920):
+    """ipywidgets: an image or video's size, pixel limit and length -> what it costs (costs.image_cost, video_cost)."""
+    import ipywidgets as widgets
+
+    from ..costs import image_cost, video_cost
+    from . import live
+
+    def draw(kind: str, height: int, width: int, max_tokens: int, seconds: float, fps: float):
+        if kind == "image":
+            cost = image_cost(height, width, max_pixels=max_tokens * FACTOR**2)
+        else:
+            cost = video_cost(height, width, seconds, fps=fps, max_pixels=max_tokens * FACTOR**2)
+        return draw_cost(cost, configs)
+
+    return live(
+        draw,
+        kind=widgets.ToggleButtons(options=["image", "video"], value="image", description="input"),
+        height=widgets.IntSlider(value=height, min=28, max=4320, step=2, description="height"),
+        width=widgets.IntSlider(value=width, min=28, max=7680, step=2, description="width"),
+        max_tokens=widgets.IntSlider(value=16384, min=4, max=16384, description="max tokens"),
+        seconds=widgets.FloatSlider(value=60.0, min=1.0, max=3600.0, step=1.0, description="video s"),
+        fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="sample fps"),
+    )
