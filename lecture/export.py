@@ -109,7 +109,16 @@ def describe(nb: nbformat.NotebookNode, name: str) -> tuple[str, str]:
             break
     if title is None:
         raise ValueError(f"notebook {name}: no Markdown heading to list it under in the index (add a '# ...' line)")
-    return title, " ".join(paragraph)
+    return title, whole_sentences(" ".join(paragraph))
+
+
+def whole_sentences(text: str, most: int = 2) -> str:
+    """The first `most` whole sentences of a paragraph: a paragraph that runs into a code block or a table
+    ("Each block is") is cut back to the last sentence that ended, so the index never stops mid-sentence."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    if not ends:
+        return text
+    return text[: ends[min(most, len(ends)) - 1]]
 
 
 def inline_markdown(text: str) -> str:

@@ -144,8 +144,17 @@ def test_describe_reads_the_repository_notebooks_and_refuses_one_without_a_headi
         title, description = export.describe(nbformat.read(path, as_version=4), path.name)
         assert title.startswith(path.name[:2]), f"{path.name}: title {title!r} does not start with its number"
         assert len(description) > 40, f"{path.name}: first paragraph {description!r}"
+        assert description.endswith((".", "!", "?")), f"{path.name}: the index would stop mid-sentence: {description!r}"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("no heading here")])
     with pytest.raises(ValueError, match=r"notebook x.ipynb: no Markdown heading"):
         export.describe(nb, "x.ipynb")
     with pytest.raises(ValueError, match="no notebooks given"):
         export.export([], tmp_path / "out")
+
+
+def test_whole_sentences_cuts_back_to_the_last_sentence_that_ended(export):
+    assert export.whole_sentences("One. Two! Three? Four.") == "One. Two!"
+    assert export.whole_sentences("It reads pixels. Each block is") == "It reads pixels."
+    assert export.whole_sentences("See `qwenlite.vision`. The 2.5 in Qwen2.5 is no end.") == (
+        "See `qwenlite.vision`. The 2.5 in Qwen2.5 is no end."
+    )
