@@ -3,9 +3,8 @@
 A bfloat16 matrix product (an nn.Linear, a matmul, the patch embedding's Conv3d) multiplies bfloat16
 numbers, adds the products in float32 and rounds each sum once to bfloat16. CPUs with AMX or AVX512-BF16
 do that in hardware. On the others (AVX2 only: most laptops, and the machine this repository was built on)
-torch emulates it, and at prefill sizes the emulation is 5-6x slower than the same product in float32.
-Measured on a 2-core AVX2 EPYC, torch 2.14: (300, 2048) @ (2048, 11008) takes 1.62 s in bfloat16 and
-0.30 s in float32; a 1024-patch Conv3d 1.91 s against 0.24 s.
+torch emulates it, and at prefill sizes the emulation is several times slower than the same product in
+float32 (the timings: benchmarks/README.md, "bfloat16 products on a CPU: the timings behind cpu_bfloat16").
 
 The product of two bfloat16 numbers is exact in float32 (8 + 8 significant bits fit in 24), so float32's
 kernel can do the same arithmetic: upcast the operands, multiply, round the result to bfloat16.
@@ -18,8 +17,7 @@ tests/test_cpu_bfloat16.py checks that.
 Products that autograd records (grad enabled, an operand that requires grad) are left to torch: the graph
 would keep each upcast weight alive. Short products (a decode step has one row) stay in bfloat16 too:
 reading the weights is what they wait for, and bfloat16 weights are half the bytes. Upcasting costs
-reading the weight once more, which only pays from about 16 rows on (measured on an 11008 x 2048 weight:
-8 rows 19 ms native against 27 ms upcast; 16 rows 37 ms against 28 ms; 64 rows 144 ms against 49 ms).
+reading the weight once more, which only pays from about 16 rows on (MIN_ROWS; timings in the same section).
 
 `run_settings()` turns this on for bfloat16 on a CPU whose flags show neither amx_bf16 nor avx512_bf16;
 QWENLITE_BF16_PRODUCTS=float32 or =bfloat16 forces the choice. `load_models` enters the mode for the rest
@@ -74,10 +72,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear of bfloat16 operands computed in float32, each sum rounded once to bfloat16.
 
     The weight is upcast CHUNK entries at a time into one reused 4 MB float32 buffer, which the product then
-    reads while it is still in the CPU's cache: so memory sees only the bfloat16 weight, 2 bytes an entry.
-    Measured on an 11008 x 2048 weight, 81 rows: 42 ms, against 54 ms with 64 MB chunks, 48 ms with the weight
-    already in float32 and 186 ms in torch's emulated bfloat16; `weight.float()` instead would ask the OS for
-    fresh pages on every call (115 ms for the upcast alone). lm_head's 311 M entries never sit in float32.
+    reads while it is still in the CPU's cache: so memory sees only the bfloat16 weight, 2 bytes an entry, and
+    `weight.float()` would instead ask the OS for fresh pages on every call (timings: benchmarks/README.md).
+    lm_head's 311 M entries never sit in float32.
     """
     x32 = x.float()
     step = max(CHUNK // max(weight.shape[-1], 1), 1)  # output features per chunk

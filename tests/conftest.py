@@ -92,16 +92,6 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="session")
-def sample_video_grid() -> tuple[int, int]:
-    """(temporal patches, video pad tokens) from qwen-vl-utils' own sampling and resizing at fps 2."""
-    from qwenlite_course.reference import qwen_vl_utils_fetch_video
-
-    frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=2.0)  # (T, C, H, W), resized
-    t, _, h, w = frames.shape
-    return t // 2, t // 2 * (h // 28) * (w // 28)
-
-
-@pytest.fixture(scope="session")
 def hf_counts() -> dict[str, dict[str, int]]:
     """Parameter counts of the real 3B and 7B from transformers' own model, built on the meta device."""
     from transformers import Qwen2_5_VLForConditionalGeneration

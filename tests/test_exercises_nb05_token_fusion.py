@@ -4,16 +4,30 @@ qwen-vl-utils, passes; each plausible wrong answer fails with a hint that does n
 from __future__ import annotations
 
 import torch
-from helpers import fails_without_giving_away, passes
+from helpers import DATA, fails_without_giving_away, passes
 
 
-def test_video_pad_tokens_sample_video(capsys, sample_video_grid):
-    _, correct = sample_video_grid
-    name = "video_pad_tokens_sample_video"
+def _clip_tokens(fps: float) -> int:
+    """<|video_pad|> tokens of the sample clip at `fps`, from qwen-vl-utils' own sampling and resizing."""
+    from qwenlite_course.reference import qwen_vl_utils_fetch_video
+
+    frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=fps)  # (T, C, H, W), resized
+    t, _, h, w = frames.shape
+    return t // 2 * (h // 28) * (w // 28)  # 2 frames per temporal patch, 2x2 patches of 14 px per token
+
+
+def test_video_pad_tokens_sample_video_fps3(capsys):
+    correct, at_2fps = _clip_tokens(3.0), _clip_tokens(2.0)
+    name = "video_pad_tokens_sample_video_fps3"
     passes(capsys, name, correct)
+    passes(capsys, name, torch.tensor(correct))
     fails_without_giving_away(capsys, name, 4 * correct, correct, "patches instead of merged tokens")
     fails_without_giving_away(capsys, name, 2 * correct, correct, "instead of temporal patches")
-    fails_without_giving_away(capsys, name, 4 * (336 // 28) * (252 // 28), correct, "resized first")  # not resized
+    fails_without_giving_away(capsys, name, 8 * correct, correct, "count temporal patches")
+    fails_without_giving_away(capsys, name, at_2fps, correct, "at 2 frames per second")
+    temporal_patches = round(4 * 3.0) // 2  # 12 frames in 4 s, 2 per temporal patch
+    not_resized = temporal_patches * (252 // 28) * (336 // 28)  # the file's 252 x 336 px frames, not grown
+    fails_without_giving_away(capsys, name, not_resized, correct, "resized first")
 
 
 def _learner_fuse(inputs_embeds, input_ids, features, token_id):

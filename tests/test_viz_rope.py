@@ -129,6 +129,36 @@ def pad_runs(ids: torch.Tensor, config) -> list[tuple[str, int, int]]:
     return runs
 
 
+def test_id_budget_draws_transformers_ids_beside_the_token_index(config, ref):
+    """An image prompt: the t, h, w points are transformers' ids of it, the dashed line is id = token index from 0
+    to L - 1, and the two labels give the last token's id under each rule: L - 1, and transformers' last id."""
+    grid = (1, 8, 12)  # 4 x 6 merged tokens: 24 pads that take 6 positions
+    ids = prompt(config, image_grid=grid)
+    theirs = transformers_ids(ref, config, ids, image_grid=grid)[:, 0]
+    fig = vr.draw_id_budget(theirs, ids[0], config)
+    try:
+        (ax,) = fig.axes
+        *points, diagonal = ax.lines
+        assert [list(line.get_ydata()) for line in points] == theirs.tolist()
+        last = ids.shape[1] - 1
+        assert list(diagonal.get_xdata()) == list(diagonal.get_ydata()) == [0, last]
+        labels = {t.get_text() for t in ax.texts if ":" in t.get_text()}
+        assert labels == {f"1-D: {last}", f"M-RoPE: {int(theirs[:, -1].max())}"}
+        assert int(theirs.max()) == last - 24 + 6
+    finally:
+        plt.close(fig)
+
+
+def test_id_budget_check_fails_on_one_d_ids(config, ref):
+    """Mutation: 1-D ids (t = h = w = index) drawn instead of transformers' make the M-RoPE label read L - 1."""
+    ids = prompt(config, image_grid=(1, 8, 12))
+    theirs = transformers_ids(ref, config, ids, image_grid=(1, 8, 12))[:, 0]
+    fig = vr.draw_id_budget(torch.arange(ids.shape[1]).expand(3, -1), ids[0], config)
+    labels = {t.get_text() for t in fig.axes[0].texts if ":" in t.get_text()}
+    plt.close(fig)
+    assert f"M-RoPE: {int(theirs[:, -1].max())}" not in labels
+
+
 def test_rules_side_by_side_draws_both_libraries_and_where_they_part(config, ref):
     """A video with 2 ids per temporal patch outruns its 2 x 3 merged grid: the top panel is qwenlite's
     get_rope_index, the middle transformers', the bottom their difference; the zoom names the first token after

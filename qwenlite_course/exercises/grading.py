@@ -125,15 +125,6 @@ _SAMPLE_VIDEO_TEXT = """data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 
     frames are resized within the video pixel limits (preprocess_video: at least VIDEO_MIN_PIXELS per frame)."""
 
 
-def _sample_video_grid() -> tuple[int, int]:
-    """(temporal patches, video pad tokens) of the sample video at fps 2, from the package's video path."""
-    from qwenlite.preprocessing import preprocess_video
-    from qwenlite.video_io import load_video
-
-    patches = preprocess_video(load_video(DATA / "sample_video.mp4", fps=2.0))
-    return int(patches.grid_thw[0]), patches.num_tokens()
-
-
 def _whole_numbers(answer: Any, count: int, what: str) -> list[int] | str:
     """The answer as a list of `count` ints (a list, a tuple or a 1-D tensor will do), or a hint why it is not."""
     if isinstance(answer, torch.Tensor):

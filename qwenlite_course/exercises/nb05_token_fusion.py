@@ -6,15 +6,29 @@ from typing import Any
 
 import torch
 
-from .grading import _SAMPLE_VIDEO_TEXT, _call, _count_hint, _graded_function, _sample_video_grid, exercise
+from .grading import DATA, _call, _count_hint, _graded_function, _whole_number, exercise
+
+CLIP_FPS = 3.0  # the sampling rate asked (notebooks 01 and 08 sample the clip at 2 fps and print its tokens)
 
 
 @exercise(
-    "video_pad_tokens_sample_video",
-    _SAMPLE_VIDEO_TEXT + " How many <|video_pad|> tokens does it become in the prompt?",
+    "video_pad_tokens_sample_video_fps3",
+    f"""data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 252 x 336 pixels, height x width) is sampled at
+    {CLIP_FPS:g} frames per second by qwen-vl-utils' rule (qwenlite.video_io.load_video(path, fps={CLIP_FPS})), and
+    its frames are resized within the video pixel limits (qwenlite.preprocessing.preprocess_video with its
+    defaults: at least VIDEO_MIN_PIXELS per frame). How many <|video_pad|> tokens does it become in the prompt?""",
 )
 def _video_tokens(answer: Any) -> str | None:
-    _, expected = _sample_video_grid()
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.video_io import load_video
+
+    expected = preprocess_video(load_video(DATA / "sample_video.mp4", fps=CLIP_FPS)).num_tokens()
+    at_2fps = preprocess_video(load_video(DATA / "sample_video.mp4", fps=2.0)).num_tokens()
+    if _whole_number(answer, "tokens") == at_2fps:
+        return (
+            f"that is the count at 2 frames per second; at {CLIP_FPS:g} fps the 4 s clip gives more sampled "
+            "frames, so more temporal patches."
+        )
     return _count_hint(
         answer,
         expected,
@@ -24,7 +38,7 @@ def _video_tokens(answer: Any) -> str | None:
             4: "did you count patches instead of merged tokens? Each 2x2 block of patches is one token.",
             8: "count temporal patches (2 frames each) and merged tokens (2x2 patches each).",
         },
-        "the frames are resized first: 336x252 is below the video minimum of pixels per frame, so they grow.",
+        "the frames are resized first: 252 x 336 px is below the video minimum of pixels per frame, so they grow.",
     )
 
 

@@ -179,9 +179,9 @@ def masked_scatter_figure(
     fig, axes = plt.subplots(1, 3, figsize=(13, 0.42 * b * n + 1.6), width_ratios=[1, 1, 1])
     row_names = [f"b{r // n} pos{r % n}" for r in range(b * n)]
     panels = [
-        (axes[0], before, row_names, "inputs_embeds (B·L, D)\nrows of pad tokens framed"),
-        (axes[1], feats, [f"f{k}" for k in range(len(feats))], f"features ({len(feats)}, D)\nin reading order"),
-        (axes[2], after, row_names, "inputs_embeds.masked_scatter(mask, features)"),
+        (axes[0], before, row_names, "E = inputs_embeds (B·L, D)\nrows of pad tokens framed"),
+        (axes[1], feats, [f"f{k}" for k in range(len(feats))], f"F = features ({len(feats)}, D)\nrow k = fk"),
+        (axes[2], after, row_names, "E' = E.masked_scatter(mask, F)\nthe k-th pad row takes fk"),
     ]
     for ax, m, names, title in panels:
         ax.imshow(m, cmap="coolwarm", vmin=-vmax, vmax=vmax, aspect="auto")
@@ -215,6 +215,6 @@ def fused_heatmap(fused: torch.Tensor, input_ids: Sequence[int], config: QwenLit
     image = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=-vmax, vmax=vmax, interpolation="nearest")
     ax.set_xlabel("token index", fontsize=11)
     ax.set_ylabel("hidden dim", fontsize=11)
-    fig.colorbar(image, ax=[strip, ax], fraction=0.02, pad=0.01)
+    fig.colorbar(image, ax=[strip, ax], fraction=0.02, pad=0.01, label="value")
     _legend(ax, kinds, loc="upper center", bbox_to_anchor=(0.5, -0.28))
     return fig

@@ -1,7 +1,7 @@
 """Pictures and an explorer for 06_rope_index: t/h/w position ids drawn over an image and over video frames,
-the three rows of ids along a whole prompt, qwenlite's rule beside transformers 5.x's, and an ipywidgets
-explorer that rebuilds a prompt through the processor from image size, frame count, fps and layout and redraws the
-ids.
+the three rows of ids along a whole prompt (and beside 1-D positions), qwenlite's rule beside transformers 5.x's,
+and an ipywidgets explorer that rebuilds a prompt through the processor from image size, frame count, fps and
+layout and redraws the ids.
 
 Every function draws tensors handed to it (or computes them with qwenlite.get_rope_index) and returns a Figure.
 """
@@ -142,6 +142,21 @@ def draw_sequence(
     return ax.figure
 
 
+def draw_id_budget(positions: torch.Tensor, input_ids: torch.Tensor, config: QwenLiteConfig, title: str = "") -> Figure:
+    """One prompt's t, h, w ids (as draw_sequence) beside the 1-D rule, a dashed line id = token index (what a
+    text-only model would give the same tokens); the last token's id under each rule is labelled."""
+    fig = draw_sequence(positions, input_ids, config, title)
+    ax = fig.axes[0]
+    last = positions.shape[-1] - 1
+    ax.plot([0, last], [0, last], "--", color="grey", lw=1.3, label="1-D: id = token index")
+    m = int(positions[:, last].max())
+    for y, text, colour in ((last, f"1-D: {last}", "dimgrey"), (m, f"M-RoPE: {m}", AXIS_COLOURS["t"])):
+        ax.annotate(text, (last, y), xytext=(-8, 8), textcoords="offset points", ha="right", fontsize=11, color=colour)
+    ax.set_ylim(top=1.15 * last + 2)  # room for the 1-D label
+    ax.legend(loc="center left", fontsize=10, markerscale=2)
+    return fig
+
+
 def draw_rules_side_by_side(
     ours: torch.Tensor, theirs: torch.Tensor, input_ids: torch.Tensor, config: QwenLiteConfig
 ) -> Figure:
@@ -149,7 +164,7 @@ def draw_rules_side_by_side(
     on the right, a zoom on the first token where they part (the t row of both, the video's largest t dashed)."""
     diff = (ours - theirs).numpy()
     parted = np.flatnonzero(diff.any(0))
-    fig = plt.figure(figsize=(15, 8.4))
+    fig = plt.figure(figsize=(15, 8.5))
     grid = fig.add_gridspec(3, 2, width_ratios=[2.2, 1], height_ratios=[1, 1, 0.6])
     top = fig.add_subplot(grid[0, 0])
     middle = fig.add_subplot(grid[1, 0], sharex=top, sharey=top)
