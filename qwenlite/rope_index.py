@@ -2,7 +2,7 @@
 
 Mirrors transformers' `Qwen2_5_VLModel.get_rope_index` (and `get_vision_position_ids`), with one
 deliberate difference: after a video, the next text starts at max(all positions so far) + 1, the
-rule of the released model (transformers 4.5x, vLLM). transformers 5.x advances by
+rule of the released model (transformers v4.5x, vLLM). transformers 5.x advances by
 max(h, w) / merge only, so text after a video can restart below the video's largest temporal id.
 For images the two rules agree. Vision spans are found from the token ids themselves.
 Shapes: B batch, L tokens, N vision tokens of one span, 3 axes (t, h, w).
@@ -35,7 +35,7 @@ def vision_position_ids(
     Video grid (3, 2, 2) with time_interval 2.0 -> t = [5, 7, 9]; with 0.5 -> t = [5, 5, 6].
     """
     t, h, w = (int(v) for v in grid_thw)
-    # parity: the product is taken in floating point before truncation (4.5x cast 0.5 s to 0 first)
+    # parity: the product is taken in floating point before truncation (v4.5x cast 0.5 s to 0 first)
     tt = (torch.arange(t, device=device) * time_interval).long()  # (T,)
     hh = torch.arange(h // merge_size, device=device)  # (H/m,)
     ww = torch.arange(w // merge_size, device=device)  # (W/m,)
@@ -177,7 +177,7 @@ def decode_position_ids(
 ) -> torch.Tensor:
     """(3, B, new) ids for tokens generated after a prefill: text positions shifted by rope_deltas.
 
-    Without a mask this is transformers 4.5x's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
+    Without a mask this is transformers v4.5x's rule `arange(new) + past + rope_deltas` (past = cache_position[0]).
     With left padding a row's text position counts only its real tokens (attention_mask.cumsum - 1),
     matching rope_deltas = max + 1 - real tokens, so every row's first new token lands at its max
     prefill id + 1. Prompt "ab<img 2x2>c" (delta -2), past 7 -> the next token gets 7 - 2 = 5 on all axes.

@@ -11,7 +11,7 @@ from helpers import fails_without_giving_away, passes
 
 def test_t_ids_int_cast_0_8_fps(capsys):
     seconds = 2 / 0.8  # 2.5 s per temporal patch
-    correct = [k * math.trunc(seconds) * 2 for k in range(6)]  # 4.5x: int() first, then x tokens_per_second
+    correct = [k * math.trunc(seconds) * 2 for k in range(6)]  # v4.5x: int() first, then x tokens_per_second
     right = [math.floor(k * seconds * 2) for k in range(6)]
     name = "t_ids_int_cast_0_8_fps"
     passes(capsys, name, correct)

@@ -150,7 +150,7 @@ def test_text_after_a_video_released_rule_vs_transformers(config, ref):
     [(0.5, [0, 1, 2, 3]), (0.25, [0, 0, 1, 1]), (2 / 3, [0, 1, 2, 4]), (1 / 12, [0, 0, 0, 0]), (2.0, [0, 4, 8, 12])],
 )
 def test_absolute_time_is_floored_in_floating_point(seconds, expected_t, config, ref):
-    """t = floor(k * second_per_grid_t * tokens_per_second); 0.5 s is one step per group, not 0 (4.5x's int cast)."""
+    """t = floor(k * second_per_grid_t * tokens_per_second); 0.5 s is one step per group, not 0 (v4.5x's int cast)."""
     ids = torch.tensor([[VID] * 4])  # grid (4, 2, 2): one merged token per temporal group
     grid = torch.tensor([[4, 2, 2]])
     spg = torch.tensor([seconds], dtype=torch.float32)
@@ -291,14 +291,14 @@ def test_decode_continues_the_prefill(config, rows, new):
     assert torch.equal(decode[:, :, 0], pos.amax(dim=(0, 2))[None].expand(3, -1) + 1)  # first new = max + 1
     steps = torch.cat([decode_position_ids(delta, past + k, 1, longer_mask) for k in range(new)], dim=2)
     assert torch.equal(steps, decode)  # one token at a time gives the same ids
-    if bool(mask.all()):  # no padding: transformers 4.5x's rule arange(new) + cache_position + rope_deltas
+    if bool(mask.all()):  # no padding: transformers v4.5x's rule arange(new) + cache_position + rope_deltas
         assert torch.equal(decode_position_ids(delta, past, new), decode)
 
 
 @settings(max_examples=60, deadline=None)
 @given(layouts, st.integers(1, 4))
 def test_the_4_5x_decode_rule_is_right_with_its_own_deltas(config, rows, new):
-    """docs/the_reading.md, claim 11: transformers 4.5x took rope_deltas against the padded length (max + 1 - len(row))
+    """docs/the_reading.md, claim 11: transformers v4.5x took rope_deltas against the padded length (max + 1 - len(row))
     and decoded with arange(new) + cache_position + rope_deltas, which lands on qwenlite's ids on every row, padded
     or not. The same rule with qwenlite's real-token deltas overshoots each row by its number of pads."""
     ids, mask, images, videos, seconds = encode(rows)

@@ -12,10 +12,10 @@ from .grading import _whole_number, _whole_numbers, exercise
 
 @exercise(
     "t_ids_int_cast_0_8_fps",
-    """transformers 4.5x multiplied by int(second_per_grid_t): the seconds a temporal patch lasts, cast to a whole
+    """transformers v4.5x multiplied by int(second_per_grid_t): the seconds a temporal patch lasts, cast to a whole
     number first. A video sampled at 0.8 frames per second (second_per_grid_t = 2 frames / 0.8 fps = 2.5 s)
     has grid (t, h, w) = (6, 2, 2): six temporal patches, one merged token each; the prompt is just its 6
-    <|video_pad|> tokens. Which t ids did 4.5x give them? Answer a list of 6 ids (tokens_per_second = 2).
+    <|video_pad|> tokens. Which t ids did v4.5x give them? Answer a list of 6 ids (tokens_per_second = 2).
     Then compare with the released rule, t = floor(k x second_per_grid_t x tokens_per_second).""",
 )
 def _int_cast(answer: Any) -> str | None:
@@ -34,17 +34,17 @@ def _int_cast(answer: Any) -> str | None:
     if value == cast[0, 0].tolist():
         return None
     if value == right[0, 0].tolist():
-        return "that is the released rule (floor of the real product); 4.5x cast the seconds to int first."
+        return "that is the released rule (floor of the real product); v4.5x cast the seconds to int first."
     if value == [0] * 6:
         return "int() truncates 2.5 to 2: the ids still grow, only more slowly than the clock."
-    return "4.5x: t = k x int(second_per_grid_t) x tokens_per_second for patch k; int() truncates."
+    return "v4.5x: t = k x int(second_per_grid_t) x tokens_per_second for patch k; int() truncates."
 
 
 @exercise(
     "text_after_video_5x",
     """A prompt: 2 words, <|vision_start|>, a video of grid (t, h, w) = (4, 4, 4) at 1 s per temporal patch
     (its 4 x 2 x 2 = 16 <|video_pad|> tokens), <|vision_end|>, then 1 word. The released model (transformers
-    4.5x, vLLM, qwenlite) gives <|vision_end|> the position max(all ids so far) + 1. Which position does
+    v4.5x, vLLM, qwenlite) gives <|vision_end|> the position max(all ids so far) + 1. Which position does
     transformers 5.x's get_rope_index give <|vision_end|> (the same on t, h and w)? Run it, or read its code.""",
 )
 def _text_after_video(answer: Any) -> str | None:
