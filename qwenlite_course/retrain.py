@@ -42,17 +42,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     prepare(model, settings)
     log = train(model, processor, settings)
     seconds = log[-1]["seconds"]
-    scores = {task: accuracy(model, processor, held_out(task, args.held_out)) for task in settings.tasks}
+    tasks = tuple(dict.fromkeys(settings.tasks))  # each question once (a recipe may ask one more often)
+    scores = {task: accuracy(model, processor, held_out(task, args.held_out)) for task in tasks}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(trained_state(model), args.out, metadata={"format": "pt"})
     facts = {
-        "questions": [QUESTIONS[t] for t in settings.tasks],
-        "tasks": list(settings.tasks),
+        "questions": [QUESTIONS[t] for t in tasks],
+        "tasks": list(tasks),
         "held_out_accuracy": scores,
         "held_out_examples": args.held_out,
         "recipe": {k: v for k, v in vars(settings).items()},
         "train_seconds": round(seconds, 1),
-        "final_loss": {t: round(_mean([r["loss"] for r in log[-30:] if r["task"] == t]), 4) for t in settings.tasks},
+        "final_loss": {t: round(_mean([r["loss"] for r in log[-30:] if r["task"] == t]), 4) for t in tasks},
         "loss_curve": [[r["step"], r["task"], round(r["loss"], 4)] for r in log],
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",

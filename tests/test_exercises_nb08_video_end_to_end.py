@@ -8,11 +8,11 @@ from helpers import DATA, fails_without_giving_away, passes
 from transformers.vision_utils import get_vision_window_index
 
 
-def test_marker_patch_sample_video_fps3(capsys, ref):
+def test_marker_patch_sample_video_fps4_5(capsys, ref):
     """The marker found in qwen-vl-utils' own frames (red pixels), its t offset from transformers' get_rope_index."""
     from qwenlite_course.reference import qwen_vl_utils_fetch_video
 
-    frames, _, sample_fps = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=3.0)  # (T, C, H, W), resized
+    frames, _, sample_fps = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=4.5)  # (T, C, H, W), resized
     corner = frames[:, :, :4, :4].float().mean((2, 3))  # (T, C): the top-left corner's colour
     red = (corner[:, 0] > 200) & (corner[:, 1] < 60) & (corner[:, 2] < 60)
     first = int(red.nonzero()[0])
@@ -26,14 +26,17 @@ def test_marker_patch_sample_video_fps3(capsys, ref):
         video_grid_thw=grid,
         second_per_grid_ts=torch.tensor([2 / sample_fps]),
     )
-    t_ids = positions[0, 0].unique_consecutive()
-    correct = [patch, int(t_ids[patch] - t_ids[0])]
-    name = "marker_patch_sample_video_fps3"
+    t_per_patch = positions[0, 0].reshape(t // 2, -1)[:, 0]  # at 4.5 fps two patches can share a t id
+    correct = [patch, int(t_per_patch[patch] - t_per_patch[0])]
+    assert correct[1] != 2 * 2 and correct[1] not in (patch, 2 * patch)  # the mistakes below are all distinct
+    name = "marker_patch_sample_video_fps4_5"
     passes(capsys, name, tuple(correct))
     fails_without_giving_away(capsys, name, (first, correct[1]), correct, "sampled frame's index")
     fails_without_giving_away(capsys, name, (17 // 2, correct[1]), correct, "not the file's 32 frames")
-    fails_without_giving_away(capsys, name, (patch, patch), correct, "not one per temporal patch")
+    fails_without_giving_away(capsys, name, (first, first), correct, "not one per temporal patch")
+    fails_without_giving_away(capsys, name, (patch, 2 * 2), correct, "the marker's own start time")
     fails_without_giving_away(capsys, name, (patch, 2 * patch), correct, "1 s per temporal patch")
+    fails_without_giving_away(capsys, name, (patch, correct[1] + 2), correct, "second_per_grid_t = 2 frames / 4.5")
 
 
 def test_windows_sample_video_fps4(capsys):

@@ -148,9 +148,10 @@ def test_mask_panels_draw_the_decoders_mask():
 
 
 def test_cache_growth_draws_the_cache_a_decode_fills(config):
-    """Bars: len(KVCache) after a prefill of 6 tokens and 3 decode steps of the checkpoint's decoder (its shapes:
-    the weights do not change the cache's size); solid line: its nbytes in KiB; dashed: what caching all H heads
-    would hold, 2 x layers x H x Dh x 4 bytes per token (float32), counted here."""
+    """Bars from zero: len(KVCache) after a prefill of 6 tokens and 3 decode steps of the checkpoint's decoder (its
+    shapes: the weights do not change the cache's size), stacked as the prompt's part and the decode steps' part;
+    solid line: its nbytes in KiB; dashed: what caching all H heads would hold, 2 x layers x H x Dh x 4 bytes per
+    token (float32), counted here."""
     tc = config.text_config
     decoder = TextModel(tc)
     cache, lengths, nbytes = KVCache(), [], []
@@ -161,11 +162,15 @@ def test_cache_growth_draws_the_cache_a_decode_fills(config):
             lengths.append(len(cache))
             nbytes.append(cache.nbytes)
     group = tc.num_attention_heads // tc.num_key_value_heads
-    fig = vd.cache_growth(lengths, nbytes, group)
+    fig = vd.cache_growth(lengths, nbytes, group, dtype="float32")
     try:
-        bars = fig.axes[0].containers[0]
-        assert [bar.get_height() for bar in bars] == lengths == [6, 7, 8, 9]
-        assert bars[0].get_facecolor() == to_rgba("#e45756") and bars[1].get_facecolor() == to_rgba("#4c78a8")
+        prompt, added = fig.axes[0].containers
+        tops = [a.get_y() + a.get_height() for a in added]
+        assert [p.get_height() for p in prompt] == [6] * 4 and [a.get_y() for a in added] == [6] * 4
+        assert tops == lengths == [6, 7, 8, 9]  # stacked: the prompt, then what each decode step added
+        assert fig.axes[0].get_ylim()[0] == 0  # bars measured from zero
+        assert prompt[0].get_facecolor() == to_rgba("#e45756") and added[0].get_facecolor() == to_rgba("#4c78a8")
+        assert fig.axes[1].get_ylabel().endswith("float32)")
         all_heads, grouped = fig.axes[1].lines
         assert np.allclose(grouped.get_ydata(), np.array(nbytes) / 1024)
         per_token = 2 * tc.num_hidden_layers * tc.num_attention_heads * tc.head_dim * 4

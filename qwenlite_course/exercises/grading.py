@@ -120,11 +120,6 @@ def _count_hint(answer: Any, expected: int, what: str, factors: dict[float, str]
     return f"too {direction} by a factor of about {float(f'{max(ratio, 1 / ratio):.0g}'):g}: {close}"
 
 
-_SAMPLE_VIDEO_TEXT = """data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 336x252 pixels) is sampled at
-    2 frames per second by qwen-vl-utils' rule (qwenlite.video_io.load_video(path, fps=2.0)), and its
-    frames are resized within the video pixel limits (preprocess_video: at least VIDEO_MIN_PIXELS per frame)."""
-
-
 def _whole_numbers(answer: Any, count: int, what: str) -> list[int] | str:
     """The answer as a list of `count` ints (a list, a tuple or a 1-D tensor will do), or a hint why it is not."""
     if isinstance(answer, torch.Tensor):

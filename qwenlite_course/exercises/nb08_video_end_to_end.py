@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .grading import _SAMPLE_VIDEO_TEXT, DATA, _count_hint, _whole_number, _whole_numbers, exercise
+from .grading import DATA, _count_hint, _whole_number, _whole_numbers, exercise
+
+MARKER_FPS = 4.5  # a rate whose temporal patches notebook 08 never prints: 2 sampled frames last 2 / 4.5 s
 
 
 @exercise(
-    "marker_patch_sample_video_fps3",
+    "marker_patch_sample_video_fps4_5",
     """data/sample_video.mp4 (32 frames at 8 fps) shows a red square in its top-left corner during seconds
-    [2, 3) (frames 16..23, see data/sample_video.json). Sample it at 3 frames per second
-    (qwenlite.video_io.load_video(path, fps=3.0): Video.indices, Video.timestamps). Which temporal patch (0 for
+    [2, 3) (frames 16..23, see data/sample_video.json). Sample it at 4.5 frames per second
+    (qwenlite.video_io.load_video(path, fps=4.5): Video.indices, Video.timestamps). Which temporal patch (0 for
     the first pair of sampled frames) is the first to show the marker, and what is its t id offset from the
     video's first t id? Answer (patch, t offset).""",
 )
@@ -22,14 +24,15 @@ def _marker_patch(answer: Any) -> str | None:
     from qwenlite.video_io import load_video
 
     start, _ = _marker_seconds()
-    video = load_video(DATA / "sample_video.mp4", fps=3.0)
+    video = load_video(DATA / "sample_video.mp4", fps=MARKER_FPS)
     frame = next(k for k, time in enumerate(video.timestamps) if time >= start)  # first sampled frame with it
     vision = VisionConfig()
     patch = frame // vision.temporal_patch_size
     patches = preprocess_video(video)
     interval = vision.tokens_per_second * patches.second_per_grid_t
-    t_ids = vision_position_ids(0, patches.grid_thw, vision.spatial_merge_size, interval)[0].unique_consecutive()
-    expected = [patch, int(t_ids[patch])]
+    grid_t = int(patches.grid_thw[0])
+    t_ids = vision_position_ids(0, patches.grid_thw, vision.spatial_merge_size, interval)[0].reshape(grid_t, -1)
+    expected = [patch, int(t_ids[patch, 0])]  # the t id of that patch's tokens (two patches may share one)
     value = _whole_numbers(answer, 2, "patch, t offset")
     if isinstance(value, str):
         return value
@@ -44,12 +47,17 @@ def _marker_patch(answer: Any) -> str | None:
         else:
             hints.append("patch: find the first sampled frame whose time is in [2, 3) s, then its pair")
     if value[1] != expected[1]:
-        if value[1] == value[0]:
+        if value[1] == round(start * vision.tokens_per_second) and value[0] == expected[0]:
+            hints.append(
+                "t offset: that is the marker's own start time in half seconds; a temporal patch's t comes from "
+                "the patch, not the marker: floor(patch x second_per_grid_t x 2), the patch's start in half seconds"
+            )
+        elif value[1] == value[0]:
             hints.append("t offset: t counts time, 2 ids per second of video, not one per temporal patch")
         elif value[1] == 2 * value[0]:
-            hints.append("t offset: that is 1 s per temporal patch; at 3 fps a patch of 2 frames lasts 2/3 s")
+            hints.append("t offset: that is 1 s per temporal patch; at 4.5 fps a patch of 2 frames lasts 2/4.5 s")
         else:
-            hints.append("t offset: floor(patch x second_per_grid_t x 2), second_per_grid_t = 2 frames / 3 fps")
+            hints.append("t offset: floor(patch x second_per_grid_t x 2), second_per_grid_t = 2 frames / 4.5 fps")
     return "; ".join(hints) + "."
 
 
@@ -61,8 +69,10 @@ def _marker_seconds() -> tuple[float, float]:
 
 @exercise(
     "windows_sample_video_fps4",
-    _SAMPLE_VIDEO_TEXT
-    + """ Sample it at 4 frames per second instead (load_video(path, fps=4.0)): how many windows
+    """data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 252 x 336 pixels, H x W) is sampled at 2 frames per
+    second by qwen-vl-utils' rule (qwenlite.video_io.load_video(path, fps=2.0)), and its frames are resized
+    within the video pixel limits (preprocess_video: at least VIDEO_MIN_PIXELS per frame). Sample it at 4 frames
+    per second instead (load_video(path, fps=4.0)): how many windows
     (segments of the windowed blocks) does the vision tower cut it into? (qwenlite.vision.get_window_index on
     its grid_thw applies the rule.)""",
 )
@@ -91,6 +101,6 @@ def _sample_video_windows(answer: Any) -> str | None:
         {
             2: "did you cut windows in every sampled frame? A temporal patch (2 frames) is cut once.",
         },
-        "resize the frames first (336x252 is below the video minimum of pixels per frame), then windows of "
+        "resize the frames first (252 x 336 is below the video minimum of pixels per frame), then windows of "
         "4 x 4 merged tokens per temporal patch, partial ones included.",
     )

@@ -124,8 +124,8 @@ def draw_attention_over_frames(
     """A strip of temporal patches: the first of each patch's frames (T frames, 3, H, W) with its (h, w) map.
 
     heat (grid_t, h, w); all panels share one colour scale, so a brighter patch holds more attention.
-    The patch covering marker_seconds, if given, is framed in red. timestamps: when each frame was shown
-    (the titles then name the patch's frames; else the patch's nominal [start, end) seconds).
+    The patch covering marker_seconds, if given, is framed in cyan (the marker itself is red). timestamps: when
+    each frame was shown (the titles then name the patch's frames; else the patch's nominal [start, end) seconds).
     """
     grid_t = heat.shape[0]
     frames_per_patch = frames.shape[0] // grid_t
@@ -150,7 +150,7 @@ def draw_attention_over_frames(
         )
         if marker_seconds is not None and start < marker_seconds[1] and marker_seconds[0] < start + seconds_per_patch:
             for side in ax.spines.values():
-                side.set_edgecolor("red")
+                side.set_edgecolor("#00d0ff")
                 side.set_linewidth(3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -223,7 +223,9 @@ def draw_share_by_layer(
     for k in range(grid_t):
         start = k * (seconds_per_patch or 0)
         if marker_seconds is not None and start < marker_seconds[1] and marker_seconds[0] < start + seconds_per_patch:
-            ax.add_patch(plt.Rectangle((k - 0.5, -0.5), 1, len(attentions), fill=False, edgecolor="red", linewidth=2.5))
+            ax.add_patch(
+                plt.Rectangle((k - 0.5, -0.5), 1, len(attentions), fill=False, edgecolor="#00d0ff", linewidth=2.5)
+            )
     fig.colorbar(image, ax=ax, label="share of attention")
     ax.set_title(f"where {len(queries)} query tokens look, per layer (mean over heads)", fontsize=10)
     fig.tight_layout()

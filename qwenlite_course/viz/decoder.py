@@ -87,7 +87,7 @@ def mrope_cos_heatmap(
     ]
     axes[1].set_title("cos(angle) per rotary pair: fast pairs wrap, slow pairs barely move", fontsize=12)
     axes[2].set_title("the angle, each pair's row scaled to its own range: which position id drives it", fontsize=12)
-    for ax, im in zip(axes[1:], images, strict=True):
+    for ax, im, label in zip(axes[1:], images, ("cos(angle)", "angle, scaled per pair"), strict=True):
         start = 0
         for axis, n in zip("thw", mrope_section, strict=True):
             ax.axhline(start - 0.5, color="white", lw=2)
@@ -104,7 +104,7 @@ def mrope_cos_heatmap(
         for edge in span:
             ax.axvline(edge - 0.5, color="black", lw=1.2, ls="--")
         ax.set_ylabel("rotary pair i")
-        fig.colorbar(im, ax=ax, pad=0.03, fraction=0.025)
+        fig.colorbar(im, ax=ax, pad=0.03, fraction=0.025).set_label(label)
     fig.colorbar(images[0], ax=axes[0], pad=0.03, fraction=0.025).ax.set_visible(False)  # keep the x axes aligned
     axes[2].set_xlabel("token index in the prompt (dashed: the image's tokens)")
     fig.tight_layout()
@@ -140,22 +140,27 @@ def mask_panels(panels: Mapping[str, torch.Tensor], tokens: Mapping[str, Sequenc
     return fig
 
 
-def cache_growth(lengths: Sequence[int], nbytes: Sequence[int], group: int) -> Figure:
-    """Left: cached tokens after the prefill (step 0) and each decode step. Right: KiB held by the cache, and what
+def cache_growth(lengths: Sequence[int], nbytes: Sequence[int], group: int, dtype: str = "float32") -> Figure:
+    """Left: cached tokens after the prefill (step 0) and each decode step, as stacked bars from 0: the prompt's
+    tokens (red) and those the decode steps added (blue). Right: KiB held by the cache (in `dtype`), and what
     caching all H heads (no grouping: `group` = H / Hkv times more) would hold."""
     steps = np.arange(len(lengths))
+    prompt = np.full(len(lengths), lengths[0])
+    added = np.asarray(lengths) - lengths[0]
     kib = np.asarray(nbytes) / 1024
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    axes[0].bar(steps, lengths, color=["#e45756"] + ["#4c78a8"] * (len(lengths) - 1))
-    axes[0].set_ylim(min(lengths) - 3, max(lengths) + 1)
-    axes[0].set_xlabel("step (0 = prefill, red)")
+    axes[0].bar(steps, prompt, color="#e45756", label=f"the prompt: {lengths[0]} tokens (prefill)")
+    axes[0].bar(steps, added, bottom=prompt, color="#4c78a8", label="one more per decode step")
+    axes[0].set_ylim(0, max(lengths) * 1.3)
+    axes[0].set_xlabel("step (0 = prefill)")
     axes[0].set_ylabel("cached tokens S")
-    axes[0].set_title("the cache grows by one token per step", fontsize=11)
+    axes[0].legend(fontsize=9, loc="upper left")
+    axes[0].set_title("the cache: the prompt, then one token per step", fontsize=11)
     axes[1].plot(steps, kib * group, "s--", color="0.55", label=f"if all H heads were cached (x{group})")
     axes[1].plot(steps, kib, "o-", color="#4c78a8", label="grouped-query: Hkv heads (this cache)")
     axes[1].set_ylim(0, kib.max() * group * 1.15)
     axes[1].set_xlabel("step (0 = prefill)")
-    axes[1].set_ylabel("KiB held (this checkpoint, float32)")
+    axes[1].set_ylabel(f"KiB held (this checkpoint, {dtype})")
     axes[1].legend(fontsize=9, loc="lower right")
     axes[1].set_title("k and v: 2 x layers x Hkv x Dh numbers per token", fontsize=11)
     for ax in axes:
