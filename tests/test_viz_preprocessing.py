@@ -229,3 +229,56 @@ def test_cost_table_prints_the_costs_of_the_input_it_is_given():
     cells = {cell.get_text().get_text() for cell in fig.axes[0].tables[0].get_celld().values()}
     assert {text for row in rows.items() for text in row} <= cells
     plt.close(fig)
+
+
+def drawn_boxes(fig) -> list[tuple[float, float, float, float]]:
+    """(x1, y1, x2, y2) of the one rectangle in each panel, read back from the figure."""
+    boxes = []
+    for ax in fig.axes:
+        (rect,) = ax.patches
+        x, y = rect.get_xy()
+        boxes.append((x, y, x + rect.get_width(), y + rect.get_height()))
+    return boxes
+
+
+@pytest.mark.parametrize("max_tokens", [16384, 320], ids=["hub limits", "448 px wide"])
+def test_box_frames_are_groundings_boxes(photo, max_tokens):
+    """draw_box_frames's rectangles, read back, are the box, grounding.to_resized of it and grounding.to_thousandths
+    of it; the middle picture is the processor's resized photo, in the frame transformers' smart_resize gives;
+    each title writes the numbers its rectangle has."""
+    import json
+
+    from qwenlite import grounding
+
+    image = load_image(photo)
+    hw, limit = tuple(image.shape[1:]), max_tokens * 784
+    resized = grounding.model_frame(hw, max_pixels=limit)
+    assert resized == tuple(hf_smart_resize(*hw, FACTOR, 3136, limit))
+    box = (170, 155, 350, 340)
+    fig = vp.draw_box_frames(image, box, resized, label="face")
+    try:
+        in_model, grid = grounding.to_resized(box, hw, resized), grounding.to_thousandths(box, hw)
+        assert drawn_boxes(fig) == [box, in_model, grid]
+        middle = fig.axes[1].images[0]
+        assert list(middle.get_extent()) == [0, resized[1], resized[0], 0]
+        frame = preprocess_image(photo, max_pixels=limit).frames[0]
+        assert np.array_equal(np.asarray(middle.get_array()), frame.permute(1, 2, 0).numpy())
+        titles = [ax.get_title(loc="left") for ax in fig.axes]
+        assert str(box) in titles[0] and json.dumps({"bbox_2d": list(in_model)}) in titles[1]
+        assert json.dumps({"bbox_2d": list(grid)}) in titles[2]
+        assert f"<|box_start|>({grid[0]},{grid[1]}),({grid[2]},{grid[3]})<|box_end|>" in titles[2]
+    finally:
+        plt.close(fig)
+
+
+def test_box_frames_check_fails_on_sizes_given_as_w_h(photo, monkeypatch):
+    """Mutation: a figure that passed sizes as (W, H) (PIL's order) draws the middle box off grounding's."""
+    from qwenlite import grounding
+
+    monkeypatch.setattr(vp, "to_resized", lambda box, hw, rhw: grounding.to_resized(box, hw[::-1], rhw[::-1]))
+    image = load_image(photo)
+    hw = tuple(image.shape[1:])
+    resized = grounding.model_frame(hw, max_pixels=320 * 784)
+    fig = vp.draw_box_frames(image, (170, 155, 350, 340), resized)
+    assert drawn_boxes(fig)[1] != grounding.to_resized((170, 155, 350, 340), hw, resized)
+    plt.close(fig)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from qwenlite.preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, smart_resize
+from qwenlite.grounding import to_resized, to_thousandths
+from qwenlite.preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, resize, smart_resize
 from qwenlite.video_io import Video
 
 # the frame drawn around sampled frames inside the marker's seconds: cyan, so the clip's red marker stays visible
@@ -272,3 +274,64 @@ def cost_explorer(configs: dict, height: int = 1080, width: int = 1920):
         seconds=widgets.FloatSlider(value=60.0, min=1.0, max=3600.0, step=1.0, description="video s"),
         fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="sample fps"),
     )
+
+
+# the box drawn on the photo: yellow, visible on the pale face and on the dark jacket alike
+BOX_COLOUR = "#ffd400"
+
+
+def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label: str = ""):
+    """One box in the three frames it is written in, side by side (notebook 01 section 13).
+
+    image: (3, H, W) uint8; box: (x1, y1, x2, y2) in the image's pixels (top-left, then bottom-right corner);
+    resized_hw: (H', W'), the size smart_resize makes of it (qwenlite.grounding.model_frame).
+    Left: the original in its pixels. Middle: the resized image (the processor's bicubic resize) in its pixels,
+    the frame Qwen2.5-VL writes boxes in; the first two panels share one pixel scale, so a smaller frame looks
+    smaller. Right: the 0-1000 grid of each side that Qwen2-VL and Qwen3-VL write, on the undistorted photo.
+    Each panel's rectangle is the box in that frame, from qwenlite.grounding (to_resized, to_thousandths).
+    """
+    h, w = (int(v) for v in image.shape[-2:])
+    rh, rw = (int(v) for v in resized_hw)
+    in_model = to_resized(box, (h, w), (rh, rw))
+    grid = to_thousandths(box, (h, w))
+    qwen2 = f"\n<|box_start|>({grid[0]},{grid[1]}),({grid[2]},{grid[3]})<|box_end|>"  # long: a line of its own
+    panels = [  # (picture, extent, box in this frame, title, axis unit)
+        (
+            image,
+            (0, w, h, 0),
+            tuple(box),
+            f"original, {h} x {w} px (H x W)\nthe box you measure: {tuple(box)}",
+            "px of the original",
+        ),
+        (
+            resize(image, rh, rw),
+            (0, rw, rh, 0),
+            in_model,
+            f"resized by smart_resize, {rh} x {rw} px\nQwen2.5-VL writes {json.dumps({'bbox_2d': list(in_model)})}",
+            "px of the resized image",
+        ),
+        (
+            image,
+            (0, 1000, 1000, 0),
+            grid,
+            f"0-1000 of each side\nQwen3-VL writes {json.dumps({'bbox_2d': list(grid)})}\nQwen2-VL writes {qwen2}",
+            "thousandths of the side",
+        ),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6.6), layout="constrained")
+    for ax, (picture, extent, (x1, y1, x2, y2), title, unit) in zip(axes, panels, strict=True):
+        ax.imshow(_hwc(picture), extent=extent)
+        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=BOX_COLOUR, lw=3))
+        if label:
+            ax.text(x1, y1, f" {label} ", va="bottom", fontsize=11, color="black", backgroundcolor=BOX_COLOUR)
+        ax.set_title(title, fontsize=11, loc="left")
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"y ({unit})")
+    for ax in axes[:2]:  # one pixel scale for both: the resized frame's true size beside the original's
+        ax.set_facecolor("0.92")
+        ax.set_xlim(0, max(w, rw))
+        ax.set_ylim(max(h, rh), 0)
+    axes[2].set_aspect(h / w)  # 1000 thousandths down are H px, 1000 across are W px: the photo keeps its shape
+    axes[2].set_xticks(range(0, 1001, 250))
+    axes[2].set_yticks(range(0, 1001, 250))
+    return fig
