@@ -239,6 +239,7 @@ HOSTILE_FAMILIES = {
     "decoder: shapes, masks, positions": "test_decoder.py",
     "frame sampling": "test_sampling.py",
     "run settings and the tolerance policy": "test_reference.py",
+    "grounding: box answers and coordinate frames": "test_grounding.py",
 }
 
 

@@ -68,7 +68,7 @@ def test_patch_grid_title_counts_what_transformers_processor_makes(hf_processor,
         assert (14 * gh, 14 * gw) == (height, width)
         assert np.asarray(ax.images[0].get_array()).shape == (height, width, 3)
         numbers = [int(n) for n in re.findall(r"\d+", ax.get_title())]
-        assert numbers == [width, height, gh, gw, gh * gw, 14, gh // 2, gw // 2, pads, 28]
+        assert numbers == [height, width, gh, gw, gh * gw, 14, gh // 2, gw // 2, pads, 28]  # H x W
         yellow = [line for line in ax.lines if line.get_color() == "yellow"]
         assert len(yellow) == gh // 2 + gw // 2 + 2
     finally:

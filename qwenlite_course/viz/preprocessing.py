@@ -268,8 +268,8 @@ def cost_explorer(configs: dict, height: int = 1080, width: int = 1920):
     return live(
         draw,
         kind=widgets.ToggleButtons(options=["image", "video"], value="image", description="input"),
-        height=widgets.IntSlider(value=height, min=28, max=4320, step=2, description="height"),
-        width=widgets.IntSlider(value=width, min=28, max=7680, step=2, description="width"),
+        height=widgets.IntSlider(value=height, min=28, max=4320, step=2, description="H (px)"),
+        width=widgets.IntSlider(value=width, min=28, max=7680, step=2, description="W (px)"),
         max_tokens=widgets.IntSlider(value=16384, min=4, max=16384, description="max tokens"),
         seconds=widgets.FloatSlider(value=60.0, min=1.0, max=3600.0, step=1.0, description="video s"),
         fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="sample fps"),

@@ -152,7 +152,8 @@ def journey_diagram(
     ax.set_ylim(-0.45, 2.45)
     ax.set_aspect("auto")
     ax.axis("off")
-    ax.set_title(title if not highlight else f"{title}: {highlight} rebuilds the framed boxes", fontsize=14)
+    framed = "box" if len(lit) == 1 else "boxes"
+    ax.set_title(title if not highlight else f"{title}: {highlight} rebuilds the framed {framed}", fontsize=14)
     fig.tight_layout()
     return fig
 
@@ -179,7 +180,7 @@ def patch_grid_figure(
     resized = image.convert("RGB").resize((width, height), Image.BICUBIC)  # display only: the processor resizes too
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.6))
     axes[0].imshow(image)
-    axes[0].set_title(f"file: {image.width} x {image.height} (w x h)", fontsize=12)
+    axes[0].set_title(f"file: {image.height} x {image.width} (H x W)", fontsize=12)
     axes[1].imshow(resized)
     for x in range(0, width + 1, patch_size):
         axes[1].axvline(x - 0.5, color="white", lw=0.4, alpha=0.7)
@@ -191,7 +192,7 @@ def patch_grid_figure(
     for y in range(0, height + 1, step):
         axes[1].axhline(y - 0.5, color="yellow", lw=1.0)
     axes[1].set_title(
-        f"resized {width} x {height} (w x h): {gh} rows x {gw} cols = {gh * gw} patches of {patch_size} px\n"
+        f"resized {height} x {width} (H x W): {gh} rows x {gw} cols = {gh * gw} patches of {patch_size} px\n"
         f"yellow: {gh // merge_size} x {gw // merge_size} = {gh * gw // merge_size**2} merged tokens of {step} px",
         fontsize=11,
     )
