@@ -12,10 +12,11 @@ from .grading import _whole_number, _whole_numbers, exercise
 
 @exercise(
     "t_ids_int_cast_0_8_fps",
-    """transformers v4.5x multiplied by int(second_per_grid_t): the seconds a temporal patch lasts, cast to a whole
+    """transformers 4.52 to the last 4.x release multiplied by int(second_per_grid_t): the seconds a temporal patch
+    lasts, cast to a whole
     number first. A video sampled at 0.8 frames per second (second_per_grid_t = 2 frames / 0.8 fps = 2.5 s)
     has grid (t, h, w) = (6, 2, 2): six temporal patches, one merged token each; the prompt is just its 6
-    <|video_pad|> tokens. Which t ids did v4.5x give them? Answer a list of 6 ids (tokens_per_second = 2).
+    <|video_pad|> tokens. Which t ids did those releases give them? Answer a list of 6 ids (tokens_per_second = 2).
     Then compare with the released rule, t = floor(k x second_per_grid_t x tokens_per_second).""",
 )
 def _int_cast(answer: Any) -> str | None:
@@ -34,10 +35,10 @@ def _int_cast(answer: Any) -> str | None:
     if value == cast[0, 0].tolist():
         return None
     if value == right[0, 0].tolist():
-        return "that is the released rule (floor of the real product); v4.5x cast the seconds to int first."
+        return "that is the released rule (floor of the real product); those releases cast the seconds to int first."
     if value == [0] * 6:
         return "int() truncates 2.5 to 2: the ids still grow, only more slowly than the clock."
-    return "v4.5x: t = k x int(second_per_grid_t) x tokens_per_second for patch k; int() truncates."
+    return "with the cast: t = k x int(second_per_grid_t) x tokens_per_second for patch k; int() truncates."
 
 
 @exercise(
