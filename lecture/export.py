@@ -164,16 +164,26 @@ def freeze_widgets(nb: nbformat.NotebookNode) -> int:
 
 
 def mark_slides(nb: nbformat.NotebookNode) -> None:
-    """A new slide at every Markdown cell that opens with a heading; every other cell continues the slide.
+    """Sections across, steps down: a Markdown cell that opens with a heading starts a slide (right arrow); any
+    other Markdown cell, and a code cell that follows a code cell, starts a sub-slide below it (down arrow); a
+    code cell after Markdown stays on that Markdown's slide, so text and the code it introduces are projected
+    together. One section per slide made 1280 x 720 slides 2-5 screens tall.
 
     Cells that already carry slideshow metadata keep it.
     """
+    previous = None
     for i, cell in enumerate(nb.cells):
         slideshow = cell.metadata.setdefault("slideshow", {})
-        if "slide_type" in slideshow:
-            continue
-        opens_with_heading = cell.cell_type == "markdown" and cell.source.lstrip().startswith("#")
-        slideshow["slide_type"] = "slide" if i == 0 or opens_with_heading else "-"
+        if "slide_type" not in slideshow:
+            opens_with_heading = cell.cell_type == "markdown" and cell.source.lstrip().startswith("#")
+            if i == 0 or opens_with_heading:
+                slideshow["slide_type"] = "slide"
+            elif cell.cell_type == "markdown" or previous == "code":
+                slideshow["slide_type"] = "subslide"
+            else:
+                slideshow["slide_type"] = "-"
+        if slideshow["slide_type"] != "skip":
+            previous = cell.cell_type
 
 
 def execute(nb: nbformat.NotebookNode, path: Path, timeout: int) -> None:

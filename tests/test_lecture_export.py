@@ -158,3 +158,22 @@ def test_whole_sentences_cuts_back_to_the_last_sentence_that_ended(export):
     assert export.whole_sentences("See `qwenlite.vision`. The 2.5 in Qwen2.5 is no end.") == (
         "See `qwenlite.vision`. The 2.5 in Qwen2.5 is no end."
     )
+
+
+def test_sections_go_across_and_steps_go_down(export):
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Title"),
+            nbformat.v4.new_code_cell("setup()"),
+            nbformat.v4.new_markdown_cell("## 1 · A section"),
+            nbformat.v4.new_code_cell("a()"),
+            nbformat.v4.new_code_cell("b()"),
+            nbformat.v4.new_markdown_cell("What b shows."),
+            nbformat.v4.new_code_cell("c()"),
+            nbformat.v4.new_code_cell("table()", metadata={"slideshow": {"slide_type": "skip"}}),
+            nbformat.v4.new_code_cell("d()"),
+        ]
+    )
+    export.mark_slides(nb)
+    kinds = [cell.metadata["slideshow"]["slide_type"] for cell in nb.cells]
+    assert kinds == ["slide", "-", "slide", "-", "subslide", "subslide", "-", "skip", "subslide"]

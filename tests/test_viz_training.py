@@ -1,5 +1,6 @@
 """qwenlite_course.viz.training: notebook 09's examples, loss curves and attention maps draw what qwenlite.train
-makes (examples, evidence) and what the model attends to, checked against the pixels and transformers' attention."""
+makes (examples, evidence) and what the model attends to, checked against the pixels and transformers' attention;
+the rotary pairs' speeds are rope_inv_freq's, read back from the plot."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import torch
 from matplotlib.patches import Rectangle
 
 from qwenlite import train as T
+from qwenlite.layers import rope_inv_freq
 from qwenlite.rope_index import get_rope_index
 from qwenlite.tokens import mm_token_type_ids
 from qwenlite_course.reference import reference_eager, tolerance
 from qwenlite_course.viz import training as vtr
+from qwenlite_course.viz.decoder import AXIS_COLOURS
 
 
 def shape_pixels(pixels: torch.Tensor) -> torch.Tensor:
@@ -211,3 +214,37 @@ def test_evidence_ratio_bars_are_the_numbers_per_layer_and_model():
             assert sorted(line.get_ydata()[0] for line in ax.lines) == [1, 3]
     finally:
         plt.close(fig)
+
+
+def test_pair_rotation_plots_rope_inv_freq_per_axis_and_rope_theta():
+    """Each rope_theta and axis is one series: x the pairs mrope_section gives that axis (t first, then h, then w),
+    y rope_inv_freq's angle per step for those pairs, coloured by the axis; the dashed line is 1 rad over the
+    picture's 4 rows of tokens (3 steps); the labels name the fastest h and w pair of each rope_theta."""
+    head_dim, section, thetas = 32, (4, 6, 6), (1e6, 2.0)
+    fig = vtr.draw_pair_rotation(head_dim, section, thetas)
+    try:
+        (ax,) = fig.axes
+        series = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
+        assert list(series) == [f"{a} pairs, rope_theta {n}" for n in ("1e6", "2") for a in "thw"]
+        pairs = {"t": range(0, 4), "h": range(4, 10), "w": range(10, 16)}
+        for theta, name in zip(thetas, ("1e6", "2"), strict=True):
+            expected = rope_inv_freq(head_dim, theta).numpy()
+            for axis, idx in pairs.items():
+                line = series[f"{axis} pairs, rope_theta {name}"]
+                assert list(line.get_xdata()) == list(idx)
+                assert np.array_equal(np.asarray(line.get_ydata()), expected[list(idx)])
+                assert line.get_color() == AXIS_COLOURS[axis]
+        (guide,) = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert guide.get_ydata()[0] == pytest.approx(1 / 3)
+        labels = [t.get_text() for t in ax.texts]
+        assert "fastest h: 0.032" in labels and "fastest w: 0.00018" in labels  # 1e6 ** (-8/32), 1e6 ** (-20/32)
+        assert "fastest h: 0.84" in labels and "fastest w: 0.65" in labels  # 2 ** (-8/32), 2 ** (-20/32)
+        assert ax.get_yscale() == "log"
+    finally:
+        plt.close(fig)
+
+
+def test_pair_rotation_refuses_a_section_that_does_not_cover_the_pairs():
+    """mrope_section must hand out exactly head_dim / 2 pairs: (16, 24, 24) with a head_dim of 32 is an error."""
+    with pytest.raises(AssertionError):
+        vtr.draw_pair_rotation(32, (16, 24, 24), (1e6,))

@@ -1,4 +1,5 @@
-"""Pictures for notebook 09: the training examples, the loss curve, and what the answer attends to.
+"""Pictures for notebook 09: the training examples, the loss curve, what the answer attends to, and how fast the
+rotary pairs turn (why the twin cannot say where).
 
 Every figure draws what qwenlite.train computes: the examples come from `make_example`, the attention maps
 from the model's own `output_attentions` on `make_batch`'s rows, the evidence boxes from `Example.evidence`.
@@ -13,11 +14,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from qwenlite import train as T
+from qwenlite.layers import rope_inv_freq
 from qwenlite.tokens import mm_token_type_ids
 
+from .decoder import AXIS_COLOURS, pair_axes  # t, h, w: one colour each in every figure
 from .preprocessing import _hwc
 
 HIGHLIGHT = "#00d0ff"  # cyan: contrasts with the red, green and blue shapes it frames
@@ -129,5 +133,80 @@ def draw_evidence_ratios(ratios: Mapping[str, Mapping[str, Sequence[float]]]) ->
         ax.set_title(task)
     axes[0][0].set_ylabel("x uniform (1 = no preference)")
     axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _theta(theta: float) -> str:
+    """1000000.0 -> '1e6', 2.0 -> '2': rope_theta as the text writes it."""
+    return f"{theta:g}".replace("e+0", "e").replace("e+", "e")
+
+
+def draw_pair_rotation(
+    head_dim: int, mrope_section: Sequence[int], thetas: Sequence[float], rows: int = T.SIZE // 28
+) -> Figure:
+    """The angle each rotary pair turns per position step, rope_inv_freq(head_dim, theta), for each rope_theta:
+    one marker per pair (shape: the rope_theta; colour: the axis t, h or w that drives it, by mrope_section), log
+    scale. The dashed line is 1 rad over the `rows` - 1 steps from a picture's first row of tokens to its last:
+    a pair below it barely tells them apart. The fastest h and the fastest w pair of each rope_theta are labelled."""
+    axes_of = pair_axes(mrope_section)
+    assert len(axes_of) == head_dim // 2, (mrope_section, head_dim)
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    markers = itertools.cycle("sodD")  # one shape per rope_theta; later ones smaller, drawn on top
+    handles = []
+    lowest = 1.0
+    for k, (theta, marker) in enumerate(zip(thetas, markers, strict=False)):  # shapes repeat past four
+        speed = rope_inv_freq(head_dim, theta).numpy()
+        lowest = min(lowest, float(speed.min()))
+        size = max(11 - 3 * k, 5)
+        for axis in "thw":
+            idx = [i for i, a in enumerate(axes_of) if a == axis]
+            ax.plot(
+                idx,
+                speed[idx],
+                marker,
+                ls="none",
+                ms=size,
+                color=AXIS_COLOURS[axis],
+                mec="0.15",
+                mew=0.7,
+                zorder=3 + k,
+                label=f"{axis} pairs, rope_theta {_theta(theta)}",
+            )
+            if axis in "hw":
+                first = idx[0]
+                ax.annotate(
+                    f"fastest {axis}: {speed[first]:.2g}",
+                    (first, speed[first]),
+                    xytext=(8, 5),
+                    textcoords="offset points",
+                    fontsize=10,
+                    color="0.1",
+                )
+        handles.append(
+            Line2D(
+                [], [], marker=marker, ls="none", ms=size, color="0.75", mec="0.15", label=f"rope_theta {_theta(theta)}"
+            )
+        )
+    ax.axhline(1 / (rows - 1), color="0.3", ls="--", lw=1)
+    ax.text(
+        head_dim // 2 - 0.5,
+        0.85 / (rows - 1),
+        f"1 rad from a picture's first row of tokens to its last ({rows} rows)",
+        ha="right",
+        va="top",
+        fontsize=10,
+        color="0.3",
+    )
+    handles += [Patch(color=AXIS_COLOURS[a], label=f"driven by {a}") for a in "thw"]
+    ax.legend(handles=handles, fontsize=10, loc="lower left", ncol=2)
+    ax.set_yscale("log")
+    ax.set_ylim(lowest / 4, 4)
+    ax.set_xlim(-0.7, head_dim // 2 - 0.3)
+    ax.set_xticks(range(head_dim // 2))
+    ax.set_xlabel(f"rotary pair i (turns dims i and i + {head_dim // 2}); mrope_section {tuple(mrope_section)}")
+    ax.set_ylabel("angle per position step (rad)")
+    ax.set_title(f"How far each rotary pair turns when its position id grows by 1 (head_dim {head_dim})", fontsize=11)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
