@@ -75,6 +75,7 @@ def test_every_notebook_ends_with_two_or_three_exercises():
             (name,) = set(re.findall(r'exercises\.check\("(\w+)"', source))
             assert f'print(exercises.describe("{name}"))' in source, (notebook, source)
             assert "from qwenlite_course import exercises" in source, (notebook, source)
+            assert source.rstrip().endswith(";"), f"{notebook}: end the check with ';' (no Out: True/False)"
             # the placeholder the learner replaces: None for a value, a stub for a function
             assert "answer = None" in source or "raise NotImplementedError" in source, (notebook, source)
             used.append(name)
