@@ -70,6 +70,7 @@ NOTEBOOK_STAGES = {
     "00_tour": tuple(STAGES),
     "08_video_end_to_end": tuple(STAGES),  # the whole pass again, for a video file
     "09_training": ("decoder", "generate", "text"),  # the loss on the answer's logits, back through everything
+    "10_appendix": ("input_ids", "rope_index", "decoder"),  # key maps, position ids and their history
 }
 
 
