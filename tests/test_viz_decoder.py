@@ -51,7 +51,7 @@ def test_pair_axes_check_fails_on_a_swapped_section():
 def test_section_bars_are_the_decoders_rotation_speeds():
     """Each panel's dots are rope_inv_freq, the speeds TextModel rotates with, and each coloured band covers exactly
     the pairs that mrope_cos_sin turns with that band's axis."""
-    fig = vd.mrope_section_bars(SECTIONS, rope_theta=1e6)
+    fig = vd.draw_mrope_sections(SECTIONS, rope_theta=1e6)
     try:
         for ax, (name, section) in zip(fig.axes, SECTIONS.items(), strict=True):
             half = sum(section)
@@ -87,7 +87,7 @@ def image_prompt(config):
 
 
 def drawn_cos(position_ids, angles, section, span) -> tuple[np.ndarray, object]:
-    fig = vd.mrope_cos_heatmap(position_ids, angles, section, span)
+    fig = vd.draw_mrope_cos(position_ids, angles, section, span)
     return np.asarray(fig.axes[1].images[0].get_array()), fig
 
 
@@ -134,7 +134,7 @@ def test_mask_panels_draw_the_decoders_mask():
     attention_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     allowed = causal_mask(torch.zeros(2, 5, 8), attention_mask, past=0)[:, 0]  # (B, L, S)
     tokens = {"left-padded": ["<pad>", "<pad>", "Hello", "·the", "re"], "causal": ["The", "·quick", "·b", "rown", "!"]}
-    fig = vd.mask_panels({"left-padded": allowed[0], "causal": allowed[1]}, tokens)
+    fig = vd.draw_mask_panels({"left-padded": allowed[0], "causal": allowed[1]}, tokens)
     try:
         q, k = torch.meshgrid(torch.arange(5), torch.arange(5), indexing="ij")
         for ax, row, name in zip(fig.axes, attention_mask, tokens, strict=True):
@@ -162,7 +162,7 @@ def test_cache_growth_draws_the_cache_a_decode_fills(config):
             lengths.append(len(cache))
             nbytes.append(cache.nbytes)
     group = tc.num_attention_heads // tc.num_key_value_heads
-    fig = vd.cache_growth(lengths, nbytes, group, dtype="float32")
+    fig = vd.draw_cache_growth(lengths, nbytes, group, dtype="float32")
     try:
         prompt, added = fig.axes[0].containers
         tops = [a.get_y() + a.get_height() for a in added]
@@ -184,7 +184,7 @@ def test_prefill_vs_decode_draws_the_timings_with_true_slope_guides():
     """The two measured curves in ms, the measured lengths as x ticks, and guides of slope 2 and 1 on log-log axes
     through the last prefill point."""
     lengths, prefill_s, step_s = [64, 128, 256, 512], [1e-3, 3e-3, 1e-2, 4e-2], [2e-4, 2.2e-4, 2.5e-4, 3e-4]
-    fig = vd.prefill_vs_decode(lengths, prefill_s, step_s)
+    fig = vd.draw_prefill_vs_decode(lengths, prefill_s, step_s)
     try:
         (ax,) = fig.axes
         prefill, step, square, linear = ax.lines

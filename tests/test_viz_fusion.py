@@ -72,7 +72,7 @@ def test_token_strip_colours_each_token_as_transformers_processor_marks_it(promp
     the token: image / video from its mm_token_type_ids, padding from its attention mask."""
     ids, mask = prompts["input_ids"][row].tolist(), prompts["attention_mask"][row].tolist()
     labels = [hf_processor.tokenizer.decode([i]) for i in ids]
-    fig = vf.token_strip(ids, config, labels, attention_mask=mask, per_row=16)
+    fig = vf.draw_token_strip(ids, config, labels, attention_mask=mask, per_row=16)
     try:
         (ax,) = fig.axes
         cells = strip_cells(ax)
@@ -92,7 +92,7 @@ def test_token_strip_check_fails_on_kinds_off_by_one(prompts, hf_processor, conf
     real = vf.token_kinds
     monkeypatch.setattr(vf, "token_kinds", lambda ids, *a: (lambda k: k[1:] + k[:1])(real(ids, *a)))
     ids = prompts["input_ids"][0].tolist()
-    fig = vf.token_strip(ids, config)
+    fig = vf.draw_token_strip(ids, config)
     kinds = [kind for _, kind in strip_cells(fig.axes[0])]
     plt.close(fig)
     assert kinds != expected_kinds(ids, hf_processor, prompts["mm_token_type_ids"][0].tolist())
@@ -103,7 +103,7 @@ def test_expansion_fans_join_each_pad_to_the_run_its_grid_makes(prompts, hf_proc
     for it, in reading order: image 1, the video, image 2, each run t*h*w/4 tokens long, as its caption says."""
     before, after = prompts["template_ids"], prompts["input_ids"][0].tolist()
     labels = [hf_processor.tokenizer.decode([i]) for i in before]
-    fig = vf.expansion_figure(before, labels, after, config)
+    fig = vf.draw_expansion(before, labels, after, config)
     try:
         (ax,) = fig.axes
         merge = config.vision_config.spatial_merge_size
@@ -164,7 +164,7 @@ def test_masked_scatter_picture_is_qwenlite_fuse():
     framed on both sides, and the row labelled "← fk" holds feature row k: f0..f3 in reading order through the
     batch, every other row the token's own embedding."""
     fused = fuse(TOY_EMBEDS, TOY_IDS, TOY_FEATURES, 9, "image")
-    fig = vf.masked_scatter_figure(TOY_IDS, TOY_EMBEDS, TOY_FEATURES, fused, token_id=9)
+    fig = vf.draw_masked_scatter(TOY_IDS, TOY_EMBEDS, TOY_FEATURES, fused, token_id=9)
     try:
         before, feats, after = fig.axes
         drawn = np.asarray(after.images[0].get_array())
@@ -183,7 +183,7 @@ def test_masked_scatter_picture_is_qwenlite_fuse():
 def test_masked_scatter_check_fails_on_features_in_the_wrong_order():
     """Mutation: a result filled with the features reversed contradicts the "← fk" labels."""
     wrong = fuse(TOY_EMBEDS, TOY_IDS, TOY_FEATURES.flip(0), 9, "image")
-    fig = vf.masked_scatter_figure(TOY_IDS, TOY_EMBEDS, TOY_FEATURES, wrong, token_id=9)
+    fig = vf.draw_masked_scatter(TOY_IDS, TOY_EMBEDS, TOY_FEATURES, wrong, token_id=9)
     drawn = np.asarray(fig.axes[2].images[0].get_array())
     labelled = arrows(fig.axes[2])
     plt.close(fig)
@@ -203,7 +203,7 @@ def test_fused_heatmap_shows_the_models_embeddings_and_the_towers_features(ours,
     with torch.no_grad():
         fused = ours.embed(ids, patches.pixel_values, grid)[0]
         (features,) = ours.get_image_features(patches.pixel_values, grid)
-    fig = vf.fused_heatmap(fused, ids[0].tolist(), config)
+    fig = vf.draw_fused_heatmap(fused, ids[0].tolist(), config)
     try:
         strip, ax = fig.axes[:2]
         drawn = np.asarray(ax.images[0].get_array())

@@ -40,18 +40,18 @@ def patch_place(pixel_values: torch.Tensor, grid_thw, index: int) -> tuple[int, 
 
 
 def titled_place(fig) -> tuple[int, int, int]:
-    """(t, row, column) as show_patch's title states them."""
+    """(t, row, column) as draw_patch's title states them."""
     row, col, t = re.fullmatch(r"patch \d+: grid row (\d+), column (\d+) \(t = (\d+)\)", fig.get_suptitle()).groups()
     return int(t), int(row), int(col)
 
 
 @pytest.mark.parametrize("index", [2, 111])  # each figure draws 1176 bars: ~0.7 s
 def test_patch_title_and_pixels_are_where_unpatchify_puts_the_row(photo, index):
-    """show_patch's "grid row r, column c" is where unpatchify puts that row of pixel_values, its two 14x14
+    """draw_patch's "grid row r, column c" is where unpatchify puts that row of pixel_values, its two 14x14
     pictures are that crop of the resized photo (de-normalised) and its bars are the row's 1176 numbers."""
     patches = preprocess_image(photo, max_pixels=224 * 224)
     row = patches.pixel_values[index]
-    fig = vp.show_patch(row, index, patches.grid_thw)
+    fig = vp.draw_patch(row, index, patches.grid_thw)
     try:
         t, r, c = titled_place(fig)
         assert (t, r, c) == patch_place(patches.pixel_values, patches.grid_thw, index)
@@ -71,7 +71,7 @@ def test_patch_title_follows_the_video_frame_groups(small_video):
     video, patches = small_video
     _, h, w = patches.grid_thw.tolist()
     index = h * w + 13
-    fig = vp.show_patch(patches.pixel_values[index], index, patches.grid_thw)
+    fig = vp.draw_patch(patches.pixel_values[index], index, patches.grid_thw)
     assert titled_place(fig) == patch_place(patches.pixel_values, patches.grid_thw, index) == (1, 2, 1)
     plt.close(fig)
 
@@ -79,19 +79,19 @@ def test_patch_title_follows_the_video_frame_groups(small_video):
 def test_patch_title_check_fails_on_raster_order(photo):
     """Mutation: a figure that numbered patches row by row (merge 1, no 2x2 blocks) names the wrong place."""
     patches = preprocess_image(photo, max_pixels=224 * 224)
-    fig = vp.show_patch(patches.pixel_values[2], 2, patches.grid_thw, merge=1)
+    fig = vp.draw_patch(patches.pixel_values[2], 2, patches.grid_thw, merge=1)
     assert titled_place(fig) != patch_place(patches.pixel_values, patches.grid_thw, 2)
     plt.close(fig)
 
 
 def test_patch_grid_is_the_resized_image_and_its_token_count(photo):
-    """show_patch_grid draws preprocess_image's resized frame; thick lines every 28 px, thin every 14 px; the
+    """draw_patch_grid draws preprocess_image's resized frame; thick lines every 28 px, thin every 14 px; the
     title's token count is the number of merged tokens the processor makes of it."""
     patches = preprocess_image(photo, max_pixels=224 * 224)
     frame = patches.frames[0]
     _, gh, gw = patches.grid_thw.tolist()
     original = load_image(photo)
-    fig = vp.show_patch_grid(frame, original)
+    fig = vp.draw_patch_grid(frame, original)
     try:
         assert np.array_equal(np.asarray(fig.axes[0].images[0].get_array()), original.permute(1, 2, 0).numpy())
         ax = fig.axes[1]
@@ -111,7 +111,7 @@ def test_video_columns_are_the_temporal_patches(small_video):
     with the source frame it shows (a flat frame's grey level names it; the padded sixth repeats the fifth),
     inside the seconds its header announces; frames in the marked seconds, and only those, get a coloured frame."""
     video, patches = small_video
-    fig = vp.show_video_patches(video, patches, marker_seconds=(1.0, 2.0))
+    fig = vp.draw_video_patches(video, patches, marker_seconds=(1.0, 2.0))
     plain = matplotlib.colors.to_rgba(matplotlib.rcParams["axes.edgecolor"])  # an unmarked frame's edge
     try:
         grid_t = int(patches.grid_thw[0])

@@ -289,7 +289,7 @@ def test_explorer_redraws_the_layout_from_its_controls(processor, config, monkey
         raise AssertionError("the recorder draws nothing")
 
     monkeypatch.setattr(vr, "draw_layout", recording)
-    box = vr.explorer(processor, config, reference)
+    box = vr.layout_explorer(processor, config, reference)
     layout, width, height, frames, fps = box.children[0].children
     assert list(layout.options) == list(vr.LAYOUTS)
     assert calls == [(processor, config, "text image text video text", 308, 224, 8, 2.0, reference)]

@@ -27,7 +27,7 @@ def test_journey_boxes_hold_their_shapes_and_arrows_join_their_stages():
     """One box per stage with the measured shape written inside it; each arrow leaves its source's box towards its
     target and stops at the target's box (both ends just outside the box edges, on the line between centres)."""
     shapes = {stage: f"shape of {stage}" for stage in vt.STAGES}
-    fig = vt.journey_diagram(shapes)
+    fig = vt.draw_journey(shapes)
     try:
         (ax,) = fig.axes
         boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
@@ -60,7 +60,7 @@ def test_patch_grid_title_counts_what_transformers_processor_makes(hf_processor,
     grid = out["image_grid_thw"][0]
     _, gh, gw = grid.tolist()
     pads = int((out["mm_token_type_ids"] == 1).sum())
-    fig = vt.patch_grid_figure(photo, grid)
+    fig = vt.draw_photo_patch_grid(photo, grid)
     try:
         ax = fig.axes[1]
         size = hf_processor.image_processor.size  # the checkpoint's limits, as transformers reads them
@@ -94,7 +94,7 @@ def test_tokens_and_positions_are_transformers_token_types_and_ids(hf_processor,
     ids, grid = out["input_ids"], out["image_grid_thw"]
     theirs, their_deltas = ref.model.get_rope_index(ids, out["mm_token_type_ids"], grid)
     _, our_deltas = get_rope_index(ids, grid, config=config)
-    fig = vt.tokens_and_positions(ids, theirs, config)
+    fig = vt.draw_tokens_and_positions(ids, theirs, config)
     try:
         top, bottom = fig.axes
         names = list(vt.KIND_COLOURS)
@@ -167,7 +167,7 @@ def test_parameter_bars_stack_each_models_parts(ours):
     where the previous ended; the label gives the total and says when lm_head is tied."""
     twin = vt.parameter_split(ours)
     untied = {"vision tower": 6.0e8, "merger": 4.5e7, "embeddings": 5.4e8, "decoder layers": 6.5e9, "lm_head": 5.4e8}
-    fig = vt.parameter_bars({"twin": twin, "untied": untied})
+    fig = vt.draw_parameter_bars({"twin": twin, "untied": untied})
     try:
         (ax,) = fig.axes
         bars = iter(ax.patches)

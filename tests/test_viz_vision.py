@@ -102,7 +102,7 @@ def test_attention_maps_share_one_colour_scale(ours, vision_inputs):
     probs = {b: vv.attention_probs(tower, pixels, grid, b) for b in (0, full)}
     h, w = (int(v) for v in grid[0, 1:])
     frame = torch.zeros(3, h * 14, w * 14, dtype=torch.uint8)
-    fig = vv.show_attention_maps(frame, probs, grid, 0, (1, 1), tower.config)
+    fig = vv.draw_attention_maps(frame, probs, grid, 0, (1, 1), tower.config)
     try:
         norms = [ax.get_images()[-1].norm for ax in fig.axes[1:3]]
         assert all(isinstance(n, LogNorm) for n in norms) and norms[0] is norms[1]
@@ -123,7 +123,7 @@ def test_window_order_picture_lists_window_index():
 
     grid_hw = (12, 20)
     layout = vision_layout(torch.tensor([[1, *grid_hw]]), vv.VisionConfig())
-    fig = vv.show_window_order(grid_hw)
+    fig = vv.draw_window_order(grid_hw)
     try:
         assert _numbers_in_reading_order(fig.axes[2]) == layout.window_index.tolist()
         assert _numbers_in_reading_order(fig.axes[1]) == layout.restore.tolist()

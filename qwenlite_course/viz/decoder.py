@@ -23,7 +23,7 @@ def pair_axes(mrope_section: Sequence[int]) -> list[str]:
     return [axis for axis, n in zip("thw", mrope_section, strict=True) for _ in range(n)]
 
 
-def mrope_section_bars(sections: Mapping[str, Sequence[int]], rope_theta: float = 1e6) -> Figure:
+def draw_mrope_sections(sections: Mapping[str, Sequence[int]], rope_theta: float = 1e6) -> Figure:
     """One panel per model: the rotation speed theta^(-2i/Dh) of each of its Dh/2 rotary pairs (log scale),
     on a background coloured by the axis (t, h, w) whose position id turns the pair."""
     fig, axes = plt.subplots(len(sections), 1, figsize=(11, 2.9 * len(sections)), squeeze=False)
@@ -61,7 +61,7 @@ def mrope_section_bars(sections: Mapping[str, Sequence[int]], rope_theta: float 
     return fig
 
 
-def mrope_cos_heatmap(
+def draw_mrope_cos(
     position_ids: torch.Tensor, angles: torch.Tensor, mrope_section: Sequence[int], span: tuple[int, int]
 ) -> Figure:
     """position_ids (3, L) of one prompt, each pair's angle (L, Dh/2), the image span [start, end) of tokens.
@@ -111,7 +111,7 @@ def mrope_cos_heatmap(
     return fig
 
 
-def mask_panels(panels: Mapping[str, torch.Tensor], tokens: Mapping[str, Sequence[str]] | None = None) -> Figure:
+def draw_mask_panels(panels: Mapping[str, torch.Tensor], tokens: Mapping[str, Sequence[str]] | None = None) -> Figure:
     """Boolean masks (L, S), True = the query may attend to that key, side by side, token labels optional."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.8), squeeze=False)
     cmap = ListedColormap(["#2b2b2b", "#fdd49e"])
@@ -140,7 +140,7 @@ def mask_panels(panels: Mapping[str, torch.Tensor], tokens: Mapping[str, Sequenc
     return fig
 
 
-def cache_growth(lengths: Sequence[int], nbytes: Sequence[int], group: int, dtype: str = "float32") -> Figure:
+def draw_cache_growth(lengths: Sequence[int], nbytes: Sequence[int], group: int, dtype: str = "float32") -> Figure:
     """Left: cached tokens after the prefill (step 0) and each decode step, as stacked bars from 0: the prompt's
     tokens (red) and those the decode steps added (blue). Right: KiB held by the cache (in `dtype`), and what
     caching all H heads (no grouping: `group` = H / Hkv times more) would hold."""
@@ -169,7 +169,7 @@ def cache_growth(lengths: Sequence[int], nbytes: Sequence[int], group: int, dtyp
     return fig
 
 
-def prefill_vs_decode(lengths: Sequence[int], prefill_s: Sequence[float], step_s: Sequence[float]) -> Figure:
+def draw_prefill_vs_decode(lengths: Sequence[int], prefill_s: Sequence[float], step_s: Sequence[float]) -> Figure:
     """Measured seconds: the whole prompt of L tokens at once (prefill, also what a step without a cache costs)
     vs one decode step reading L cached tokens, on log-log axes with slope guides through the last prefill."""
     L = np.asarray(lengths, dtype=float)

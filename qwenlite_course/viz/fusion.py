@@ -47,7 +47,7 @@ def _legend(ax, kinds: Sequence[str], **kwargs) -> None:
     )
 
 
-def token_strip(
+def draw_token_strip(
     ids: Sequence[int],
     config: QwenLiteConfig,
     labels: Sequence[str] | None = None,
@@ -85,7 +85,7 @@ def token_strip(
     return fig
 
 
-def expansion_figure(
+def draw_expansion(
     before_ids: Sequence[int],
     before_labels: Sequence[str],
     after_ids: Sequence[int],
@@ -161,7 +161,7 @@ def expansion_figure(
     return fig
 
 
-def masked_scatter_figure(
+def draw_masked_scatter(
     input_ids: torch.Tensor,
     inputs_embeds: torch.Tensor,
     features: torch.Tensor,
@@ -201,7 +201,7 @@ def masked_scatter_figure(
     return fig
 
 
-def fused_heatmap(fused: torch.Tensor, input_ids: Sequence[int], config: QwenLiteConfig) -> Figure:
+def draw_fused_heatmap(fused: torch.Tensor, input_ids: Sequence[int], config: QwenLiteConfig) -> Figure:
     """The fused (L, D) embeddings of one prompt as a heat map, tokens along x, with the token-kind strip above."""
     kinds = token_kinds(list(input_ids), config)
     values = fused.detach().T.float().cpu().numpy()  # (D, L)

@@ -22,7 +22,9 @@ def _hwc(frame: torch.Tensor) -> np.ndarray:
     return frame.permute(1, 2, 0).numpy()
 
 
-def draw_patch_grid(ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int = MERGE_SIZE, title: str = "") -> None:
+def _draw_grid_lines(
+    ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int = MERGE_SIZE, title: str = ""
+) -> None:
     """The resized image with thin lines every 14 px (patches) and thick ones every 28 px (LLM tokens)."""
     h, w = frame.shape[-2:]
     ax.imshow(_hwc(frame), extent=(0, w, h, 0))
@@ -37,7 +39,7 @@ def draw_patch_grid(ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int
     )
 
 
-def show_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, zoom: int | None = None):
+def draw_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, zoom: int | None = None):
     """Original next to resized-with-grid; `zoom` crops the top-left zoom x zoom pixels so lines stay visible."""
     panels = 2 if original is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.2), squeeze=False)
@@ -47,7 +49,7 @@ def show_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, z
         axes[0, 0].set_xlabel("x (px)")
         axes[0, 0].set_ylabel("y (px)")
     ax = axes[0, -1]
-    draw_patch_grid(ax, frame)
+    _draw_grid_lines(ax, frame)
     if zoom:  # the labels describe the crop, not the whole image
         h, w = frame.shape[-2:]
         ax.set_xlim(0, zoom)
@@ -64,7 +66,7 @@ def show_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, z
     return fig
 
 
-def show_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int = MERGE_SIZE):
+def draw_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int = MERGE_SIZE):
     """One 1176-vector as what it is: (C=3, Tp=2, 14, 14), drawn as its two 14x14 RGB frames (de-normalised)."""
     patch = row.view(3, 2, PATCH_SIZE, PATCH_SIZE)  # (C, Tp, P, P)
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1, 1)
@@ -94,7 +96,7 @@ def show_patch(row: torch.Tensor, index: int, grid_thw: torch.Tensor, merge: int
     return fig
 
 
-def show_video_patches(video: Video, patches: Patches, marker_seconds: tuple[float, float] | None = None):
+def draw_video_patches(video: Video, patches: Patches, marker_seconds: tuple[float, float] | None = None):
     """Sampled frames in columns of 2 (one temporal patch each), with frame numbers and timestamps."""
     tp = patches.frames.shape[0] // int(patches.grid_thw[0])
     grid_t = int(patches.grid_thw[0])

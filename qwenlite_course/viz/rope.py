@@ -323,7 +323,7 @@ def draw_layout(
     return fig
 
 
-def explorer(processor: Processor, config: QwenLiteConfig, reference: Callable | None = None):
+def layout_explorer(processor: Processor, config: QwenLiteConfig, reference: Callable | None = None):
     """ipywidgets sliders for image size, frame count, fps and layout; redraws draw_layout live."""
     import ipywidgets as widgets
 

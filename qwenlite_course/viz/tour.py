@@ -83,7 +83,7 @@ def stages_of(notebook: str) -> tuple[str, ...]:
     return found
 
 
-def journey_diagram(
+def draw_journey(
     shapes: Mapping[str, str] | None = None,
     title: str = "From file to text: one pass through Qwen2.5-VL",
     highlight: str | None = None,
@@ -169,7 +169,7 @@ def _box_edge(a: tuple[float, float], b: tuple[float, float], w: float, h: float
     return a[0] + dx * scale, a[1] + dy * scale
 
 
-def patch_grid_figure(
+def draw_photo_patch_grid(
     image: Image.Image,
     grid_thw: torch.Tensor,
     patch_size: int = VisionConfig.patch_size,
@@ -204,7 +204,7 @@ def patch_grid_figure(
     return fig
 
 
-def tokens_and_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, config) -> Figure:
+def draw_tokens_and_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, config) -> Figure:
     """Top: one row of the prompt, coloured by token kind (`tokens.token_kinds`, as in notebook 05's strips).
     Bottom: its t, h, w position ids against token index."""
     ids = input_ids.reshape(-1)
@@ -269,7 +269,7 @@ def parameter_split(model: nn.Module) -> dict[str, int]:
     return parts
 
 
-def parameter_bars(splits: Mapping[str, Mapping[str, int]]) -> Figure:
+def draw_parameter_bars(splits: Mapping[str, Mapping[str, int]]) -> Figure:
     """One horizontal stacked bar per model, segments = parts, in billions of parameters."""
     fig, ax = plt.subplots(figsize=(11, 1.2 + 1.1 * len(splits)))
     names = list(splits)

@@ -51,7 +51,7 @@ def to_grid(values: torch.Tensor, grid_hw: tuple[int, int], merge_size: int) -> 
 # ------------------------------------------------------------------ notebook 02: patches and their embeddings
 
 
-def show_patches_and_embeddings(
+def draw_patches_and_embeddings(
     frame: torch.Tensor,
     pixel_values: torch.Tensor,
     embeddings: torch.Tensor,
@@ -90,7 +90,7 @@ def show_patches_and_embeddings(
     return fig
 
 
-def show_temporal_kernel(weight: torch.Tensor, channel: int = 0):
+def draw_temporal_kernel(weight: torch.Tensor, channel: int = 0):
     """One output channel of the Conv3d kernel (D, 3, 2, 14, 14): its 3 colour planes at frame 0 and frame 1."""
     k = weight[channel].detach()  # (3, 2, 14, 14)
     lim = float(k.abs().max())
@@ -109,7 +109,7 @@ def show_temporal_kernel(weight: torch.Tensor, channel: int = 0):
 # ------------------------------------------------------------------ notebook 03: RoPE ids, windows, masks, attention
 
 
-def show_hw_ids(
+def draw_hw_ids(
     frame: torch.Tensor,
     grid_hw: tuple[int, int],
     vision_config: VisionConfig | None = None,
@@ -172,7 +172,7 @@ def show_hw_ids(
     return fig
 
 
-def show_rotary_pairs(rotary, steps: int = 16):
+def draw_rotary_pairs(rotary, steps: int = 16):
     """cos(theta) of every rotary pair as a patch walks down a column (h = 0..steps-1, w = 0) and along a row
     (h = 0, w = 0..steps-1): the first half of the pairs turns with h only, the second half with w only.
 
@@ -214,7 +214,7 @@ def window_ids(grid_hw: tuple[int, int], vision_config: VisionConfig | None = No
     return to_grid(window_of_patch, grid_hw, config.spatial_merge_size)
 
 
-def show_windows(frame: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
+def draw_windows(frame: torch.Tensor, grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
     """Windows as coloured tiles over the image, numbered in the order the tower visits them."""
     config = _geometry(vision_config)
     h, w = grid_hw
@@ -250,7 +250,7 @@ def segment_mask(cu_seqlens: torch.Tensor) -> torch.Tensor:
     return segment[:, None] == segment[None, :]
 
 
-def show_masks(grid_thw: torch.Tensor, vision_config: VisionConfig | None = None):
+def draw_masks(grid_thw: torch.Tensor, vision_config: VisionConfig | None = None):
     """The block-diagonal attention masks of a windowed block and of a full-attention block, in window order."""
     layout = vision_layout(grid_thw, _geometry(vision_config))
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
@@ -316,7 +316,7 @@ def attention_of_patch(
     return out
 
 
-def show_attention(
+def draw_attention(
     frame: torch.Tensor,
     probs: torch.Tensor,
     grid_thw: torch.Tensor,
@@ -349,7 +349,7 @@ def show_attention(
     return fig
 
 
-def show_attention_maps(
+def draw_attention_maps(
     frame: torch.Tensor,
     maps: dict[int, torch.Tensor],
     grid_thw: torch.Tensor,
@@ -432,7 +432,7 @@ def attention_explorer(
     def draw(layer: int, head: int, row: int, col: int):
         if layer not in cache:
             cache[layer] = attention_probs(tower, pixel_values, grid_thw, layer)
-        return show_attention(frame, cache[layer], grid_thw, head, (row, col), layer, config)
+        return draw_attention(frame, cache[layer], grid_thw, head, (row, col), layer, config)
 
     return live(
         draw,
@@ -446,7 +446,7 @@ def attention_explorer(
 # ------------------------------------------------------------------ notebook 04: the merger
 
 
-def show_merge_groups(
+def draw_merge_groups(
     frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int = 6, vision_config: VisionConfig | None = None
 ):
     """The first few LLM tokens: each is 4 consecutive rows of pixel_values, a 2x2 block of patches."""
@@ -478,7 +478,7 @@ def show_merge_groups(
     return fig
 
 
-def show_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
+def draw_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | None = None):
     """Merged tokens in prompt (raster) order, the path the tower walks them in (window order), and window_index
     written out one window per row: tower position j holds token window_index[j]; argsort undoes it."""
     config = _geometry(vision_config)
@@ -549,7 +549,7 @@ def show_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | No
     return fig
 
 
-def show_features(
+def draw_features(
     frame: torch.Tensor,
     features: torch.Tensor,
     grid_hw: tuple[int, int],
