@@ -252,6 +252,20 @@ class Patches:
         return int(self.grid_thw.prod()) // merge_size**2
 
 
+def image_size(
+    height: int,
+    width: int,
+    config: PreprocessorConfig | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[int, int]:
+    """(H, W) an H x W image is resized to: smart_resize within the call's limits, else preprocessor_config's."""
+    config = config or PreprocessorConfig()
+    low = config.min_pixels if min_pixels is None else min_pixels
+    high = config.max_pixels if max_pixels is None else max_pixels
+    return smart_resize(height, width, config.factor, low, high)
+
+
 def preprocess_image(
     image: ImageSource,
     config: PreprocessorConfig | None = None,
@@ -261,13 +275,7 @@ def preprocess_image(
     """An image -> Patches with grid_t = 1: the still image is repeated to fill temporal_patch_size frames."""
     config = config or PreprocessorConfig()
     rgb = load_image(image)  # (3, H, W) uint8
-    height, width = smart_resize(
-        rgb.shape[1],
-        rgb.shape[2],
-        config.factor,
-        config.min_pixels if min_pixels is None else min_pixels,
-        config.max_pixels if max_pixels is None else max_pixels,
-    )
+    height, width = image_size(rgb.shape[1], rgb.shape[2], config, min_pixels, max_pixels)
     resized = resize(rgb, height, width)  # (3, h, w) uint8
     frames = resized[None].expand(config.temporal_patch_size, -1, -1, -1)  # (Tp, 3, h, w): the repeat
     pixel_values, grid = patchify(

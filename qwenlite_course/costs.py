@@ -1,7 +1,7 @@
 """What an input costs: an image or a video's size -> patches, windows, LLM tokens, KV-cache bytes, memory.
 
 Every count comes from the model package's own rules, the ones the processor and the tower run:
-`smart_resize` and `video_frame_size` (the pixel budgets), `smart_nframes` (how many frames), `get_window_index`
+`image_size` and `video_frame_size` (the pixel budgets), `smart_nframes` (how many frames), `get_window_index`
 (the tower's windows), `kv_cache_bytes` and `prefill_floor_bytes` (the decoder's memory). Nothing is decoded or
 run, so a 4K hour of video costs a millisecond to price; tests/test_costs.py checks each count against what the
 processor and the model produce.
@@ -19,7 +19,7 @@ import torch
 
 from qwenlite.config import QwenLiteConfig
 from qwenlite.generation import kv_cache_bytes, prefill_floor_bytes
-from qwenlite.preprocessing import VIDEO_TOTAL_PIXELS, PreprocessorConfig, smart_resize, video_frame_size
+from qwenlite.preprocessing import VIDEO_TOTAL_PIXELS, PreprocessorConfig, image_size, video_frame_size
 from qwenlite.sampling import VIDEO_FPS, smart_nframes
 from qwenlite.vision import get_window_index
 
@@ -38,12 +38,7 @@ class Cost:
     patches: int  # rows of pixel_values: what the vision tower reads
     windows: int  # segments of the tower's windowed blocks (112 x 112 px each, smaller at the edges)
     tokens: int  # <|image_pad|> / <|video_pad|> tokens: what the language model reads for it
-
-    @property
-    def window_pairs(self) -> int:
-        """Query-key pairs per head in one windowed block (each window attends within itself)."""
-        _, cu = get_window_index(torch.tensor([self.grid_thw]))
-        return int(((cu[1:] - cu[:-1]).long() ** 2).sum())
+    window_pairs: int  # query-key pairs per head in one windowed block (each window attends within itself)
 
     @property
     def full_pairs(self) -> int:
@@ -56,8 +51,10 @@ def _cost(kind: str, height: int, width: int, frames: int, config: PreprocessorC
     tp, p, m = config.temporal_patch_size, config.patch_size, config.merge_size
     grid = (frames // tp, height // p, width // p)
     _, cu = get_window_index(torch.tensor([grid]), patch_size=p, merge_size=m)
+    lengths = (cu[1:] - cu[:-1]).long()  # patches per window
     patches = grid[0] * grid[1] * grid[2]
-    return Cost(kind, height, width, frames, grid, patches, len(cu) - 1, patches // (m * m))
+    pairs = int((lengths**2).sum())
+    return Cost(kind, height, width, frames, grid, patches, len(lengths), patches // (m * m), pairs)
 
 
 def image_cost(
@@ -69,9 +66,7 @@ def image_cost(
 ) -> Cost:
     """An H x W image at the processor's pixel limits (preprocessor_config.json's, unless given)."""
     config = config or PreprocessorConfig()
-    low = config.min_pixels if min_pixels is None else min_pixels
-    high = config.max_pixels if max_pixels is None else max_pixels
-    resized_h, resized_w = smart_resize(height, width, config.factor, low, high)
+    resized_h, resized_w = image_size(height, width, config, min_pixels, max_pixels)
     return _cost("image", resized_h, resized_w, config.temporal_patch_size, config)
 
 

@@ -30,7 +30,8 @@ def test_an_image_costs_what_transformers_processor_makes_of_it(hf_processor, he
         14 * cost.grid_thw[2],
     )
     _, cu = get_vision_window_index(batch["image_grid_thw"], spatial_merge_size=2, window_size=112, patch_size=14)
-    assert cost.windows == len(torch.unique_consecutive(cu)) - 1  # transformers drops empty windows the same way
+    lengths = torch.unique_consecutive(cu).diff().long()  # transformers drops empty windows the same way
+    assert cost.windows == len(lengths) and cost.window_pairs == int((lengths**2).sum())
 
 
 def test_pixel_limits_are_the_processors(hf_processor):
@@ -58,11 +59,12 @@ def test_a_long_video_gets_smaller_frames_and_at_most_768_of_them():
     assert long.height * long.width < short.height * short.width  # the whole video's pixel budget is shared
 
 
-def test_pairs_per_head_match_the_windows_and_frames():
-    cost = image_cost(1080, 1920)
-    assert cost.full_pairs == cost.patches**2  # one frame: every patch sees every patch
-    assert cost.window_pairs < cost.full_pairs / 100  # 112-px windows: 64 patches each, a few smaller at the edges
-    assert cost.window_pairs >= cost.windows and cost.window_pairs <= cost.windows * 64**2
+def test_full_attention_pairs_are_per_frame():
+    image, video = image_cost(1080, 1920), video_cost(252, 336, seconds=4.0, video_fps=8)
+    assert image.full_pairs == image.patches**2  # one frame: every patch sees every patch
+    t = video.grid_thw[0]
+    assert video.full_pairs == t * (video.patches // t) ** 2 < video.patches**2  # frames never see each other
+    assert image.window_pairs < image.full_pairs / 100  # 112-px windows: 64 patches each, a few smaller at the edges
 
 
 def test_the_kv_cache_is_36_kib_a_token_for_the_3b_in_bfloat16_and_the_twins_is_its_cache(ours, processor):
