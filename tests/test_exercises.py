@@ -1,6 +1,7 @@
 """qwenlite_course.exercises: the shared grading (every exercise has a question and its own test module, unknown names,
-placeholders never raise) and the notebooks' exercise cells. Each notebook's exercises are tested in
-tests/test_exercises_nbNN_<notebook>.py."""
+placeholders never raise), the notebooks' exercise cells and the answers. Each notebook's exercises are tested in
+tests/test_exercises_nbNN_<notebook>.py, the search of executed notebooks for answers shown too early in
+tests/test_exercises_leaks.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from helpers import DATA, fails_without_giving_away
 
 from qwenlite_course import exercises
+from qwenlite_course.exercises import leaks
 
 
 def test_every_exercise_has_a_text_and_a_test():
@@ -89,3 +91,26 @@ def test_exercise_cells_run_and_say_not_yet(capsys):
             exec(compile(source, f"{notebook} exercise cell", "exec"), {})
             printed = capsys.readouterr().out
             assert "\nnot yet: " in printed and "correct\n" not in printed, (notebook, printed)
+
+
+# ---------------------------------------------------------------- the answers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
+def test_an_exercise_that_asks_for_numbers_has_its_answer(capsys, name):
+    """An answer where the grader asks for a number or a list of numbers, and the grader takes it as correct."""
+    exercise = exercises.EXERCISES[name]
+    asks_numbers = re.match(r"expected (a whole number|\d+ numbers) ", exercise.grade("x") or "")
+    assert (exercise.answer is not None) == bool(asks_numbers), (name, exercise.grade("x"))
+    if exercise.answer is not None:
+        assert exercises.check(name, exercise.answer()) is True
+        assert capsys.readouterr().out == "correct\n"
+
+
+def test_an_answer_belongs_to_the_notebook_that_asks_it():
+    for notebook, sources in _exercise_cells().items():
+        for source in sources:
+            (name,) = set(re.findall(r'exercises\.check\("(\w+)"', source))
+            if exercises.EXERCISES[name].answer is not None:
+                assert leaks.notebook_of(name) == int(notebook[:2]), (notebook, name)

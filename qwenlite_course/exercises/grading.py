@@ -3,6 +3,7 @@ and hints for counts. The exercises themselves live in one module per notebook (
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +20,17 @@ DATA = data_dir()  # the repository's data/ folder (photo, sample video, configs
 class Exercise:
     text: str  # the question, as a notebook prints it
     grade: Callable[[Any], str | None]  # answer -> None when right, else a hint that does not give the answer
+    # the expected value when it is a number or a list of numbers (None for a function or a tensor): the grader's
+    # own computation, so that tests and the notebooks' leak search (leaks.py) know it without asking the grader
+    answer: Callable[[], Any] | None = None
 
 
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(name: str, text: str) -> Callable:
+def exercise(name: str, text: str, answer: Callable[[], Any] | None = None) -> Callable:
     def register(grade: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-        EXERCISES[name] = Exercise(" ".join(text.split()), grade)
+        EXERCISES[name] = Exercise(" ".join(text.split()), grade, answer)
         return grade
 
     return register
@@ -146,6 +150,7 @@ def _sizes(model_size: str) -> Any:
     return QwenLiteConfig.from_pretrained(DATA / "configs" / f"qwen2_5_vl_{model_size}_instruct.config.json")
 
 
+@functools.cache
 def _parameter_counts(model_size: str) -> dict[str, int]:
     """Parameters of the real model's parts, counted on the meta device (shapes only, no memory).
 

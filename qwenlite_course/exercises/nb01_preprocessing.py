@@ -12,6 +12,14 @@ PHONE_PHOTO = (3024, 4032)  # height x width: a 12-megapixel phone photo
 TOKEN_LIMIT = 1280  # max_pixels = 1280 tokens x 28 x 28: the default of transformers' own smart_resize function
 
 
+def _pad_tokens_3024x4032() -> int:
+    from qwenlite.preprocessing import PreprocessorConfig, smart_resize
+
+    config = PreprocessorConfig()
+    height, width = smart_resize(*PHONE_PHOTO, config.factor, config.min_pixels, TOKEN_LIMIT * config.factor**2)
+    return (height // config.patch_size) * (width // config.patch_size) // config.merge_size**2
+
+
 @exercise(
     "pad_tokens_3024x4032_max1280",
     f"""A 12-megapixel phone photo of {PHONE_PHOTO[0]}x{PHONE_PHOTO[1]} pixels (height x width) goes through the
@@ -19,14 +27,12 @@ TOKEN_LIMIT = 1280  # max_pixels = 1280 tokens x 28 x 28: the default of transfo
     transformers' own smart_resize function, a common way to cap memory). How many <|image_pad|> tokens does it
     become in the prompt? Resize first (qwenlite.smart_resize with those limits), then count 14-pixel patches,
     then merge 2x2 patches into one token.""",
+    answer=_pad_tokens_3024x4032,
 )
 def _pad_tokens(answer: Any) -> str | None:
     from qwenlite.preprocessing import PreprocessorConfig, smart_resize
 
     config = PreprocessorConfig()
-    limit = TOKEN_LIMIT * config.factor**2
-    height, width = smart_resize(*PHONE_PHOTO, config.factor, config.min_pixels, limit)
-    expected = (height // config.patch_size) * (width // config.patch_size) // config.merge_size**2
     uncapped = smart_resize(*PHONE_PHOTO, config.factor, config.min_pixels, config.max_pixels)
     value = _whole_number(answer, "tokens")
     if value == TOKEN_LIMIT:
@@ -38,7 +44,7 @@ def _pad_tokens(answer: Any) -> str | None:
         return "the photo is above max_pixels: smart_resize shrinks both sides by the same factor before rounding."
     return _count_hint(
         answer,
-        expected,
+        _pad_tokens_3024x4032(),
         "tokens",
         {
             4: "did you count patches instead of merged tokens? Each 2x2 block of patches is one token.",
@@ -85,17 +91,23 @@ def _unpatchify(fn: Any) -> str | None:
 LONG_CLIP = (10 * 60 * 30, 30.0)  # (frames, fps): a 10-minute clip filmed at 30 frames per second
 
 
+def _temporal_patches_10min() -> int:
+    from qwenlite.sampling import VIDEO_FPS, smart_nframes
+
+    return smart_nframes(*LONG_CLIP, VIDEO_FPS) // 2
+
+
 @exercise(
     "temporal_patches_10min_clip",
     f"""A 10-minute clip filmed at {LONG_CLIP[1]:g} frames per second ({LONG_CLIP[0]} frames) is sampled at
     fps 2 by qwen-vl-utils' rule (section 8; qwenlite.sampling.smart_nframes has it). How many temporal patches
     (grid_t) does it give?""",
+    answer=_temporal_patches_10min,
 )
 def _temporal_patches(answer: Any) -> str | None:
-    from qwenlite.sampling import VIDEO_FPS, smart_nframes
+    from qwenlite.sampling import VIDEO_FPS
 
     total, video_fps = LONG_CLIP
-    expected = smart_nframes(total, video_fps, VIDEO_FPS) // 2
     at_fps = round(total / video_fps * VIDEO_FPS)  # frames at 2 fps before any bound
     if _whole_number(answer, "temporal patches") in (at_fps, at_fps // 2):
         return (
@@ -104,7 +116,7 @@ def _temporal_patches(answer: Any) -> str | None:
         )
     return _count_hint(
         answer,
-        expected,
+        _temporal_patches_10min(),
         "temporal patches",
         {
             2: "did you count sampled frames? One temporal patch holds temporal_patch_size = 2 frames.",

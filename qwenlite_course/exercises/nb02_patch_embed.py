@@ -47,18 +47,23 @@ def _patch_embed_matmul(fn: Any) -> str | None:
     return None
 
 
+def _patch_embed_weights_3b() -> int:
+    from qwenlite.vision import PatchEmbed
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in PatchEmbed(_sizes("3b").vision_config).parameters())
+
+
 @exercise(
     "patch_embed_weights_3b",
     """How many weights does the patch embedding of Qwen2.5-VL-3B hold (model.visual.patch_embed)? Its Conv3d
     maps each 3-channel patch of 2 frames x 14 x 14 pixels to the vision width; read the sizes from
     data/configs/qwen2_5_vl_3b_instruct.config.json.""",
+    answer=_patch_embed_weights_3b,
 )
 def _patch_embed_weights(answer: Any) -> str | None:
-    from qwenlite.vision import PatchEmbed
-
     vision = _sizes("3b").vision_config
-    with torch.device("meta"):
-        expected = sum(p.numel() for p in PatchEmbed(vision).parameters())
+    expected = _patch_embed_weights_3b()
     value = _whole_number(answer, "weights")
     if isinstance(value, int) and value == expected + vision.hidden_size:
         return "the patch embedding's Conv3d has no bias (bias=False)."

@@ -9,20 +9,25 @@ import torch
 from .grading import _count_hint, _whole_number, _whole_numbers, exercise
 
 
+def _window_count_1_30_44() -> int:
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import get_window_index
+
+    c = VisionConfig()
+    _, cu_seqlens = get_window_index(torch.tensor([[1, 30, 44]]), c.window_size, c.patch_size, c.spatial_merge_size)
+    return len(cu_seqlens) - 1
+
+
 @exercise(
     "window_count_1_30_44",
     """The vision tower's windowed blocks attend inside windows of 112x112 pixels. For one image of grid
     (t, h, w) = (1, 30, 44) patches of 14 pixels, how many windows are there? Work it out from the rule:
     a window is 112 / 14 = 8 patches, or 4 merged tokens, on a side; the merged grid is padded up to whole
     windows, and the padding is dropped. (qwenlite.vision.get_window_index applies the rule.)""",
+    answer=_window_count_1_30_44,
 )
 def _window_count(answer: Any) -> str | None:
-    from qwenlite.config import VisionConfig
-    from qwenlite.vision import get_window_index
-
-    c = VisionConfig()
-    _, cu_seqlens = get_window_index(torch.tensor([[1, 30, 44]]), c.window_size, c.patch_size, c.spatial_merge_size)
-    expected = len(cu_seqlens) - 1
+    expected = _window_count_1_30_44()
     value = _whole_number(answer, "windows")
     if isinstance(value, int) and 0 < value < expected:
         return (
@@ -34,6 +39,17 @@ def _window_count(answer: Any) -> str | None:
     )
 
 
+SEGMENTS_GRID = (3, 12, 28)
+
+
+def _segments_3_12_28() -> list[int]:
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import vision_layout
+
+    layout = vision_layout(torch.tensor([SEGMENTS_GRID]), VisionConfig())
+    return [len(layout.cu_frames) - 1, len(layout.cu_windows) - 1]
+
+
 @exercise(
     "segments_video_3_12_28",
     """A video of grid (t, h, w) = (3, 12, 28) patches goes through the vision tower. Attention runs inside
@@ -41,14 +57,10 @@ def _window_count(answer: Any) -> str | None:
     patch (a frame pair), in the other blocks one window of 112 x 112 pixels (8 x 8 patches, edge windows
     smaller). How many segments does each kind of block see? Answer (full, windowed), e.g. (1, 2).
     (qwenlite.vision.vision_layout gives the segments as cu_frames and cu_windows.)""",
+    answer=_segments_3_12_28,
 )
 def _segments(answer: Any) -> str | None:
-    from qwenlite.config import VisionConfig
-    from qwenlite.vision import vision_layout
-
-    grid = (3, 12, 28)
-    layout = vision_layout(torch.tensor([grid]), VisionConfig())
-    expected = [len(layout.cu_frames) - 1, len(layout.cu_windows) - 1]
+    expected = _segments_3_12_28()
     value = _whole_numbers(answer, 2, "segments: full, windowed")
     if isinstance(value, str):
         return value
@@ -65,7 +77,7 @@ def _segments(answer: Any) -> str | None:
             else "full attention: each temporal patch is one segment"
         )
     if windowed != expected[1]:
-        per_patch = expected[1] // grid[0]
+        per_patch = expected[1] // SEGMENTS_GRID[0]
         if windowed == per_patch:
             hints.append("windowed: every temporal patch is cut into its own windows")
         elif windowed < expected[1]:

@@ -9,19 +9,24 @@ import torch
 from .grading import _count_hint, _sizes, _whole_number, _whole_numbers, exercise
 
 
+def _merger_shape_1_30_44() -> list[int]:
+    from qwenlite.vision import PatchMerger
+
+    vision = _sizes("3b").vision_config
+    with torch.device("meta"):
+        return list(PatchMerger(vision)(torch.empty(1 * 30 * 44, vision.hidden_size)).shape)
+
+
 @exercise(
     "merger_output_shape_1_30_44",
     """An image of grid (t, h, w) = (1, 30, 44) patches leaves the vision tower of Qwen2.5-VL-3B through the
     patch merger. What is the shape of the merger's output? Answer (rows, width). Read the widths from
     data/configs/qwen2_5_vl_3b_instruct.config.json.""",
+    answer=_merger_shape_1_30_44,
 )
 def _merger_shape(answer: Any) -> str | None:
-    from qwenlite.vision import PatchMerger
-
     vision = _sizes("3b").vision_config
-    with torch.device("meta"):
-        merger = PatchMerger(vision)
-        expected = list(merger(torch.empty(1 * 30 * 44, vision.hidden_size)).shape)
+    expected = _merger_shape_1_30_44()
     value = _whole_numbers(answer, 2, "rows, width")
     if isinstance(value, str):
         return value
@@ -46,6 +51,10 @@ def _merger_shape(answer: Any) -> str | None:
     return "; ".join(hints) + "."
 
 
+def _merger_multiply_adds_7b() -> int:
+    return _merger_products("7b")
+
+
 @exercise(
     "merger_multiply_adds_7b",
     """How many multiply-adds does the patch merger's MLP of Qwen2.5-VL-7B spend on one LLM token? Count the
@@ -53,6 +62,7 @@ def _merger_shape(answer: Any) -> str | None:
     the biases, the GELU or the RMSNorm. Read the sizes from data/configs/qwen2_5_vl_7b_instruct.config.json
     (vision_config: hidden_size, spatial_merge_size, out_hidden_size); think of what one row is after the
     merger's view.""",
+    answer=_merger_multiply_adds_7b,
 )
 def _merger_multiply_adds(answer: Any) -> str | None:
     from torch import nn
@@ -63,7 +73,7 @@ def _merger_multiply_adds(answer: Any) -> str | None:
     with torch.device("meta"):
         merger = PatchMerger(vision)
     first, second = (m for m in merger.mlp if isinstance(m, nn.Linear))
-    expected = _merger_products("7b")
+    expected = _merger_multiply_adds_7b()
     value = _whole_number(answer, "multiply-adds")
     if isinstance(value, int):
         if value == sum(p.numel() for p in merger.parameters()):

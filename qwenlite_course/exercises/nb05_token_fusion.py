@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -11,27 +12,35 @@ from .grading import DATA, _call, _count_hint, _graded_function, _whole_number, 
 CLIP_FPS = 3.0  # the sampling rate asked (notebooks 01 and 08 sample the clip at 2 fps and print its tokens)
 
 
+@functools.cache
+def _video_tokens_at(fps: float) -> int:
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.video_io import load_video
+
+    return preprocess_video(load_video(DATA / "sample_video.mp4", fps=fps)).num_tokens()
+
+
+def _video_tokens_fps3() -> int:
+    return _video_tokens_at(CLIP_FPS)
+
+
 @exercise(
     "video_pad_tokens_sample_video_fps3",
     f"""data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 252 x 336 pixels, height x width) is sampled at
     {CLIP_FPS:g} frames per second by qwen-vl-utils' rule (qwenlite.video_io.load_video(path, fps={CLIP_FPS})), and
     its frames are resized within the video pixel limits (qwenlite.preprocessing.preprocess_video with its
     defaults: at least VIDEO_MIN_PIXELS per frame). How many <|video_pad|> tokens does it become in the prompt?""",
+    answer=_video_tokens_fps3,
 )
 def _video_tokens(answer: Any) -> str | None:
-    from qwenlite.preprocessing import preprocess_video
-    from qwenlite.video_io import load_video
-
-    expected = preprocess_video(load_video(DATA / "sample_video.mp4", fps=CLIP_FPS)).num_tokens()
-    at_2fps = preprocess_video(load_video(DATA / "sample_video.mp4", fps=2.0)).num_tokens()
-    if _whole_number(answer, "tokens") == at_2fps:
+    if _whole_number(answer, "tokens") == _video_tokens_at(2.0):
         return (
             f"that is the count at 2 frames per second; at {CLIP_FPS:g} fps the 4 s clip gives more sampled "
             "frames, so more temporal patches."
         )
     return _count_hint(
         answer,
-        expected,
+        _video_tokens_fps3(),
         "tokens",
         {
             2: "did you count sampled frames instead of temporal patches (2 frames each)?",

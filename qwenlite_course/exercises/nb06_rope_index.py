@@ -9,14 +9,9 @@ import torch
 from .grading import _whole_number, _whole_numbers, exercise
 
 
-@exercise(
-    "rope_deltas_layout",
-    """One prompt (batch 1): 3 text tokens, then an image of grid (t, h, w) = (1, 4, 6) patches (its
-    <|image_pad|> tokens: t*h*w / 4 of them), then 5 text tokens. What is its rope_deltas, the number that
-    decoding adds to a new token's plain text position (its index in the sequence) to get its M-RoPE
-    position? Answer with an int (or the (1, 1) tensor that qwenlite.get_rope_index returns).""",
-)
-def _rope_deltas(answer: Any) -> str | None:
+def _layout_prompt() -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt of rope_deltas_layout (3 text tokens, an image of grid (1, 4, 6), 5 text tokens): its ids (1, 14)
+    and its rope_deltas (1, 1)."""
     from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
     from qwenlite.rope_index import get_rope_index
 
@@ -24,7 +19,23 @@ def _rope_deltas(answer: Any) -> str | None:
     image_tokens = 1 * 4 * 6 // config.vision_config.spatial_merge_size**2
     ids = torch.tensor([[100, 101, 102] + [config.image_token_id] * image_tokens + [103, 104, 105, 106, 107]])
     _, deltas = get_rope_index(ids, image_grid_thw=torch.tensor([[1, 4, 6]]), config=config)
-    expected = int(deltas)
+    return ids, deltas
+
+
+def _layout_deltas() -> int:
+    return int(_layout_prompt()[1])
+
+
+@exercise(
+    "rope_deltas_layout",
+    """One prompt (batch 1): 3 text tokens, then an image of grid (t, h, w) = (1, 4, 6) patches (its
+    <|image_pad|> tokens: t*h*w / 4 of them), then 5 text tokens. What is its rope_deltas, the number that
+    decoding adds to a new token's plain text position (its index in the sequence) to get its M-RoPE
+    position? Answer with an int (or the (1, 1) tensor that qwenlite.get_rope_index returns).""",
+    answer=_layout_deltas,
+)
+def _rope_deltas(answer: Any) -> str | None:
+    expected = _layout_deltas()
     value = _whole_number(answer, "positions")
     if isinstance(value, str):
         return value
@@ -42,14 +53,7 @@ def _rope_deltas(answer: Any) -> str | None:
     )
 
 
-@exercise(
-    "video_t_ids_1_5_fps",
-    """A video sampled at 1.5 frames per second has grid (t, h, w) = (5, 2, 2): five temporal patches of two
-    frames, one merged token each. The prompt is just its 5 <|video_pad|> tokens. What are their t position
-    ids (get_rope_index with second_per_grid_ts = temporal_patch_size / fps)? Answer a list of 5 ids.
-    The rule: t = floor(patch index x second_per_grid_t x tokens_per_second), tokens_per_second = 2.""",
-)
-def _video_t_ids(answer: Any) -> str | None:
+def _video_t_ids_1_5_fps() -> list[int]:
     from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
     from qwenlite.rope_index import get_rope_index
 
@@ -59,7 +63,22 @@ def _video_t_ids(answer: Any) -> str | None:
     positions, _ = get_rope_index(
         ids, video_grid_thw=torch.tensor([[5, 2, 2]]), second_per_grid_ts=[seconds], config=config
     )
-    expected = positions[0, 0].tolist()
+    return positions[0, 0].tolist()
+
+
+@exercise(
+    "video_t_ids_1_5_fps",
+    """A video sampled at 1.5 frames per second has grid (t, h, w) = (5, 2, 2): five temporal patches of two
+    frames, one merged token each. The prompt is just its 5 <|video_pad|> tokens. What are their t position
+    ids (get_rope_index with second_per_grid_ts = temporal_patch_size / fps)? Answer a list of 5 ids.
+    The rule: t = floor(patch index x second_per_grid_t x tokens_per_second), tokens_per_second = 2.""",
+    answer=_video_t_ids_1_5_fps,
+)
+def _video_t_ids(answer: Any) -> str | None:
+    from qwenlite.config import VisionConfig
+
+    seconds = VisionConfig().temporal_patch_size / 1.5
+    expected = _video_t_ids_1_5_fps()
     value = _whole_numbers(answer, 5, "t ids") if not _has_fraction(answer) else "ids are whole numbers: t is floored"
     if isinstance(value, str):
         return value
@@ -83,22 +102,25 @@ def _has_fraction(answer: Any) -> bool:
     return isinstance(values, (list, tuple)) and any(isinstance(v, float) and v != int(v) for v in values)
 
 
+def _decode_position_3rd() -> int:
+    from qwenlite.rope_index import decode_position_ids
+
+    ids, deltas = _layout_prompt()
+    return int(decode_position_ids(deltas, past=ids.shape[1] + 2, new=1)[0, 0, 0])
+
+
 @exercise(
     "decode_position_3rd_token",
     """The prompt of rope_deltas_layout (3 text tokens, an image of grid (1, 4, 6), 5 text tokens: 14 tokens)
     is prefilled, then the model generates tokens one at a time. What M-RoPE position (the same on t, h and w)
     does the 3rd generated token get? (qwenlite.rope_index.decode_position_ids applies the rule: text position
     + rope_deltas.)""",
+    answer=_decode_position_3rd,
 )
 def _decode_position(answer: Any) -> str | None:
-    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
-    from qwenlite.rope_index import decode_position_ids, get_rope_index
-
-    config = QwenLiteConfig(TextConfig(), VisionConfig())
-    ids = torch.tensor([[100, 101, 102] + [config.image_token_id] * 6 + [103, 104, 105, 106, 107]])
-    _, deltas = get_rope_index(ids, image_grid_thw=torch.tensor([[1, 4, 6]]), config=config)
+    ids, deltas = _layout_prompt()
     length = ids.shape[1]
-    expected = int(decode_position_ids(deltas, past=length + 2, new=1)[0, 0, 0])
+    expected = _decode_position_3rd()
     value = _whole_number(answer, "positions")
     if isinstance(value, str):
         return value

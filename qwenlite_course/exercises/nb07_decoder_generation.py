@@ -9,13 +9,7 @@ import torch
 from .grading import DATA, _call, _count_hint, _graded_function, exercise
 
 
-@exercise(
-    "kv_cache_bytes_7b_8k_bf16",
-    """How many bytes does the KV cache of Qwen2.5-VL-7B hold after 8192 tokens of one sequence (batch 1)
-    in bfloat16? Read the sizes from data/configs/qwen2_5_vl_7b_instruct.config.json
-    (qwenlite.QwenLiteConfig.from_pretrained). Every decoder layer keeps a key and a value per token.""",
-)
-def _kv_bytes(answer: Any) -> str | None:
+def _kv_cache_bytes_7b_8k() -> int:
     from qwenlite.config import QwenLiteConfig
     from qwenlite.decoder import KVCache
 
@@ -25,10 +19,24 @@ def _kv_bytes(answer: Any) -> str | None:
     for layer in range(text.num_hidden_layers):
         keys = values = torch.empty(shape, dtype=torch.bfloat16, device="meta")
         cache.update(layer, keys, values)
+    return cache.nbytes
+
+
+@exercise(
+    "kv_cache_bytes_7b_8k_bf16",
+    """How many bytes does the KV cache of Qwen2.5-VL-7B hold after 8192 tokens of one sequence (batch 1)
+    in bfloat16? Read the sizes from data/configs/qwen2_5_vl_7b_instruct.config.json
+    (qwenlite.QwenLiteConfig.from_pretrained). Every decoder layer keeps a key and a value per token.""",
+    answer=_kv_cache_bytes_7b_8k,
+)
+def _kv_bytes(answer: Any) -> str | None:
+    from qwenlite.config import QwenLiteConfig
+
+    text = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
     kv_groups = text.num_attention_heads // text.num_key_value_heads
     return _count_hint(
         answer,
-        cache.nbytes,
+        _kv_cache_bytes_7b_8k(),
         "bytes",
         {
             kv_groups: "the cache stores the key/value heads, not every query head (grouped-query attention).",

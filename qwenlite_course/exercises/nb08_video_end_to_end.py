@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import torch
 
 from .grading import DATA, _count_hint, _whole_number, _whole_numbers, exercise
 
 MARKER_FPS = 4.5  # a rate whose temporal patches notebook 08 never prints: 2 sampled frames last 2 / 4.5 s
+
+
+@functools.cache
+def _marker_video() -> Any:
+    """data/sample_video.mp4 sampled at 4.5 fps (a qwenlite.video_io.Video)."""
+    from qwenlite.video_io import load_video
+
+    return load_video(DATA / "sample_video.mp4", fps=MARKER_FPS)
+
+
+def _marker_frame() -> int:
+    """The first sampled frame that shows the marker."""
+    start, _ = _marker_seconds()
+    return next(k for k, time in enumerate(_marker_video().timestamps) if time >= start)
+
+
+def _marker_patch_fps4_5() -> list[int]:
+    from qwenlite.config import VisionConfig
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.rope_index import vision_position_ids
+
+    vision = VisionConfig()
+    patch = _marker_frame() // vision.temporal_patch_size
+    patches = preprocess_video(_marker_video())
+    interval = vision.tokens_per_second * patches.second_per_grid_t
+    grid_t = int(patches.grid_thw[0])
+    t_ids = vision_position_ids(0, patches.grid_thw, vision.spatial_merge_size, interval)[0].reshape(grid_t, -1)
+    return [patch, int(t_ids[patch, 0])]  # the t id of that patch's tokens (two patches may share one)
 
 
 @exercise(
@@ -16,23 +47,14 @@ MARKER_FPS = 4.5  # a rate whose temporal patches notebook 08 never prints: 2 sa
     (qwenlite.video_io.load_video(path, fps=4.5): Video.indices, Video.timestamps). Which temporal patch (0 for
     the first pair of sampled frames) is the first to show the marker, and what is its t id offset from the
     video's first t id? Answer (patch, t offset).""",
+    answer=_marker_patch_fps4_5,
 )
 def _marker_patch(answer: Any) -> str | None:
     from qwenlite.config import VisionConfig
-    from qwenlite.preprocessing import preprocess_video
-    from qwenlite.rope_index import vision_position_ids
-    from qwenlite.video_io import load_video
 
     start, _ = _marker_seconds()
-    video = load_video(DATA / "sample_video.mp4", fps=MARKER_FPS)
-    frame = next(k for k, time in enumerate(video.timestamps) if time >= start)  # first sampled frame with it
-    vision = VisionConfig()
-    patch = frame // vision.temporal_patch_size
-    patches = preprocess_video(video)
-    interval = vision.tokens_per_second * patches.second_per_grid_t
-    grid_t = int(patches.grid_thw[0])
-    t_ids = vision_position_ids(0, patches.grid_thw, vision.spatial_merge_size, interval)[0].reshape(grid_t, -1)
-    expected = [patch, int(t_ids[patch, 0])]  # the t id of that patch's tokens (two patches may share one)
+    video, frame, vision = _marker_video(), _marker_frame(), VisionConfig()
+    expected = _marker_patch_fps4_5()
     value = _whole_numbers(answer, 2, "patch, t offset")
     if isinstance(value, str):
         return value
@@ -67,6 +89,24 @@ def _marker_seconds() -> tuple[float, float]:
     return tuple(json.loads((DATA / "sample_video.json").read_text())["marker_seconds"])
 
 
+@functools.cache
+def _grid_fps4() -> tuple[int, int, int]:
+    """grid_thw of data/sample_video.mp4 sampled at 4 fps and preprocessed."""
+    from qwenlite.preprocessing import preprocess_video
+    from qwenlite.video_io import load_video
+
+    return tuple(preprocess_video(load_video(DATA / "sample_video.mp4", fps=4.0)).grid_thw.tolist())
+
+
+def _windows_fps4() -> int:
+    from qwenlite.config import VisionConfig
+    from qwenlite.vision import get_window_index
+
+    c = VisionConfig()
+    _, cu = get_window_index(torch.tensor([_grid_fps4()]), c.window_size, c.patch_size, c.spatial_merge_size)
+    return len(cu) - 1
+
+
 @exercise(
     "windows_sample_video_fps4",
     """data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 252 x 336 pixels, H x W) is sampled at 2 frames per
@@ -75,21 +115,17 @@ def _marker_seconds() -> tuple[float, float]:
     per second instead (load_video(path, fps=4.0)): how many windows
     (segments of the windowed blocks) does the vision tower cut it into? (qwenlite.vision.get_window_index on
     its grid_thw applies the rule.)""",
+    answer=_windows_fps4,
 )
 def _sample_video_windows(answer: Any) -> str | None:
     from qwenlite.config import VisionConfig
-    from qwenlite.preprocessing import preprocess_video
-    from qwenlite.video_io import load_video
-    from qwenlite.vision import get_window_index
 
     vision = VisionConfig()
-    grid = preprocess_video(load_video(DATA / "sample_video.mp4", fps=4.0)).grid_thw
-    _, cu = get_window_index(grid[None], vision.window_size, vision.patch_size, vision.spatial_merge_size)
-    expected = len(cu) - 1
+    expected = _windows_fps4()
     side = vision.window_size // vision.patch_size  # patches per window side
     value = _whole_number(answer, "windows")
     if isinstance(value, int) and value != expected:
-        t, h, w = grid.tolist()
+        t, h, w = _grid_fps4()
         if value == t * (h // side) * (w // side):
             return "too few: the partial windows on the bottom and right edges count too."
         if value * t == expected:

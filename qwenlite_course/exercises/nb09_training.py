@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .grading import _count_hint, _parameter_counts, _whole_number, exercise
+
+
+@functools.cache
+def _point_answer_labels() -> int:
+    return len(_twin_tokenizer()('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
 
 
 @exercise(
@@ -12,9 +18,10 @@ from .grading import _count_hint, _parameter_counts, _whole_number, exercise
     """The twin answers "Point to the shape." in Qwen2.5-VL's format, e.g. {"point_2d": [9, 8]} for a shape
     centred at x = 9, y = 8 px. In that training row, how many tokens carry a label (are not -100)? Use the
     twin's tokenizer (processor.tokenizer) and the rule of qwenlite.train.answer_labels.""",
+    answer=_point_answer_labels,
 )
 def _labelled_tokens(answer: Any) -> str | None:
-    expected = len(_twin_tokenizer()('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
+    expected = _point_answer_labels()
     value = _whole_number(answer, "tokens")
     if isinstance(value, int) and value == expected - 1:
         return "one short: the <|im_end|> that closes the answer is labelled too (the model must learn to stop)."
@@ -38,18 +45,24 @@ def _twin_tokenizer():
     return Processor.from_pretrained(checkpoint.tiny_twin()).tokenizer
 
 
+def _adamw_bytes_3b() -> int:
+    counts = _parameter_counts("3b")
+    return 16 * (counts["all"] - counts["vision"])  # 4 numbers of 4 bytes per trainable parameter
+
+
 @exercise(
     "adamw_bytes_3b_language_model",
     """Full fine-tuning of Qwen2.5-VL-3B with AdamW in float32, the vision tower (model.visual, merger
     included) frozen: how many bytes do the trainable parameters need for their weights, their gradients and
     AdamW's two moments together? (4 bytes per number; the tied lm_head is the embedding, counted once.)""",
+    answer=_adamw_bytes_3b,
 )
 def _adamw_bytes(answer: Any) -> str | None:
     counts = _parameter_counts("3b")
     trainable = counts["all"] - counts["vision"]
     return _count_hint(
         answer,
-        16 * trainable,
+        _adamw_bytes_3b(),
         "bytes",
         {
             0.75: "AdamW keeps two numbers per parameter (the mean and the mean square of its gradient).",

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import torch
 
 from .grading import _whole_number, _whole_numbers, exercise
+
+
+def _t_ids_at_0_8_fps(cast: bool) -> list[int]:
+    """t ids of 6 <|video_pad|> tokens, grid (6, 2, 2) at 0.8 fps: with int(second_per_grid_t) (cast) or without."""
+    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
+    from qwenlite.rope_index import get_rope_index
+
+    config = QwenLiteConfig(TextConfig(), VisionConfig())
+    seconds = config.vision_config.temporal_patch_size / 0.8
+    ids = torch.full((1, 6), config.video_token_id)
+    grid = torch.tensor([[6, 2, 2]])
+    seconds_per_patch = [math.trunc(seconds) if cast else seconds]
+    positions, _ = get_rope_index(ids, video_grid_thw=grid, second_per_grid_ts=seconds_per_patch, config=config)
+    return positions[0, 0].tolist()
+
+
+def _t_ids_int_cast() -> list[int]:
+    return _t_ids_at_0_8_fps(cast=True)
 
 
 @exercise(
@@ -18,27 +37,28 @@ from .grading import _whole_number, _whole_numbers, exercise
     has grid (t, h, w) = (6, 2, 2): six temporal patches, one merged token each; the prompt is just its 6
     <|video_pad|> tokens. Which t ids did those releases give them? Answer a list of 6 ids (tokens_per_second = 2).
     Then compare with the released rule, t = floor(k x second_per_grid_t x tokens_per_second).""",
+    answer=_t_ids_int_cast,
 )
 def _int_cast(answer: Any) -> str | None:
-    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
-    from qwenlite.rope_index import get_rope_index
-
-    config = QwenLiteConfig(TextConfig(), VisionConfig())
-    seconds = config.vision_config.temporal_patch_size / 0.8
-    ids = torch.full((1, 6), config.video_token_id)
-    grid = torch.tensor([[6, 2, 2]])
-    cast, _ = get_rope_index(ids, video_grid_thw=grid, second_per_grid_ts=[math.trunc(seconds)], config=config)
-    right, _ = get_rope_index(ids, video_grid_thw=grid, second_per_grid_ts=[seconds], config=config)
     value = _whole_numbers(answer, 6, "t ids")
     if isinstance(value, str):
         return value
-    if value == cast[0, 0].tolist():
+    if value == _t_ids_int_cast():
         return None
-    if value == right[0, 0].tolist():
+    if value == _t_ids_at_0_8_fps(cast=False):
         return "that is the released rule (floor of the real product); those releases cast the seconds to int first."
     if value == [0] * 6:
         return "int() truncates 2.5 to 2: the ids still grow, only more slowly than the clock."
     return "with the cast: t = k x int(second_per_grid_t) x tokens_per_second for patch k; int() truncates."
+
+
+@functools.cache
+def _text_after_video_5x() -> int:
+    """The position transformers 5.x gives <|vision_end|> in the prompt of text_after_video_5x."""
+    from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
+
+    ids, types = _video_prompt(QwenLiteConfig(TextConfig(), VisionConfig()))
+    return int(_transformers_rope_index(ids, types)[0, 0, -2])
 
 
 @exercise(
@@ -47,14 +67,15 @@ def _int_cast(answer: Any) -> str | None:
     (its 4 x 2 x 2 = 16 <|video_pad|> tokens), <|vision_end|>, then 1 word. The released model (transformers
     v4.5x, vLLM, qwenlite) gives <|vision_end|> the position max(all ids so far) + 1. Which position does
     transformers 5.x's get_rope_index give <|vision_end|> (the same on t, h and w)? Run it, or read its code.""",
+    answer=_text_after_video_5x,
 )
 def _text_after_video(answer: Any) -> str | None:
     from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
     from qwenlite.rope_index import get_rope_index
 
     config = QwenLiteConfig(TextConfig(), VisionConfig())
-    ids, types = _video_prompt(config)
-    theirs = int(_transformers_rope_index(ids, types)[0, 0, -2])
+    ids, _ = _video_prompt(config)
+    theirs = _text_after_video_5x()
     ours = int(get_rope_index(ids, video_grid_thw=torch.tensor([[4, 4, 4]]), config=config)[0][0, 0, -2])
     value = _whole_number(answer, "positions")
     if isinstance(value, str):
