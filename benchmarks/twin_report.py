@@ -3,6 +3,7 @@
     python benchmarks/twin_report.py accuracy   [--n 256]   # qwenlite and transformers greedy answers, per task
     python benchmarks/twin_report.py attention  [--n 256]   # evidence share per decoder layer, seeded vs trained
     python benchmarks/twin_report.py ablation   [--steps N] # when + colour, with and without time in the t ids
+    python benchmarks/twin_report.py ablation_theta         # the shipped recipe at the real rope_theta 1e6
     python benchmarks/twin_report.py timing                 # seconds per training step, per task
 
 Each prints a Markdown table (the README's and benchmarks/README.md's) and writes benchmarks/results/twin_<what>.json.
@@ -127,6 +128,32 @@ def ablation(steps: int, n: int) -> dict:
     return out
 
 
+def ablation_theta(n: int) -> dict:
+    """The shipped recipe, all three questions, on the twin with its text rope_theta set back to the real 1e6.
+
+    At 1e6 the twin's h and w rotary pairs turn at most 0.03 and 0.0002 rad a step (notebook 09, section 9): the
+    decoder can no longer tell the picture's rows and columns apart, so "where" should fall while "when" (t pairs
+    still turn up to 1 rad a step) and "colour" (no position at all) should not.
+    """
+    import copy
+    import tempfile
+
+    config = copy.deepcopy(checkpoint.TWIN_CONFIG)
+    config["text_config"]["rope_parameters"]["rope_theta"] = 1e6
+    folder = Path(tempfile.mkdtemp()) / "twin-rope-theta-1e6"
+    checkpoint._build_into(folder, lambda f: checkpoint.build_tiny_twin(f, config=config))
+    model, processor = QwenLiteVL.from_pretrained(folder), Processor.from_pretrained(folder)
+    assert model.config.text_config.rope_theta == 1e6
+    settings = T.TrainSettings()
+    T.prepare(model, settings)
+    log = T.train(model, processor, settings, progress=False)
+    out = {"rope_theta 1e6": {task: T.accuracy(model, processor, T.held_out(task, n)) for task in T.TASKS}}
+    out["rope_theta 1e6"]["train seconds"] = round(log[-1]["seconds"], 1)
+    out["rope_theta 2 (shipped)"] = checkpoint.trained_facts()["held_out_accuracy"]
+    print(out, flush=True)
+    return out
+
+
 def timing() -> dict:
     _, model, processor = models(False)
     out = {}
@@ -140,7 +167,7 @@ def timing() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "attention", "ablation", "timing"])
+    parser.add_argument("what", choices=["accuracy", "attention", "ablation", "ablation_theta", "timing"])
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--steps", type=int, default=120)
     args = parser.parse_args()
@@ -150,6 +177,7 @@ def main() -> None:
         "accuracy": lambda: accuracy(args.n),
         "attention": lambda: attention(args.n),
         "ablation": lambda: ablation(args.steps, args.n),
+        "ablation_theta": lambda: ablation_theta(args.n),
         "timing": timing,
     }
     result = jobs[args.what]()

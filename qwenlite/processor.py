@@ -10,10 +10,11 @@ Shapes: B prompts, L tokens (left-padded), N patches, 1176 = 3*2*14*14 numbers p
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -28,6 +29,9 @@ from .preprocessing import (
 )
 from .tokens import CONFIG_TOKENS, IMAGE_PAD, VIDEO_PAD, mm_token_type_ids
 from .video_io import Video, load_video
+
+if TYPE_CHECKING:
+    from jinja2 import Template
 from .weights import all_finite
 
 Message = dict[str, Any]  # {"role": "user", "content": "text" or [{"type": "image", "image": ...}, ...]}
@@ -100,13 +104,9 @@ class Processor:
         <|video_pad|>; a default system prompt is added when the first message is not a system message.
         Rendered as transformers does: a sandboxed Jinja environment with trim_blocks and lstrip_blocks.
         """
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
         if tokenize:  # accepted so transformers-style calls read the same; tokens come from from_messages / __call__
             raise ValueError("apply_chat_template returns the prompt string; use from_messages(messages) for tensors")
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        template = env.from_string(self.chat_template)
-        return template.render(
+        return _compiled(self.chat_template).render(
             messages=list(messages), add_generation_prompt=add_generation_prompt, add_vision_id=add_vision_id
         )
 
@@ -267,6 +267,14 @@ def _is_video_item(item: Message) -> bool:
 
 def _pick(item: Message, keys: Sequence[str]) -> dict[str, Any]:
     return {k: item[k] for k in keys if k in item}
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(chat_template: str) -> Template:
+    """The chat template compiled once (compiling takes 60 ms, rendering 0.1 ms; transformers caches it too)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(chat_template)
 
 
 def _read_chat_template(path: Path, tokenizer: Any) -> str:

@@ -9,23 +9,26 @@ from transformers import Qwen2_5_VLConfig
 
 
 def _learner_patch_embed(pixel_values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return pixel_values @ weight.reshape(weight.shape[0], -1).T  # (N, 1176) @ (1176, D)
+    """Rows flattened (Tp, C, P, P): the kernel (D, C, Tp, P, P) flattened in the same order."""
+    return pixel_values @ weight.transpose(1, 2).reshape(weight.shape[0], -1).T  # (N, 1176) @ (1176, D)
 
 
 def test_patch_embed_matmul(capsys):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPatchEmbed
 
-    def by_transformers(pixel_values, weight):  # transformers' own Conv3d module, given the weight
+    def by_transformers(frame_major, weight):  # transformers' own Conv3d module, on the rows put back in (C, Tp) order
         module = Qwen2_5_VisionPatchEmbed(patch_size=14, temporal_patch_size=2, in_channels=3, embed_dim=len(weight))
         module.proj.weight.data.copy_(weight)
         with torch.no_grad():
-            return module(pixel_values)
+            return module(
+                frame_major.view(len(frame_major), 2, 3, 14, 14).transpose(1, 2).reshape(len(frame_major), -1)
+            )
 
     name = "patch_embed_matmul"
     passes(capsys, name, _learner_patch_embed)
     passes(capsys, name, by_transformers)
     for wrong, hint in [
-        (lambda pv, w: pv @ w.transpose(1, 2).reshape(len(w), -1).T, "differ from the Conv3d"),  # (Tp, C) order
+        (lambda pv, w: pv @ w.reshape(len(w), -1).T, "differ from the Conv3d"),  # the processor's (C, Tp) order
         (lambda pv, w: pv @ w.reshape(-1, len(w)), "differ from the Conv3d"),  # reshape instead of transpose
         (lambda pv, w: pv @ w.reshape(len(w), -1), "raised"),  # no transpose: shapes do not match
         (lambda pv, w: _learner_patch_embed(pv, w).T, "wrong shape"),

@@ -40,16 +40,24 @@ def test_the_when_clip_has_its_marker_in_both_frames_of_one_temporal_patch_only(
         assert ex.evidence.flatten(1).any(1).nonzero().flatten().tolist() == [ex.truth]
 
 
-def test_the_where_answer_is_the_shapes_centre_in_pixels_and_its_evidence_covers_it():
+def test_the_where_shape_sits_inside_one_merged_token_and_the_answer_is_that_tokens_centre():
     g = torch.Generator().manual_seed(2)
-    for _ in range(8):
+    cells = set()
+    for _ in range(32):
         ex = T.make_example("where", g)
         x, y = ex.truth
         coloured = (ex.pixels.int() - ex.pixels[:, y, x].int()[:, None, None]).abs().sum(0) == 0  # (H, W)
         ys, xs = coloured.nonzero().float().mean(0).tolist()
-        assert abs(xs + 0.5 - x) <= 1 and abs(ys + 0.5 - y) <= 1  # the centre of the painted pixels
-        assert ex.evidence[0, y // 28, x // 28]
-        assert T.parse_answer("where", ex.answer) == (x, y)
+        assert abs(xs + 0.5 - x) <= 1 and abs(ys + 0.5 - y) <= 1  # truth: the centre of the painted pixels
+        rows, cols = coloured.nonzero().unbind(1)
+        token = (int(cols[0]) // 28, int(rows[0]) // 28)  # (column, row) of the merged token
+        assert (cols // 28 == token[0]).all() and (rows // 28 == token[1]).all()  # every painted pixel in it
+        assert ex.evidence[0].nonzero().tolist() == [[token[1], token[0]]]  # the evidence: that token alone
+        point = T.parse_answer("where", ex.answer)
+        assert point == (28 * token[0] + 14, 28 * token[1] + 14)  # the token's centre, in pixels
+        assert abs(point[0] - x) <= 2 and abs(point[1] - y) <= 2
+        cells.add(token)
+    assert len(cells) > 10  # the shapes go all over the 4 x 4 tokens
 
 
 def test_parse_and_score():

@@ -68,6 +68,20 @@ def test_section_bars_are_the_decoders_rotation_speeds():
         plt.close(fig)
 
 
+def test_section_bars_take_each_models_own_rope_theta():
+    """With one rope_theta per model (the twin's 2, the real 1e6) each panel's dots are that model's speeds."""
+    thetas = dict(zip(SECTIONS, (2.0, 1e6, 10.0), strict=True))
+    fig = vd.draw_mrope_sections(SECTIONS, rope_theta=thetas)
+    try:
+        for ax, (name, section) in zip(fig.axes, SECTIONS.items(), strict=True):
+            theta = thetas[name]
+            assert ax.get_title(loc="left").endswith(f"rope_theta {theta:g}")
+            (dots,) = ax.lines
+            assert np.allclose(dots.get_ydata(), rope_inv_freq(2 * sum(section), theta, "cpu").numpy(), rtol=1e-6)
+    finally:
+        plt.close(fig)
+
+
 def pair_angles(position_ids: torch.Tensor, inv_freq: torch.Tensor, section) -> torch.Tensor:
     """(L, Dh/2) angle of each pair at its own axis, as notebook 07 gathers it (one row of the batch)."""
     axis_of_pair = torch.arange(3).repeat_interleave(torch.tensor(section))

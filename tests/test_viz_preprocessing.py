@@ -282,3 +282,27 @@ def test_box_frames_check_fails_on_sizes_given_as_w_h(photo, monkeypatch):
     fig = vp.draw_box_frames(image, (170, 155, 350, 340), resized)
     assert drawn_boxes(fig)[1] != grounding.to_resized((170, 155, 350, 340), hw, resized)
     plt.close(fig)
+
+
+def test_points_back_are_to_original_of_the_parsed_answer_and_the_raw_numbers():
+    """Each panel is the original at its own pixels; the cyan cross is grounding.to_original of the answer's
+    point, the red one the same numbers read as the original's pixels, the + the object. Mutation: drawing the
+    raw numbers as the converted point (the 476-on-448 mistake) fails."""
+    from qwenlite import grounding
+
+    originals = [torch.zeros(3, 448, 336, dtype=torch.uint8), torch.zeros(3, 448, 336, dtype=torch.uint8)]
+    frame_hw = (112, 84)
+    answers = ['{"point_2d": [42, 70]}', '```json\n[{"point_2d": [14, 98], "label": "shape"}]\n```']
+    truths = [(170, 278), (55, 390)]
+    fig = vp.draw_points_back(originals, answers, frame_hw, truths)
+    try:
+        for ax, text, truth in zip(fig.axes, answers, truths, strict=True):
+            assert ax.images[0].get_extent() == [0, 336, 448, 0]
+            marks = {line.get_color(): (line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines}
+            point = grounding.parse_boxes(text)[0]["point_2d"]
+            assert marks["cyan"] == grounding.to_original(point, frame_hw, (448, 336))
+            assert marks["red"] == tuple(point)
+            assert marks[vp.BOX_COLOUR] == truth
+            assert marks["cyan"] != marks["red"]
+    finally:
+        plt.close(fig)

@@ -44,9 +44,9 @@ def examples() -> list[T.Example]:
 
 def test_examples_frame_the_frames_and_mark_the_point_where_the_shape_is(examples):
     """The clip's row shows its 8 frames and frames exactly those with the red square in them (its temporal patch
-    is the answer); the pictures are drawn as made, the "where" cross is the answer's point, the shape's centre (in
-    draw_shape's coordinates, where pixel i spans [i, i + 1): half a pixel off imshow's pixel centres) and the
-    captions give each question and answer."""
+    is the answer); the pictures are drawn as made, the "where" cross is the answer's point, within 2 px of the
+    shape's centre (in draw_shape's coordinates, where pixel i spans [i, i + 1): half a pixel off imshow's pixel
+    centres) and in the same merged token, and the captions give each question and answer."""
     when, where, colour = examples
     fig = vtr.draw_examples(examples)
     try:
@@ -64,8 +64,14 @@ def test_examples_frame_the_frames_and_mark_the_point_where_the_shape_is(example
         ys, xs = shape_pixels(where.pixels)[0].nonzero(as_tuple=True)
         (cross,) = axes[1, 0].lines[-1:]
         x, y = cross.get_xdata()[0], cross.get_ydata()[0]
-        assert (x, y) == where.truth == T.parse_answer("where", where.answer)
-        assert abs(xs.float().mean() + 0.5 - x) <= 0.5 and abs(ys.float().mean() + 0.5 - y) <= 0.5
+        assert (x, y) == T.parse_answer("where", where.answer)
+        centre = (xs.float().mean() + 0.5, ys.float().mean() + 0.5)  # the shape's centre, from its pixels
+        assert abs(centre[0] - x) <= 2.5 and abs(centre[1] - y) <= 2.5
+        assert (
+            (x // 28, y // 28)
+            == (int(centre[0]) // 28, int(centre[1]) // 28)
+            == (where.truth[0] // 28, where.truth[1] // 28)
+        )
         grid = sorted(
             line.get_xdata()[0] for line in axes[1, 0].lines[:-1] if line.get_xdata()[0] == line.get_xdata()[1]
         )
@@ -248,3 +254,33 @@ def test_pair_rotation_refuses_a_section_that_does_not_cover_the_pairs():
     """mrope_section must hand out exactly head_dim / 2 pairs: (16, 24, 24) with a head_dim of 32 is an error."""
     with pytest.raises(AssertionError):
         vtr.draw_pair_rotation(32, (16, 24, 24), (1e6,))
+
+
+def test_points_draw_each_answer_where_parse_boxes_reads_it_and_judge_it_as_is_correct():
+    """The cross is the answer's point_2d as qwenlite.grounding reads it, the + the shape's centre, the title the
+    verdict of train.is_correct; a malformed answer says so. Mutation: a figure that drew the truth as the answer
+    would put the wrong answer's cross on the shape."""
+    shapes = T.held_out("where", 3)
+    (x, y), (x2, y2) = shapes[0].truth, shapes[1].truth
+    far = (112 - x2 if abs(112 - 2 * x2) > 40 else (x2 + 56) % 112, y2)  # at least 40 px away, inside the picture
+    answers = [
+        f'{{"point_2d": [{x + 3}, {y - 2}]}}<|im_end|>',
+        f'{{"point_2d": [{far[0]}, {far[1]}]}}',
+        "the red square",
+    ]
+    fig = vtr.draw_points(shapes, answers)
+    try:
+        for ax, ex, text in zip(fig.axes, shapes, answers, strict=True):
+            plus = [line for line in ax.lines if line.get_marker() == "+"]
+            assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in plus] == [ex.truth]
+            crosses = {(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "x"}
+            parsed = T.parse_answer("where", text.split("<|im_end|>")[0])
+            if parsed is None:
+                assert not crosses and "not a point" in ax.get_title()
+                continue
+            assert crosses == {parsed}
+            verdict = "right" if T.is_correct("where", ex.truth, parsed) else "wrong"
+            assert ax.get_title().startswith(f"[{parsed[0]}, {parsed[1]}]: {verdict}")
+        assert "right" in fig.axes[0].get_title() and "wrong" in fig.axes[1].get_title()
+    finally:
+        plt.close(fig)

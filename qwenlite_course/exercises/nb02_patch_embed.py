@@ -11,11 +11,13 @@ from .grading import _call, _count_hint, _graded_function, _sizes, _whole_number
 
 @exercise(
     "patch_embed_matmul",
-    """Write patch_embed(pixel_values, weight) -> embeddings with one matrix product: pixel_values is (N, 1176),
-    rows as the processor writes them (each row a flattened (C, Tp, P, P) = (3, 2, 14, 14) patch), weight the
-    Conv3d's (D, 3, 2, 14, 14) kernel, embeddings (N, D). No convolution: reshape the weight and multiply.
-    Pass the function itself: check("patch_embed_matmul", patch_embed) compares it with qwenlite's PatchEmbed
-    (a Conv3d with kernel = stride = (2, 14, 14)) on random weights.""",
+    """Write patch_embed(pixel_values, weight) -> embeddings with one matrix product, for patches written frame
+    by frame: pixel_values is (N, 1176), each row a flattened (Tp, C, P, P) = (2, 3, 14, 14) patch (both frames'
+    red, green and blue planes one after the other, as some other codebases store clips), NOT the processor's
+    (C, Tp, P, P) order; weight is the Conv3d's (D, 3, 2, 14, 14) kernel, embeddings (N, D). No convolution and
+    no reordering of pixel_values: rearrange the weight and multiply. Pass the function itself:
+    check("patch_embed_matmul", patch_embed) compares it with qwenlite's PatchEmbed (a Conv3d with kernel =
+    stride = (2, 14, 14)) on the same patches in the processor's order, on random weights.""",
 )
 @_graded_function
 def _patch_embed_matmul(fn: Any) -> str | None:
@@ -31,18 +33,20 @@ def _patch_embed_matmul(fn: Any) -> str | None:
         module = PatchEmbed(replace(VisionConfig(), hidden_size=width))
         weight = torch.randn(module.proj.weight.shape, generator=generator)
         module.proj.weight.data.copy_(weight)
-        pixel_values = torch.randn(n, weight[0].numel(), generator=generator)
+        pixel_values = torch.randn(n, weight[0].numel(), generator=generator)  # the processor's (C, Tp, P, P) rows
         with torch.no_grad():
             expected = module(pixel_values)
-        out = _call(fn, f"on {n} patches and D = {width}", pixel_values.clone(), weight.clone())
+        frame_major = pixel_values.view(n, 3, 2, 14, 14).transpose(1, 2).reshape(n, -1)  # (Tp, C, P, P) rows
+        out = _call(fn, f"on {n} patches and D = {width}", frame_major, weight.clone())
         if not isinstance(out, torch.Tensor):
             return f"expected a tensor, got a {type(out).__name__}"
         if tuple(out.shape) != tuple(expected.shape):
             return f"wrong shape: {n} patches and D = {width} gave {tuple(out.shape)}; expected (N, D)"
         if not out.is_floating_point() or (out.float() - expected).abs().max() > tolerance(expected):
             return (
-                "the numbers differ from the Conv3d's: a row of pixel_values is (C, Tp, P, P) flattened, so the "
-                "weight of one output must be flattened in that same order, and the product is rows @ weight^T."
+                "the numbers differ from the Conv3d's: each row here is (Tp, C, P, P) flattened, so the weight "
+                "of one output must be flattened in that same order (the kernel is (D, C, Tp, P, P)), and the "
+                "product is rows @ weight^T."
             )
     return None
 

@@ -23,14 +23,16 @@ def pair_axes(mrope_section: Sequence[int]) -> list[str]:
     return [axis for axis, n in zip("thw", mrope_section, strict=True) for _ in range(n)]
 
 
-def draw_mrope_sections(sections: Mapping[str, Sequence[int]], rope_theta: float = 1e6) -> Figure:
+def draw_mrope_sections(sections: Mapping[str, Sequence[int]], rope_theta: float | Mapping[str, float] = 1e6) -> Figure:
     """One panel per model: the rotation speed theta^(-2i/Dh) of each of its Dh/2 rotary pairs (log scale),
-    on a background coloured by the axis (t, h, w) whose position id turns the pair."""
+    on a background coloured by the axis (t, h, w) whose position id turns the pair. rope_theta: one for all
+    panels, or one per model name (the twin's is not the real model's)."""
     fig, axes = plt.subplots(len(sections), 1, figsize=(11, 2.9 * len(sections)), squeeze=False)
     for ax, (name, section) in zip(axes[:, 0], sections.items(), strict=True):
         labels = pair_axes(section)
         half = len(labels)
-        inv_freq = rope_theta ** (-2 * np.arange(half) / (2 * half))
+        theta = rope_theta[name] if isinstance(rope_theta, Mapping) else rope_theta
+        inv_freq = theta ** (-2 * np.arange(half) / (2 * half))
         start = 0
         for axis, n in zip("thw", section, strict=True):
             ax.axvspan(start - 0.5, start + n - 0.5, color=AXIS_COLOURS[axis], alpha=0.22, lw=0)
@@ -52,7 +54,7 @@ def draw_mrope_sections(sections: Mapping[str, Sequence[int]], rope_theta: float
         ax.set_ylabel("radians per\nposition step")
         ax.set_xlabel("rotary pair i  (turns dims i and i + Dh/2)")
         ax.set_title(
-            f"{name}: mrope_section {tuple(section)}, Dh = {2 * half}, rope_theta {rope_theta:g}",
+            f"{name}: mrope_section {tuple(section)}, Dh = {2 * half}, rope_theta {theta:g}",
             fontsize=12,
             loc="left",
         )

@@ -8,8 +8,9 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from qwenlite.grounding import to_resized, to_thousandths
+from qwenlite.grounding import parse_boxes, to_original, to_resized, to_thousandths
 from qwenlite.preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, resize, smart_resize
 from qwenlite.video_io import Video
 
@@ -336,4 +337,36 @@ def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label
     axes[2].set_aspect(h / w)  # 1000 thousandths down are H px, 1000 across are W px: the photo keeps its shape
     axes[2].set_xticks(range(0, 1001, 250))
     axes[2].set_yticks(range(0, 1001, 250))
+    return fig
+
+
+def draw_points_back(originals: list[torch.Tensor], answers: list[str], frame_hw: tuple[int, int], truths) -> Figure:
+    """A model's point answers carried back to the pictures it was given (notebook 01 section 13).
+
+    originals: (3, H, W) uint8 pictures as sent; answers: the model's text, read with parse_boxes; frame_hw: the
+    resized frame the processor made (qwenlite.grounding.model_frame) and the model answered in; truths: (x, y)
+    of each object in the originals' pixels. Each panel is an original in its own pixels: + the object, a cyan x
+    the answer converted with to_original (right), a red x the same numbers read as the original's pixels (the
+    476-on-448 mistake).
+    """
+    fig, axes = plt.subplots(1, len(originals), figsize=(3.6 * len(originals), 4.0), squeeze=False)
+    for ax, image, text, truth in zip(axes[0], originals, answers, truths, strict=True):
+        h, w = (int(v) for v in image.shape[-2:])
+        (found,) = parse_boxes(text)
+        point = found["point_2d"]
+        back = to_original(point, frame_hw, (h, w))
+        ax.imshow(_hwc(image), extent=(0, w, h, 0))
+        ax.plot(*truth, marker="+", color=BOX_COLOUR, ms=16, mew=2.5, ls="none", label="the shape's centre")
+        ax.plot(*back, marker="x", color="cyan", ms=13, mew=3, ls="none", label="answer -> to_original")
+        ax.plot(*point, marker="x", color="red", ms=13, mew=3, ls="none", label="answer read as these pixels")
+        ax.set_title(
+            f"answer {point} in the {frame_hw[0]} x {frame_hw[1]} frame\n-> ({back[0]:g}, {back[1]:g}) px here",
+            fontsize=10,
+        )
+        ax.set_xlabel(f"x (px of the {h} x {w} original)")
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+    axes[0][0].set_ylabel("y (px)")
+    axes[0][0].legend(loc="lower left", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
     return fig

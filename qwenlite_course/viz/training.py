@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Circle, Patch, Rectangle
 
+from qwenlite import grounding
 from qwenlite import train as T
 from qwenlite.layers import rope_inv_freq
 from qwenlite.tokens import mm_token_type_ids
@@ -50,9 +51,9 @@ def draw_examples(examples: Sequence[T.Example]) -> Figure:
         for k in range(1, T.SIZE // 28):  # the merged tokens' 28 px grid
             ax.axhline(28 * k - 0.5, color="white", lw=0.5)
             ax.axvline(28 * k - 0.5, color="white", lw=0.5)
-        if ex.task == "where":
-            ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=14, mew=2)
-        note = "(+ marks the point; white lines: 28 px merged tokens)" if ex.task == "where" else ""
+        if ex.task == "where":  # the answer's point: the centre of the merged token that holds the shape
+            ax.plot(*T.parse_answer("where", ex.answer), marker="+", color=HIGHLIGHT, ms=14, mew=2)
+        note = "(+ marks the answer's point; white lines: 28 px merged tokens)" if ex.task == "where" else ""
         row[1].text(0.05, 0.5, f"{caption}\n{note}", transform=row[1].transAxes, va="center", fontsize=9)
     fig.subplots_adjust(hspace=0.7, wspace=0.1, left=0.02, right=0.98, top=0.88, bottom=0.02)
     return fig
@@ -75,6 +76,47 @@ def draw_loss(logs: Mapping[str, Sequence[Mapping]], smooth: int = 10) -> Figure
     ax.set_ylabel("loss (nats per answer token)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def draw_points(examples: Sequence[T.Example], answers: Sequence[str]) -> Figure:
+    """The model's answers to "Point to the shape." on its pictures: each answer read with
+    `qwenlite.grounding.parse_boxes` (as any Qwen2.5-VL answer is), drawn as a cross in the picture's own pixels,
+    with the shape's centre (+), the 28 px circle within which a point counts as right, and the merged-token grid."""
+    fig, axes = plt.subplots(1, len(examples), figsize=(2.3 * len(examples), 2.7), squeeze=False)
+    for ax, ex, text in zip(axes[0], examples, answers, strict=True):
+        ax.imshow(_hwc(ex.pixels), extent=(0, T.SIZE, T.SIZE, 0))
+        for k in range(1, T.SIZE // 28):
+            ax.axhline(28 * k, color="white", lw=0.5)
+            ax.axvline(28 * k, color="white", lw=0.5)
+        ax.add_patch(Circle(ex.truth, 28, fill=False, ec=HIGHLIGHT, lw=1, ls="--"))
+        ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=12, mew=2)
+        try:
+            point = grounding.parse_boxes(text.split("<|im_end|>")[0])[0]["point_2d"]
+        except (ValueError, KeyError):
+            point = None
+        if point is None:
+            ax.set_title(f"{text[:18]!r}\nnot a point", fontsize=8)
+        else:
+            ax.plot(*point, marker="x", color="white", ms=11, mew=3.5)
+            ax.plot(*point, marker="x", color="black", ms=10, mew=1.8)
+            right = T.is_correct("where", ex.truth, tuple(point))
+            miss = float(np.hypot(point[0] - ex.truth[0], point[1] - ex.truth[1]))
+            verdict = "right" if right else "wrong"
+            ax.set_title(f"[{point[0]:g}, {point[1]:g}]: {verdict}, {miss:.0f} px off", fontsize=8)
+        ax.set_xlim(0, T.SIZE)
+        ax.set_ylim(T.SIZE, 0)
+        ax.set_xticks([0, 56, 112])
+        ax.set_yticks([0, 56, 112])
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_xlabel("x (px)", fontsize=8)
+    axes[0][0].set_ylabel("y (px)", fontsize=8)
+    fig.suptitle(
+        "Point to the shape: x = the answer's point_2d, + = the shape's centre, dashed = right within 28 px",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
