@@ -89,7 +89,9 @@ class GenerationMixin(nn.Module):
         eos_ids = _as_tuple(eos_token_id) if eos_token_id is not None else settings.eos_token_id
         eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
         if pad_token_id is None:
-            pad_token_id = settings.pad_token_id if settings.pad_token_id is not None else eos_ids[0]
+            # pad fills the rows that are done; with no stop tokens (eos_token_id=[]) no row ever is
+            fallback = eos_ids[0] if eos_ids else settings.eos_token_id[0]
+            pad_token_id = settings.pad_token_id if settings.pad_token_id is not None else fallback
         penalty = settings.repetition_penalty if repetition_penalty is None else checked_penalty(repetition_penalty)
         b = input_ids.shape[0]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)

@@ -31,32 +31,54 @@ def test_video_pad_tokens_sample_video_fps3(capsys):
 
 
 def _learner_fuse(inputs_embeds, input_ids, features, token_id):
-    return inputs_embeds.masked_scatter((input_ids == token_id)[..., None], features)  # the mask broadcasts over D
+    """E'[p_k] = F[k]: the pad positions of the flattened batch, in reading order, take the feature rows."""
+    out = inputs_embeds.clone().flatten(0, 1)  # (B * L, D): the batch read as one list of rows
+    positions = (input_ids.flatten() == token_id).nonzero().flatten()  # p_0 < p_1 < ...
+    out[positions] = features
+    return out.view_as(inputs_embeds)
 
 
-def test_fuse_masked_scatter(capsys):
+def _with_masked_scatter(inputs_embeds, input_ids, features, token_id):
+    return inputs_embeds.masked_scatter((input_ids == token_id)[..., None], features)  # the notebook's own line
+
+
+def _by_ge(inputs_embeds, input_ids, features, token_id):
+    """Mutation: every pad-like id >= token_id replaced (the <|video_pad|> too), in reading order."""
+    out = inputs_embeds.clone()
+    mask = input_ids >= token_id
+    out[mask] = features.repeat(2, 1)[: int(mask.sum())]
+    return out
+
+
+def test_fuse_by_positions(capsys):
     def by_index(inputs_embeds, input_ids, features, token_id):  # boolean indexing also takes reading order
         out = inputs_embeds.clone()
         out[input_ids == token_id] = features
         return out
 
     def per_prompt(inputs_embeds, input_ids, features, token_id):  # every prompt starts from feature row 0
-        rows = [
-            e.masked_scatter((i == token_id)[:, None], features) for e, i in zip(inputs_embeds, input_ids, strict=True)
-        ]
+        rows = []
+        for e, i in zip(inputs_embeds, input_ids, strict=True):
+            row = e.clone()
+            row[i == token_id] = features[: int((i == token_id).sum())]
+            rows.append(row)
         return torch.stack(rows)
 
     def in_place(inputs_embeds, input_ids, features, token_id):
-        return inputs_embeds.masked_scatter_((input_ids == token_id)[..., None], features)
+        inputs_embeds[input_ids == token_id] = features
+        return inputs_embeds
 
-    name = "fuse_masked_scatter"
+    name = "fuse_by_positions"
     passes(capsys, name, _learner_fuse)
     passes(capsys, name, by_index)
     for wrong, hint in [
         (per_prompt, "reading order across the whole batch"),
         (in_place, "in place"),
-        (lambda e, i, f, t: _learner_fuse(e, i, f.T.contiguous(), t), "each pad position takes one whole"),
+        (lambda e, i, f, t: _learner_fuse(e, i, f.flip(0), t), "each pad position takes one whole"),  # last first
+        (lambda e, i, f, t: _learner_fuse(e, i, f.T.contiguous(), t), "raised"),  # (D, F): does not fit
         (lambda e, i, f, t: _learner_fuse(e, i, f, t)[0], "expected the embeddings' shape"),
-        (lambda e, i, f, t: e.masked_scatter((i >= t)[..., None], f), "'other pads'"),  # all pad-like ids >= t
+        (_by_ge, "other special tokens"),
+        (_with_masked_scatter, "without masked_scatter"),  # the notebook's line is not the answer
+        (lambda e, i, f, t: torch.masked_scatter(e, (i == t)[..., None], f), "without masked_scatter"),
     ]:
         fails_without_giving_away(capsys, name, wrong, None, hint)

@@ -198,3 +198,18 @@ def test_generate_refuses_what_it_does_not_do(ours, array_inputs):
             ValueError, match=rf"repetition_penalty must be a finite number > 0 \(1.0 = off\), got {bad}"
         ):
             ours.generate(**array_inputs, repetition_penalty=bad)
+
+
+def test_no_stop_tokens_runs_every_step_and_equals_transformers(ours, ref, photo_inputs):
+    """eos_token_id=[] (notebook 07's demo on the twin): no token ends a row, so every step runs; the sequence
+    is the stopped one continued, and equals transformers' greedy run on the same weights without its stop."""
+    stopped = ours.generate(**photo_inputs, max_new_tokens=6, repetition_penalty=1.0)
+    every = ours.generate(**photo_inputs, max_new_tokens=6, repetition_penalty=1.0, eos_token_id=[])
+    length = photo_inputs["input_ids"].shape[1]
+    assert every.shape[1] == length + 6 and torch.equal(every[:, : stopped.shape[1]], stopped)
+    with torch.no_grad():
+        theirs = ref.generate(
+            **photo_inputs, max_new_tokens=6, do_sample=False, repetition_penalty=1.0, min_length=0, eos_token_id=None
+        )
+    shared = min(theirs.shape[1], every.shape[1])
+    assert torch.equal(every[:, :shared], theirs[:, :shared])

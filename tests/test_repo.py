@@ -26,6 +26,15 @@ def test_notebooks_are_committed_without_outputs():
     assert not dirty, f"strip outputs before committing: {dirty}"
 
 
+def test_every_notebook_cell_has_a_unique_id():
+    """nbformat 4.5 cells need an id (a cell added by hand without one warns now and will be an error)."""
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        ids = [c.get("id") for c in cells]
+        assert None not in ids, f"{nb.name}: cells {[i for i, x in enumerate(ids) if x is None]} have no id"
+        assert len(set(ids)) == len(ids), f"{nb.name}: repeated cell ids"
+
+
 def _names(requirements: list[str]) -> dict[str, str]:
     return {
         re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower().replace("_", "-"): r.replace(" ", "") for r in requirements

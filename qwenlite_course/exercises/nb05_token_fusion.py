@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -52,12 +53,14 @@ def _video_tokens(answer: Any) -> str | None:
 
 
 @exercise(
-    "fuse_masked_scatter",
-    """Write fuse(inputs_embeds, input_ids, features, token_id) -> embeddings: inputs_embeds (B, L, D), input_ids
-    (B, L), features (F, D) with F the number of pads (input_ids == token_id). Return a new tensor in which the
-    pad positions, in reading order (row by row through the batch, left to right), hold the feature rows, and
-    every other position its embedding; use masked_scatter. Leave inputs_embeds unchanged. Pass the function
-    itself: check("fuse_masked_scatter", fuse) compares it with qwenlite.fusion.fuse on random inputs.""",
+    "fuse_by_positions",
+    """Write fuse(inputs_embeds, input_ids, features, token_id) -> embeddings WITHOUT masked_scatter, straight from
+    section 3's equation E'[p_k] = F[k]: inputs_embeds (B, L, D), input_ids (B, L), features (F, D) with F the
+    number of pads (input_ids == token_id). Return a new tensor in which the k-th pad position in reading order
+    (row by row through the batch, left to right) holds feature row k, and every other position its embedding.
+    Leave inputs_embeds unchanged. Pass the function itself: check("fuse_by_positions", fuse) compares it with
+    qwenlite.fusion.fuse (which uses masked_scatter) on random inputs, with masked_scatter switched off while
+    your function runs.""",
 )
 @_graded_function
 def _fuse(fn: Any) -> str | None:
@@ -66,15 +69,36 @@ def _fuse(fn: Any) -> str | None:
     for case, (embeds, ids, features, token_id) in _fusion_cases().items():
         expected = fuse(embeds, ids, features, token_id, "image")
         given = embeds.clone()
-        out = _call(fn, f"on the case '{case}'", given, ids.clone(), features.clone(), token_id)
+        with _without_masked_scatter():
+            out = _call(fn, f"on the case '{case}'", given, ids.clone(), features.clone(), token_id)
         if not torch.equal(given, embeds):
-            return "your function changed inputs_embeds in place: use masked_scatter (not masked_scatter_)"
+            return "your function changed inputs_embeds in place: write into a copy (inputs_embeds.clone())"
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(embeds.shape):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             return f"expected the embeddings' shape (B, L, D) = {tuple(embeds.shape)}, got {shape}"
         if not torch.equal(out, expected):
             return FUSION_HINTS[case]
     return None
+
+
+@contextlib.contextmanager
+def _without_masked_scatter():
+    """torch's masked_scatter (method, in-place method and function) raise while the learner's function runs."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("this exercise asks for fusion without masked_scatter: use the pad positions p_k")
+
+    saved = {(owner, n): getattr(owner, n) for owner in (torch.Tensor, torch) for n in _SCATTERS if hasattr(owner, n)}
+    try:
+        for owner, name in saved:
+            setattr(owner, name, refuse)
+        yield
+    finally:
+        for (owner, name), original in saved.items():
+            setattr(owner, name, original)
+
+
+_SCATTERS = ("masked_scatter", "masked_scatter_")
 
 
 FUSION_HINTS = {

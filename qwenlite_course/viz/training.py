@@ -91,7 +91,7 @@ def draw_points(examples: Sequence[T.Example], answers: Sequence[str]) -> Figure
         for k in range(1, T.SIZE // 28):
             ax.axhline(28 * k, color="white", lw=0.5)
             ax.axvline(28 * k, color="white", lw=0.5)
-        ax.add_patch(Circle(ex.truth, 28, fill=False, ec=HIGHLIGHT, lw=1, ls="--"))
+        ax.add_patch(Circle(ex.truth, 28, fill=False, ec=HIGHLIGHT, lw=1.8, ls="--"))
         ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=12, mew=2)
         try:
             point = grounding.parse_boxes(text.split("<|im_end|>")[0])[0]["point_2d"]
@@ -140,7 +140,8 @@ def draw_attention_before_after(
     maps = {name: answer_attention(m, processor, example, layer) for name, m in models.items()}
     t = example.evidence.shape[0]
     frames = example.pixels[::2] if example.modality == "video" else example.pixels[None]
-    fig, axes = plt.subplots(len(maps), t, figsize=(2.1 * t + 0.6, 2.2 * len(maps)), squeeze=False)
+    width = max(2.4 * t, 4.2) + 1.4  # room for the colour bar and its label beside one picture too
+    fig, axes = plt.subplots(len(maps), t, figsize=(width, 2.5 * len(maps) + 0.6), squeeze=False, layout="constrained")
     vmax = max(float(m.max()) for m in maps.values())
     for row, (name, heat) in zip(axes, maps.items(), strict=True):
         for k, ax in enumerate(row):
@@ -153,10 +154,9 @@ def draw_attention_before_after(
             ax.set_yticks([])
             share = float(heat[k].sum())
             ax.set_title(f"{name}" + (f", patch {k}: {share:.2f}" if t > 1 else ""), fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="share of the answer's attention to the picture")
-    fig.suptitle(
-        f"layer {layer}: {T.QUESTIONS[example.task]} -> {example.answer} (evidence framed)", fontsize=9, y=1.05
-    )
+    bar = fig.colorbar(image, ax=axes, shrink=0.8)
+    bar.set_label("share of the answer's\nattention to the picture", fontsize=8)
+    fig.suptitle(f"layer {layer}: {T.QUESTIONS[example.task]}\n-> {example.answer}   (evidence framed)", fontsize=9)
     return fig
 
 
