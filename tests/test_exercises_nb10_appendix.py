@@ -9,15 +9,15 @@ import torch
 from helpers import fails_without_giving_away, passes
 
 
-def test_t_ids_int_cast_0_8_fps(capsys):
-    seconds = 2 / 0.8  # 2.5 s per temporal patch
+def test_t_ids_int_cast_0_6_fps(capsys):
+    seconds = 2 / 0.6  # 3.33 s per temporal patch
     correct = [k * math.trunc(seconds) * 2 for k in range(6)]  # v4.5x: int() first, then x tokens_per_second
     right = [math.floor(k * seconds * 2) for k in range(6)]
-    name = "t_ids_int_cast_0_8_fps"
+    name = "t_ids_int_cast_0_6_fps"
     passes(capsys, name, correct)
     passes(capsys, name, torch.tensor(correct))
     fails_without_giving_away(capsys, name, right, correct, "released rule")
-    fails_without_giving_away(capsys, name, [0] * 6, correct, "truncates 2.5 to 2")
+    fails_without_giving_away(capsys, name, [0] * 6, correct, "truncates 3.33 to 3")
     fails_without_giving_away(capsys, name, correct[:5], correct, "expected 6 numbers")
 
 

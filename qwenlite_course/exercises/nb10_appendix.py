@@ -11,13 +11,13 @@ import torch
 from .grading import _whole_number, _whole_numbers, exercise
 
 
-def _t_ids_at_0_8_fps(cast: bool) -> list[int]:
-    """t ids of 6 <|video_pad|> tokens, grid (6, 2, 2) at 0.8 fps: with int(second_per_grid_t) (cast) or without."""
+def _t_ids_at_0_6_fps(cast: bool) -> list[int]:
+    """t ids of 6 <|video_pad|> tokens, grid (6, 2, 2) at 0.6 fps: with int(second_per_grid_t) (cast) or without."""
     from qwenlite.config import QwenLiteConfig, TextConfig, VisionConfig
     from qwenlite.rope_index import get_rope_index
 
     config = QwenLiteConfig(TextConfig(), VisionConfig())
-    seconds = config.vision_config.temporal_patch_size / 0.8
+    seconds = config.vision_config.temporal_patch_size / 0.6
     ids = torch.full((1, 6), config.video_token_id)
     grid = torch.tensor([[6, 2, 2]])
     seconds_per_patch = [math.trunc(seconds) if cast else seconds]
@@ -26,14 +26,14 @@ def _t_ids_at_0_8_fps(cast: bool) -> list[int]:
 
 
 def _t_ids_int_cast() -> list[int]:
-    return _t_ids_at_0_8_fps(cast=True)
+    return _t_ids_at_0_6_fps(cast=True)
 
 
 @exercise(
-    "t_ids_int_cast_0_8_fps",
+    "t_ids_int_cast_0_6_fps",
     """transformers 4.52 to the last 4.x release multiplied by int(second_per_grid_t): the seconds a temporal patch
     lasts, cast to a whole
-    number first. A video sampled at 0.8 frames per second (second_per_grid_t = 2 frames / 0.8 fps = 2.5 s)
+    number first. A video sampled at 0.6 frames per second (second_per_grid_t = 2 frames / 0.6 fps = 3.33 s)
     has grid (t, h, w) = (6, 2, 2): six temporal patches, one merged token each; the prompt is just its 6
     <|video_pad|> tokens. Which t ids did those releases give them? Answer a list of 6 ids (tokens_per_second = 2).
     Then compare with the released rule, t = floor(k x second_per_grid_t x tokens_per_second).""",
@@ -45,10 +45,10 @@ def _int_cast(answer: Any) -> str | None:
         return value
     if value == _t_ids_int_cast():
         return None
-    if value == _t_ids_at_0_8_fps(cast=False):
+    if value == _t_ids_at_0_6_fps(cast=False):
         return "that is the released rule (floor of the real product); those releases cast the seconds to int first."
     if value == [0] * 6:
-        return "int() truncates 2.5 to 2: the ids still grow, only more slowly than the clock."
+        return "int() truncates 3.33 to 3: the ids still grow, only more slowly than the clock."
     return "with the cast: t = k x int(second_per_grid_t) x tokens_per_second for patch k; int() truncates."
 
 

@@ -367,6 +367,6 @@ def draw_points_back(originals: list[torch.Tensor], answers: list[str], frame_hw
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
     axes[0][0].set_ylabel("y (px)")
-    axes[0][0].legend(loc="lower left", fontsize=8, framealpha=0.9)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # the legend below the panels, off the pictures
     return fig

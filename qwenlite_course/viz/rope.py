@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import transformers
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -35,7 +36,16 @@ def _ids_over(ax, picture: np.ndarray, ids: np.ndarray, cmap: str, vmin: int, vm
     ax.imshow(picture, extent=(0, gw, gh, 0))
     ax.imshow(ids, cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1), alpha=0.55, extent=(0, gw, gh, 0))
     for (r, c), v in np.ndenumerate(ids):
-        ax.text(c + 0.5, r + 0.5, str(v), ha="center", va="center", fontsize=9 if gw <= 10 else 7, weight="bold")
+        ax.text(
+            c + 0.5,
+            r + 0.5,
+            str(v),
+            ha="center",
+            va="center",
+            fontsize=9 if gw <= 10 else 7,
+            weight="bold",
+            path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")],  # readable on dark cells too
+        )
     ax.set_xticks(np.arange(gw + 1), [])
     ax.set_yticks(np.arange(gh + 1), [])
     ax.grid(color="white", linewidth=0.6)

@@ -92,7 +92,6 @@ def draw_points(examples: Sequence[T.Example], answers: Sequence[str]) -> Figure
             ax.axhline(28 * k, color="white", lw=0.5)
             ax.axvline(28 * k, color="white", lw=0.5)
         ax.add_patch(Circle(ex.truth, 28, fill=False, ec=HIGHLIGHT, lw=1.8, ls="--"))
-        ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=12, mew=2)
         try:
             point = grounding.parse_boxes(text.split("<|im_end|>")[0])[0]["point_2d"]
         except (ValueError, KeyError):
@@ -106,6 +105,7 @@ def draw_points(examples: Sequence[T.Example], answers: Sequence[str]) -> Figure
             miss = float(np.hypot(point[0] - ex.truth[0], point[1] - ex.truth[1]))
             verdict = "right" if right else "wrong"
             ax.set_title(f"[{point[0]:g}, {point[1]:g}]: {verdict}, {miss:.0f} px off", fontsize=8)
+        ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=16, mew=2.2, zorder=5)  # on top: often 1-2 px from the x
         ax.set_xlim(0, T.SIZE)
         ax.set_ylim(T.SIZE, 0)
         ax.set_xticks([0, 56, 112])
@@ -155,7 +155,7 @@ def draw_attention_before_after(
             share = float(heat[k].sum())
             ax.set_title(f"{name}" + (f", patch {k}: {share:.2f}" if t > 1 else ""), fontsize=8)
     bar = fig.colorbar(image, ax=axes, shrink=0.8)
-    bar.set_label("share of the answer's\nattention to the picture", fontsize=8)
+    bar.set_label("share of the answer's whole\nattention (text included)", fontsize=8)
     fig.suptitle(f"layer {layer}: {T.QUESTIONS[example.task]}\n-> {example.answer}   (evidence framed)", fontsize=9)
     return fig
 
