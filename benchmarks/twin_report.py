@@ -103,23 +103,11 @@ def attention(n: int) -> dict:
 def per_query(task: str, model, processor, examples) -> dict[str, float]:
     """train.evidence_attention's ratio in layer 0 for each answer query on its own, named by the token it chooses
     (every example of "where" has the same number of answer tokens): which tokens of the answer look at the shape."""
-    from qwenlite.tokens import mm_token_type_ids
-
-    batch = T.make_batch(processor, examples)
-    labels = batch.pop("labels")
-    probs = model(**batch, output_attentions=[0], logits_to_keep=1).attentions[0].float().mean(1)  # (B, L, S)
-    queries = T.answer_queries(labels)
-    pads = mm_token_type_ids(batch["input_ids"], model.config) > 0
-    total = None
-    for row, ex in enumerate(examples):
-        vision = pads[row].nonzero().flatten()
-        on_evidence = vision[ex.evidence.flatten()]
-        att = probs[row][queries[row]]  # (answer queries, S)
-        ratio = att[:, on_evidence].sum(1) / att[:, vision].sum(1) / (len(on_evidence) / len(vision))
-        total = ratio if total is None else total + ratio
-    chosen = batch["input_ids"][0][1:][queries[0][:-1]]  # the token each query of row 0 chooses
+    ratios = T.evidence_attention(model, processor, examples, per_query=True)[0]  # layer 0: (answer queries,)
+    labels = T.make_batch(processor, examples[:1])["labels"][0]
+    chosen = labels[labels != T.IGNORE]  # the tokens the queries choose, in order
     names = [f"{i}: {processor.tokenizer.decode([int(t)])!r}" for i, t in enumerate(chosen)]
-    return {name: round(float(r) / len(examples), 2) for name, r in zip(names, total, strict=True)}
+    return {name: round(float(r), 2) for name, r in zip(names, ratios, strict=True)}
 
 
 def ablation(steps: int, n: int) -> dict:

@@ -34,7 +34,7 @@ QUESTIONS = {
     "colour": "What colour is the shape?",
 }
 TASKS = tuple(QUESTIONS)
-SIZE_WHERE = 20
+SIZE_WHERE = 20  # px: the smallest "where" shape; up to 24 px it stays inside its 28 px token (centre +-2 px)
 
 
 # ---------------------------------------------------------------- 1) examples
@@ -345,16 +345,18 @@ def answer_queries(labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evidence_attention(model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32):
+def evidence_attention(
+    model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32, per_query: bool = False
+) -> torch.Tensor:
     """(layers,) how much more of the answer's attention to the picture lands on the evidence than uniform would.
 
     For each example, teacher-forced on its own answer: the queries that predict the answer's tokens, averaged
     over heads, give A_ev (attention on the evidence's merged tokens) and A_vis (on all the picture's or clip's
     tokens). The ratio (A_ev / A_vis) / (n_ev / n_vis) is 1 when the answer looks at the picture uniformly, and
-    x when the evidence gets x times its share. Averaged over the examples.
+    x when the evidence gets x times its share. Averaged over the answer's queries, then over the examples.
+    per_query: (layers, answer queries) instead, each query's own ratio (every answer must be equally long).
     """
-    layers = len(model.model.layers)
-    total = torch.zeros(layers, dtype=torch.float64)
+    total = torch.zeros(0, dtype=torch.float64)
     for i in range(0, len(examples), batch_size):
         chunk = examples[i : i + batch_size]
         batch = make_batch(processor, chunk)
@@ -366,9 +368,12 @@ def evidence_attention(model: QwenLiteVL, processor: Processor, examples: Sequen
             vision = pads[row].nonzero().flatten()  # the picture's tokens, in (t, h, w) order
             on_evidence = vision[ex.evidence.flatten()]
             share = len(on_evidence) / len(vision)
-            for layer, probs in enumerate(out.attentions):
-                att = probs[row].float().mean(0)[queries[row]]  # (answer queries, S), heads averaged
-                total[layer] += float((att[:, on_evidence].sum(1) / att[:, vision].sum(1)).mean()) / share
+            ratios = []
+            for probs in out.attentions:
+                att = probs[row].double().mean(0)[queries[row]]  # (answer queries, S), heads averaged
+                ratio = att[:, on_evidence].sum(1) / att[:, vision].sum(1) / share  # (answer queries,)
+                ratios.append(ratio if per_query else ratio.mean())
+            total = torch.stack(ratios) + (total if total.numel() else 0)
     return total / len(examples)
 
 

@@ -293,3 +293,39 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(processors):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _transformers_evidence_ratios(ref, processor, config, example: T.Example, evidence: torch.Tensor) -> torch.Tensor:
+    """(layers, answer queries) from transformers' eager attention, found independently of train.py: the queries
+    that predict the answer's tokens and <|im_end|> from the tokenised answer, the picture's tokens from the pad id."""
+    from qwenlite_course.reference import reference_eager
+
+    batch = T.make_batch(processor, [example])
+    batch.pop("labels")
+    ids = batch["input_ids"][0]
+    answer = processor.tokenizer(example.answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    end = len(ids) - 1  # the template's final newline
+    queries = list(range(end - len(answer) - 1, end - 1))
+    pads = (ids == config.image_token_id).nonzero().flatten()
+    on = pads[evidence.flatten()]
+    rows = []
+    for probs in reference_eager(ref, batch | {"logits_to_keep": 1}).attentions:
+        att = probs[0].double().mean(0)[queries]
+        rows.append(att[:, on].sum(1) / att[:, pads].sum(1) / (len(on) / len(pads)))
+    return torch.stack(rows)
+
+
+def test_evidence_attention_is_transformers_attention_on_the_evidence(ours, ref, processor, config):
+    """train.evidence_attention (per query, and its mean over the answer) equals the same ratio computed from
+    transformers' eager attention; mutation: the evidence moved one token over gives other numbers."""
+    examples = T.held_out("where", 2)
+    expected = torch.stack([_transformers_evidence_ratios(ref, processor, config, e, e.evidence) for e in examples])
+    got = T.evidence_attention(ours, processor, examples, per_query=True)  # (layers, answer queries)
+    assert got.shape == expected.shape[1:]
+    assert (got - expected.mean(0)).abs().max() <= tolerance(expected.float())
+    mean = T.evidence_attention(ours, processor, examples)  # (layers,)
+    assert torch.allclose(mean, expected.mean(-1).mean(0), rtol=1e-4)
+    moved = torch.stack(
+        [_transformers_evidence_ratios(ref, processor, config, e, e.evidence.roll(1, -1)) for e in examples]
+    )
+    assert (got - moved.mean(0)).abs().max() > 0.1
