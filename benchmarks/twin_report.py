@@ -3,7 +3,7 @@
     python benchmarks/twin_report.py accuracy   [--n 256]   # qwenlite and transformers greedy answers, per task
     python benchmarks/twin_report.py attention  [--n 256]   # evidence share per decoder layer, seeded vs trained
     python benchmarks/twin_report.py ablation   [--steps N] # when + colour, with and without time in the t ids
-    python benchmarks/twin_report.py ablation_theta         # the shipped recipe at the real rope_theta 1e6
+    python benchmarks/twin_report.py ablation_theta [--thetas 1e6,10,4]  # the shipped recipe at other rope_thetas
     python benchmarks/twin_report.py timing                 # seconds per training step, per task
 
 Each prints a Markdown table (the README's and benchmarks/README.md's) and writes benchmarks/results/twin_<what>.json.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -141,30 +142,41 @@ def ablation(steps: int, n: int) -> dict:
     return out
 
 
-def ablation_theta(n: int) -> dict:
-    """The shipped recipe, all three questions, on the twin with its text rope_theta set back to the real 1e6.
+def ablation_theta(n: int, thetas: Sequence[float]) -> dict:
+    """The shipped recipe, all three questions, on the twin with other text rope_thetas (the real one is 1e6).
 
-    At 1e6 the twin's h and w rotary pairs turn at most 0.03 and 0.0002 rad a step (notebook 09, section 9): the
-    decoder can no longer tell the picture's rows and columns apart, so "where" should fall while "when" (t pairs
-    still turn up to 1 rad a step) and "colour" (no position at all) should not.
+    For each: held-out accuracy, and the answer's attention on the evidence per decoder layer (evidence_attention).
+    The shipped twin (rope_theta 2) is measured as shipped. At 1e6 the twin's h and w rotary pairs turn at most 0.03
+    and 0.0002 rad a step (notebook 09, section 9): the decoder can no longer tell rows and columns apart, so "where"
+    should fall. At 2 every pair turns 0.5-1 rad a step, so no pair is still across the picture: an answer can no
+    longer pick a token by what it shows alone, wherever it sits, and looking should fall.
     """
     import copy
     import tempfile
 
-    config = copy.deepcopy(checkpoint.TWIN_CONFIG)
-    config["text_config"]["rope_parameters"]["rope_theta"] = 1e6
-    folder = Path(tempfile.mkdtemp()) / "twin-rope-theta-1e6"
-    checkpoint._build_into(folder, lambda f: checkpoint.build_tiny_twin(f, config=config))
-    model, processor = QwenLiteVL.from_pretrained(folder), Processor.from_pretrained(folder)
-    assert model.config.text_config.rope_theta == 1e6
-    settings = T.TrainSettings()
-    T.prepare(model, settings)
-    log = T.train(model, processor, settings, progress=False)
-    out = {"rope_theta 1e6": {task: T.accuracy(model, processor, T.held_out(task, n)) for task in T.TASKS}}
-    out["rope_theta 1e6"]["train seconds"] = round(log[-1]["seconds"], 1)
-    out["rope_theta 2 (shipped)"] = checkpoint.trained_facts()["held_out_accuracy"]
+    def measure(model, processor) -> dict:
+        run = {task: T.accuracy(model, processor, T.held_out(task, n)) for task in T.TASKS}
+        for task in T.TASKS:
+            ratios = T.evidence_attention(model, processor, T.held_out(task, n))
+            run[f"{task} attention"] = [round(float(r), 2) for r in ratios]
+        return run
+
+    _, model, processor = models()
+    out = {"2 (shipped)": measure(model, processor)}
     print(out, flush=True)
-    return out
+    for theta in thetas:
+        config = copy.deepcopy(checkpoint.TWIN_CONFIG)
+        config["text_config"]["rope_parameters"]["rope_theta"] = theta
+        folder = Path(tempfile.mkdtemp()) / f"twin-rope-theta-{theta:g}"
+        checkpoint._build_into(folder, lambda f, c=config: checkpoint.build_tiny_twin(f, config=c))
+        model, processor = QwenLiteVL.from_pretrained(folder), Processor.from_pretrained(folder)
+        assert model.config.text_config.rope_theta == theta
+        settings = T.TrainSettings()
+        T.prepare(model, settings)
+        log = T.train(model, processor, settings, progress=False)
+        out[f"{theta:g}"] = measure(model, processor) | {"train seconds": round(log[-1]["seconds"], 1)}
+        print(f"{theta:g}", out[f"{theta:g}"], flush=True)
+    return {"rope_theta": out}
 
 
 def timing() -> dict:
@@ -183,6 +195,7 @@ def main() -> None:
     parser.add_argument("what", choices=["accuracy", "attention", "ablation", "ablation_theta", "timing"])
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--thetas", default="1e6,10,4", help="ablation_theta: text rope_thetas to train at")
     args = parser.parse_args()
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -190,7 +203,7 @@ def main() -> None:
         "accuracy": lambda: accuracy(args.n),
         "attention": lambda: attention(args.n),
         "ablation": lambda: ablation(args.steps, args.n),
-        "ablation_theta": lambda: ablation_theta(args.n),
+        "ablation_theta": lambda: ablation_theta(args.n, [float(t) for t in args.thetas.split(",")]),
         "timing": timing,
     }
     result = jobs[args.what]()

@@ -222,6 +222,49 @@ def test_evidence_ratio_bars_are_the_numbers_per_layer_and_model():
         plt.close(fig)
 
 
+def test_theta_tradeoff_plots_each_runs_accuracy_and_best_layer_in_rope_theta_order():
+    """Left: accuracy in % per task; right: the larger of the two layers' evidence ratios; x: the rope_theta each run
+    is named by, sorted (a run named "2 (shipped)" is at 2 and says so in its tick), dashed at 3x."""
+    runs = {
+        "1e+06": {
+            "when": 1.0,
+            "where": 0.2,
+            "colour": 0.9,
+            "when attention": [3.9, 0.9],
+            "where attention": [1.7, 1.3],
+            "colour attention": [2.1, 1.6],
+        },
+        "2 (shipped)": {
+            "when": 1.0,
+            "where": 1.0,
+            "colour": 1.0,
+            "when attention": [1.4, 0.6],
+            "where attention": [2.9, 2.4],
+            "colour attention": [1.7, 1.8],
+        },
+        "10": {
+            "when": 0.5,
+            "where": 0.45,
+            "colour": 1.0,
+            "when attention": [2.2, 1.7],
+            "where attention": [2.9, 1.5],
+            "colour attention": [2.3, 1.0],
+        },
+    }
+    fig = vtr.draw_theta_tradeoff(runs)
+    try:
+        left, right = fig.axes
+        for task, line_acc, line_att in zip(T.TASKS, left.lines, right.lines[: len(T.TASKS)], strict=True):
+            assert list(line_acc.get_xdata()) == [2.0, 10.0, 1e6] == list(line_att.get_xdata())
+            order = ("2 (shipped)", "10", "1e+06")
+            assert list(line_acc.get_ydata()) == pytest.approx([100 * runs[n][task] for n in order])
+            assert list(line_att.get_ydata()) == [max(runs[n][f"{task} attention"]) for n in order]
+        assert [t.get_text() for t in right.get_xticklabels()] == ["2 (shipped)", "10", "1e6"]
+        assert 3 in [line.get_ydata()[0] for line in right.lines[len(T.TASKS) :]]
+    finally:
+        plt.close(fig)
+
+
 def test_pair_rotation_plots_rope_inv_freq_per_axis_and_rope_theta():
     """Each rope_theta and axis is one series: x the pairs mrope_section gives that axis (t first, then h, then w),
     y rope_inv_freq's angle per step for those pairs, coloured by the axis; the dashed line is 1 rad over the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import textwrap
 from pathlib import Path
 
 
@@ -41,7 +42,11 @@ def banner(path: str | Path, settings=None) -> str:
             "  (no real Qwen2.5-VL checkpoint found: set QWENLITE_CHECKPOINT to one to see real text; "
             "every comparison below holds on either)"
         )
-    text = "\n".join(lines)
+    width = 100  # a slide's line: longer lines wrap, indented, and a path is never broken
+    text = "\n".join(
+        textwrap.fill(line, width, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
+        for line in lines
+    )
     print(text)
     return text
 

@@ -87,7 +87,7 @@ def draw_mrope_cos(
         axes[1].imshow(np.cos(a), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"),
         axes[2].imshow(scaled, aspect="auto", cmap="viridis", interpolation="nearest"),
     ]
-    axes[1].set_title("cos(angle) per rotary pair: fast pairs wrap, slow pairs barely move", fontsize=12)
+    axes[1].set_title("cos(angle) per rotary pair (how fast each turns: rope_theta)", fontsize=12)
     axes[2].set_title("the angle, each pair's row scaled to its own range: which position id drives it", fontsize=12)
     for ax, im, label in zip(axes[1:], images, ("cos(angle)", "angle, scaled per pair"), strict=True):
         start = 0

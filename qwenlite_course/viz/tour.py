@@ -154,7 +154,8 @@ def draw_journey(
     ax.set_aspect("auto")
     ax.axis("off")
     framed = "box" if len(lit) == 1 else "boxes"
-    ax.set_title(title if not highlight else f"{title}: {highlight} rebuilds the framed {framed}", fontsize=14)
+    verb = {"09_training": "trains through", "10_appendix": "tells the history of"}.get(highlight or "", "rebuilds")
+    ax.set_title(title if not highlight else f"{title}: {highlight} {verb} the framed {framed}", fontsize=14)
     fig.tight_layout()
     return fig
 
@@ -219,6 +220,10 @@ def draw_tokens_and_positions(input_ids: torch.Tensor, position_ids: torch.Tenso
     top.set_yticks([])
     counts = ", ".join(f"{kinds.count(n)} {n}" for n in names if n in kinds)
     top.set_title(f"{len(ids)} prompt tokens: {counts}", fontsize=12)
+    meaning = {"chat": "chat: <|im_start|>, <|im_end|>", "vision": "vision: <|vision_start|>, <|vision_end|>"}
+    meaning |= {"image": "image: <|image_pad|>", "video": "video: <|video_pad|>", "text": "text: words"}
+    handles = [Patch(color=KIND_COLOURS[n], label=meaning.get(n, n)) for n in names if n in kinds]
+    top.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.005, 0.5), frameon=False)
     pos = position_ids.reshape(3, -1).numpy()
     for row, name, colour in zip(
         pos, ("t (time)", "h (row)", "w (column)"), ("#d62728", "#9467bd", "#2ca02c"), strict=True
@@ -277,8 +282,9 @@ def draw_parameter_bars(splits: Mapping[str, Mapping[str, int]]) -> Figure:
         left = 0.0
         for part, colour in PART_COLOURS.items():
             n = splits[name].get(part, 0) / 1e9
-            ax.barh(i, n, left=left, color=colour, edgecolor="white", label=part if i == 0 else None)
-            if n > 0.4:
+            label = (part if n >= 0.1 else f"{part} (under 0.1 B: too thin to see)") if i == 0 else None
+            ax.barh(i, n, left=left, color=colour, edgecolor="white", label=label)
+            if n > 0.25:
                 ax.text(left + n / 2, i, f"{n:.2f}", ha="center", va="center", fontsize=10.5, color="white")
             left += n
         tied = " (lm_head tied to embeddings)" if splits[name].get("lm_head", 0) == 0 else ""

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Patch, Rectangle
@@ -26,6 +27,7 @@ from .decoder import AXIS_COLOURS, pair_axes  # t, h, w: one colour each in ever
 from .preprocessing import _hwc
 
 HIGHLIGHT = "#00d0ff"  # cyan: contrasts with the red, green and blue shapes it frames
+OUTLINE = [patheffects.withStroke(linewidth=4, foreground="black")]  # keeps a cyan mark visible on green or noise
 TASK_COLOURS = {"when": "#1f77b4", "where": "#ff7f0e", "colour": "#2ca02c"}
 
 
@@ -52,7 +54,9 @@ def draw_examples(examples: Sequence[T.Example]) -> Figure:
             ax.axhline(28 * k - 0.5, color="white", lw=0.5)
             ax.axvline(28 * k - 0.5, color="white", lw=0.5)
         if ex.task == "where":  # the answer's point: the centre of the merged token that holds the shape
-            ax.plot(*T.parse_answer("where", ex.answer), marker="+", color=HIGHLIGHT, ms=14, mew=2)
+            ax.plot(
+                *T.parse_answer("where", ex.answer), marker="+", color=HIGHLIGHT, ms=14, mew=2, path_effects=OUTLINE
+            )
         note = "(+ marks the answer's point; white lines: 28 px merged tokens)" if ex.task == "where" else ""
         row[1].text(0.05, 0.5, f"{caption}\n{note}", transform=row[1].transAxes, va="center", fontsize=9)
     fig.subplots_adjust(hspace=0.7, wspace=0.1, left=0.02, right=0.98, top=0.88, bottom=0.02)
@@ -105,7 +109,9 @@ def draw_points(examples: Sequence[T.Example], answers: Sequence[str]) -> Figure
             miss = float(np.hypot(point[0] - ex.truth[0], point[1] - ex.truth[1]))
             verdict = "right" if right else "wrong"
             ax.set_title(f"[{point[0]:g}, {point[1]:g}]: {verdict}, {miss:.0f} px off", fontsize=8)
-        ax.plot(*ex.truth, marker="+", color=HIGHLIGHT, ms=16, mew=2.2, zorder=5)  # on top: often 1-2 px from the x
+        ax.plot(
+            *ex.truth, marker="+", color=HIGHLIGHT, ms=16, mew=2.2, zorder=5, path_effects=OUTLINE
+        )  # on top: often 1-2 px from the x
         ax.set_xlim(0, T.SIZE)
         ax.set_ylim(T.SIZE, 0)
         ax.set_xticks([0, 56, 112])
@@ -145,9 +151,9 @@ def draw_attention_before_after(
     vmax = max(float(m.max()) for m in maps.values())
     for row, (name, heat) in zip(axes, maps.items(), strict=True):
         for k, ax in enumerate(row):
-            ax.imshow(_hwc(frames[k]), alpha=0.45)
+            ax.imshow(_hwc(frames[k]))  # the picture at full strength, the heat over it: the shape shows through
             extent = (0, T.SIZE, T.SIZE, 0)
-            image = ax.imshow(heat[k].numpy(), cmap="magma", vmin=0, vmax=vmax, alpha=0.75, extent=extent)
+            image = ax.imshow(heat[k].numpy(), cmap="magma", vmin=0, vmax=vmax, alpha=0.6, extent=extent)
             for i, j in example.evidence[k].nonzero().tolist():
                 ax.add_patch(Rectangle((28 * j, 28 * i), 28, 28, fill=False, ec=HIGHLIGHT, lw=2))
             ax.set_xticks([])
@@ -250,5 +256,31 @@ def draw_pair_rotation(
     ax.set_ylabel("angle per position step (rad)")
     ax.set_title(f"How far each rotary pair turns when its position id grows by 1 (head_dim {head_dim})", fontsize=11)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def draw_theta_tradeoff(runs: Mapping[str, Mapping]) -> Figure:
+    """The rope_theta ablation's record (benchmarks/twin_report.py ablation_theta): per text rope_theta, held-out
+    accuracy per question (left) and the answer's attention on the evidence, x uniform, in its best layer (right)."""
+    thetas = sorted(runs, key=lambda name: float(name.split()[0]))
+    x = [float(name.split()[0]) for name in thetas]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    for task in T.TASKS:
+        left.plot(x, [100 * runs[n][task] for n in thetas], "o-", color=TASK_COLOURS[task], label=task)
+        right.plot(x, [max(runs[n][f"{task} attention"]) for n in thetas], "o-", color=TASK_COLOURS[task], label=task)
+    left.set_ylabel("held-out accuracy (%)")
+    left.set_ylim(0, 105)
+    right.axhline(3, color="black", lw=1, ls="--")
+    right.axhline(1, color="grey", lw=1, ls=":")
+    right.set_ylabel("evidence attention, best layer\n(x uniform; dashed: 3x)")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks(x, [_theta(v) + (" (shipped)" if "shipped" in n else "") for v, n in zip(x, thetas, strict=True)])
+        ax.set_xlabel("the text decoder's rope_theta")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    left.set_title("what it answers right", fontsize=10)
+    right.set_title("what its answer looks at", fontsize=10)
     fig.tight_layout()
     return fig
