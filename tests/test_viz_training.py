@@ -223,8 +223,9 @@ def test_evidence_ratio_bars_are_the_numbers_per_layer_and_model():
 
 
 def test_theta_tradeoff_plots_each_runs_accuracy_and_best_layer_in_rope_theta_order():
-    """Left: accuracy in % per task; right: the larger of the two layers' evidence ratios; x: the rope_theta each run
-    is named by, sorted (a run named "2 (shipped)" is at 2 and says so in its tick), dashed at 3x."""
+    """Left: accuracy in % per task; right: the larger of the two layers' evidence ratios; x: one place per run, in
+    the order of the rope_theta it is named by (a run named "2 (shipped)" is at 2 and says so in its tick); dashed
+    at 3x."""
     runs = {
         "1e+06": {
             "when": 1.0,
@@ -255,7 +256,7 @@ def test_theta_tradeoff_plots_each_runs_accuracy_and_best_layer_in_rope_theta_or
     try:
         left, right = fig.axes
         for task, line_acc, line_att in zip(T.TASKS, left.lines, right.lines[: len(T.TASKS)], strict=True):
-            assert list(line_acc.get_xdata()) == [2.0, 10.0, 1e6] == list(line_att.get_xdata())
+            assert list(line_acc.get_xdata()) == [0, 1, 2] == list(line_att.get_xdata())
             order = ("2 (shipped)", "10", "1e+06")
             assert list(line_acc.get_ydata()) == pytest.approx([100 * runs[n][task] for n in order])
             assert list(line_att.get_ydata()) == [max(runs[n][f"{task} attention"]) for n in order]

@@ -261,23 +261,27 @@ def draw_pair_rotation(
 
 
 def draw_theta_tradeoff(runs: Mapping[str, Mapping]) -> Figure:
-    """The rope_theta ablation's record (benchmarks/twin_report.py ablation_theta): per text rope_theta, held-out
-    accuracy per question (left) and the answer's attention on the evidence, x uniform, in its best layer (right)."""
-    thetas = sorted(runs, key=lambda name: float(name.split()[0]))
-    x = [float(name.split()[0]) for name in thetas]
+    """The rope_theta ablation's record (benchmarks/twin_report.py ablation_theta): per text rope_theta, in order and
+    evenly spaced, held-out accuracy per question (left) and the answer's attention on the evidence, x uniform, in
+    its better layer (right)."""
+    names = sorted(runs, key=lambda name: float(name.split()[0]))
+    x = np.arange(len(names))
+    labels = [_theta(float(n.split()[0])) + (" (shipped)" if "shipped" in n else "") for n in names]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    styles = {"when": ("o--", 9), "where": ("s-", 6), "colour": ("^-", 6)}  # when under colour at 100%: keep it seen
     for task in T.TASKS:
-        left.plot(x, [100 * runs[n][task] for n in thetas], "o-", color=TASK_COLOURS[task], label=task)
-        right.plot(x, [max(runs[n][f"{task} attention"]) for n in thetas], "o-", color=TASK_COLOURS[task], label=task)
+        style, size = styles.get(task, ("o-", 6))
+        left.plot(x, [100 * runs[n][task] for n in names], style, ms=size, color=TASK_COLOURS[task], label=task)
+        best = [max(runs[n][f"{task} attention"]) for n in names]
+        right.plot(x, best, style, ms=size, color=TASK_COLOURS[task], label=task)
     left.set_ylabel("held-out accuracy (%)")
     left.set_ylim(0, 105)
     right.axhline(3, color="black", lw=1, ls="--")
     right.axhline(1, color="grey", lw=1, ls=":")
-    right.set_ylabel("evidence attention, best layer\n(x uniform; dashed: 3x)")
+    right.set_ylabel("evidence attention, better layer\n(x uniform; dashed: 3x)")
     for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xticks(x, [_theta(v) + (" (shipped)" if "shipped" in n else "") for v, n in zip(x, thetas, strict=True)])
-        ax.set_xlabel("the text decoder's rope_theta")
+        ax.set_xticks(x, labels)
+        ax.set_xlabel("the text decoder's rope_theta (one training run each)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     left.set_title("what it answers right", fontsize=10)
