@@ -2,7 +2,7 @@
 
     python benchmarks/twin_report.py accuracy   [--n 256]   # qwenlite and transformers greedy answers, per task
     python benchmarks/twin_report.py attention  [--n 256]   # evidence share per decoder layer, seeded vs trained
-    python benchmarks/twin_report.py ablation   [--steps N] # when + colour, with and without time in the t ids
+    python benchmarks/twin_report.py ablation   [--steps 120,200] # when + colour, with and without time in the t ids
     python benchmarks/twin_report.py ablation_theta [--thetas 1e6,10,4]  # the shipped recipe at other rope_thetas
     python benchmarks/twin_report.py timing                 # seconds per training step, per task
 
@@ -111,13 +111,18 @@ def per_query(task: str, model, processor, examples) -> dict[str, float]:
     return {name: round(float(r), 2) for name, r in zip(names, ratios, strict=True)}
 
 
-def ablation(steps: int, n: int) -> dict:
-    """The recipe on when + colour, twice: as it is, and with every temporal patch at the same t id.
+def ablation(steps_list: Sequence[int], n: int) -> dict:
+    """For each number of steps: the recipe on when + colour, twice: as it is, and with every temporal patch at
+    the same t id.
 
     second_per_grid_ts = 0 makes get_rope_index give every temporal patch the same t (t = floor(k x 0 x 2));
     the vision tower never attends across time, so only the decoder could still tell the patches apart,
     by the order of the tokens. Colour does not depend on time: it is the control.
     """
+    return {f"{steps} steps": _ablation(steps, n) for steps in steps_list}
+
+
+def _ablation(steps: int, n: int) -> dict:
     out = {}
     make_batch = T.make_batch
     for name in ("as released", "flat t ids"):
@@ -194,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["accuracy", "attention", "ablation", "ablation_theta", "timing"])
     parser.add_argument("--n", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--steps", default="120,200", help="ablation: training steps per run, comma-separated")
     parser.add_argument("--thetas", default="1e6,10,4", help="ablation_theta: text rope_thetas to train at")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -202,7 +207,7 @@ def main() -> None:
     jobs = {
         "accuracy": lambda: accuracy(args.n),
         "attention": lambda: attention(args.n),
-        "ablation": lambda: ablation(args.steps, args.n),
+        "ablation": lambda: ablation([int(v) for v in args.steps.split(",")], args.n),
         "ablation_theta": lambda: ablation_theta(args.n, [float(t) for t in args.thetas.split(",")]),
         "timing": timing,
     }
