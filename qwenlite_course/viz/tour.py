@@ -69,7 +69,7 @@ PART_COLOURS = {
 NOTEBOOK_STAGES = {
     "00_tour": tuple(STAGES),
     "08_video_end_to_end": tuple(STAGES),  # the whole pass again, for a video file
-    "09_training": ("decoder", "generate", "text"),  # the loss on the answer's logits, back through everything
+    "09_training": ("patch_embed", "blocks", "merger", "fusion", "decoder", "text"),  # trained: all but embed_tokens
     "10_appendix": ("input_ids", "rope_index", "decoder"),  # key maps, position ids and their history
 }
 
