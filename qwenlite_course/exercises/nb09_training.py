@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from .grading import _count_hint, _parameter_counts, _whole_number, exercise
 
+POINT_ANSWER = '{"point_2d": [168, 280]}'  # a 448 x 448 picture's point, as notebook 01 section 13 carries back
+
 
 @functools.cache
 def _point_answer_labels() -> int:
-    return len(_twin_tokenizer()('{"point_2d": [9, 8]}<|im_end|>', add_special_tokens=False)["input_ids"])
+    return len(_twin_tokenizer()(f"{POINT_ANSWER}<|im_end|>", add_special_tokens=False)["input_ids"])
 
 
 @exercise(
     "labelled_tokens_point_answer",
-    """The twin answers "Point to the shape." in Qwen2.5-VL's format, e.g. {"point_2d": [9, 8]} for a shape
-    centred at x = 9, y = 8 px. In that training row, how many tokens carry a label (are not -100)? Use the
+    f"""Asked "Point to the shape." about a 448 x 448 picture, Qwen2.5-VL answers in absolute pixels, e.g.
+    {POINT_ANSWER}. Trained on that answer, how many tokens of the row carry a label (are not -100)? Use the
     twin's tokenizer (processor.tokenizer) and the rule of qwenlite.train.answer_labels.""",
     answer=_point_answer_labels,
 )
@@ -71,4 +74,32 @@ def _adamw_bytes(answer: Any) -> str | None:
         },
         "4 numbers per trainable parameter (weight, gradient, first and second moment), 4 bytes each; "
         "count the parameters on the meta device.",
+    )
+
+
+def _slow_column_theta() -> int:
+    head_dim, (t, h, _) = 32, (4, 6, 6)  # the twin's text heads and mrope_section
+    pair = t + h  # the fastest pair that w drives
+    theta = 0.02 ** (-head_dim / (2 * pair))  # rope_theta ** (-2 * pair / head_dim) = 0.02
+    return math.floor(theta) + 1
+
+
+@exercise(
+    "rope_theta_slow_columns",
+    """The twin's text heads have head_dim 32 and mrope_section (4, 6, 6); pair i turns rope_theta ** (-2i / 32)
+    rad per step of its position id (section 9). What is the smallest whole rope_theta at which the fastest pair
+    that the column id w drives turns less than 0.02 rad per column?""",
+    answer=_slow_column_theta,
+)
+def _slow_columns(answer: Any) -> str | None:
+    expected = _slow_column_theta()
+    value = _whole_number(answer, "rope_theta")
+    if isinstance(value, int) and value == expected - 1:
+        return "at that rope_theta the pair still turns a little more than 0.02 rad: round up, not down."
+    return _count_hint(
+        answer,
+        expected,
+        "rope_theta",
+        {},
+        "the fastest w pair is the first pair after the t and h sections; solve rope_theta ** (-2i / 32) = 0.02.",
     )
