@@ -103,8 +103,11 @@ def draw_attention_over_image(
 
     evidence: (h, w) bool, merged tokens to frame in cyan (where the answer's evidence is), if given.
     """
-    fig, ax = plt.subplots(figsize=(4.2, 4.2 * picture.shape[1] / picture.shape[2] + 0.5))
-    _overlay(ax, picture, heat[0].numpy(), float(heat.max()), f"{title}\nshare of attention: {float(heat.sum()):.3f}")
+    fig, ax = plt.subplots(figsize=(5.2, 4.2 * picture.shape[1] / picture.shape[2] + 0.5))
+    total = float(heat.sum())  # of the queries' whole attention (1 = all of it), the part on the picture
+    _overlay(ax, picture, heat[0].numpy(), float(heat.max()), f"{title}\non the picture: {total:.3f} of all attention")
+    bar = fig.colorbar(ax.images[-1], ax=ax, shrink=0.8)
+    bar.set_label("share of the queries' attention\n(each merged token)", fontsize=8)
     if evidence is not None:
         cell_h, cell_w = picture.shape[1] / heat.shape[1], picture.shape[2] / heat.shape[2]
         for i, j in evidence.nonzero().tolist():

@@ -45,7 +45,11 @@ def draw_examples(examples: Sequence[T.Example]) -> Figure:
                 if f // 2 == ex.truth:
                     ax.add_patch(Rectangle((0, 0), T.SIZE - 1, T.SIZE - 1, fill=False, ec=HIGHLIGHT, lw=3))
             row[0].text(
-                0, 1.3, f"{caption}   (the marker's temporal patch framed)", transform=row[0].transAxes, fontsize=9
+                0,
+                1.3,
+                f"{caption}   (the marker's temporal patch framed; patches count from 0, answers from first)",
+                transform=row[0].transAxes,
+                fontsize=9,
             )
             continue
         ax = row[0]
