@@ -8,16 +8,17 @@ from helpers import DATA, fails_without_giving_away, passes
 from transformers import Qwen2_5_VLConfig, RepetitionPenaltyLogitsProcessor
 
 
-def test_kv_cache_bytes_7b_8k_bf16(capsys):
+def test_kv_cache_tokens_7b_4gib_bf16(capsys):
     text = Qwen2_5_VLConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
     per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads)
-    correct = per_token * 8192 * 2  # keys and values of every layer, 2 bytes each
-    name = "kv_cache_bytes_7b_8k_bf16"
+    correct = 4 * 2**30 // (per_token * 2)  # keys and values of every layer, 2 bytes each
+    name = "kv_cache_tokens_7b_4gib_bf16"
     passes(capsys, name, correct)
-    all_heads = correct // text.num_key_value_heads * text.num_attention_heads
+    all_heads = 4 * 2**30 // (per_token * 2 // text.num_key_value_heads * text.num_attention_heads)
     fails_without_giving_away(capsys, name, all_heads, correct, "key/value heads, not every query head")
-    fails_without_giving_away(capsys, name, correct * 2, correct, "float32")
-    fails_without_giving_away(capsys, name, correct // 2, correct, "both the keys and the values")
+    fails_without_giving_away(capsys, name, correct // 2, correct, "float32")
+    fails_without_giving_away(capsys, name, correct * 2, correct, "both the keys and the values")
+    fails_without_giving_away(capsys, name, correct + 1, correct, "round down")
 
 
 def _learner_next_token(logits: torch.Tensor, sequence: torch.Tensor, penalty: float) -> torch.Tensor:

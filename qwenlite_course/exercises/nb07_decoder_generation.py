@@ -6,46 +6,55 @@ from typing import Any
 
 import torch
 
-from .grading import DATA, _call, _count_hint, _graded_function, exercise
+from .grading import DATA, _call, _count_hint, _graded_function, _whole_number, exercise
+
+BUDGET = 4 * 2**30  # bytes set aside for the cache
 
 
-def _kv_cache_bytes_7b_8k() -> int:
+def _kv_cache_tokens_7b_4gib() -> int:
     from qwenlite.config import QwenLiteConfig
     from qwenlite.decoder import KVCache
 
     text = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
     cache = KVCache()  # filled with meta tensors: the shapes and dtype the decoder stores, and no memory
-    shape = (1, text.num_key_value_heads, 8192, text.head_dim)
+    shape = (1, text.num_key_value_heads, 1, text.head_dim)  # one token
     for layer in range(text.num_hidden_layers):
         keys = values = torch.empty(shape, dtype=torch.bfloat16, device="meta")
         cache.update(layer, keys, values)
-    return cache.nbytes
+    return BUDGET // cache.nbytes  # whole tokens
 
 
 @exercise(
-    "kv_cache_bytes_7b_8k_bf16",
-    """How many bytes does the KV cache of Qwen2.5-VL-7B hold after 8192 tokens of one sequence (batch 1)
-    in bfloat16? Read the sizes from data/configs/qwen2_5_vl_7b_instruct.config.json
-    (qwenlite.QwenLiteConfig.from_pretrained). Every decoder layer keeps a key and a value per token.""",
-    answer=_kv_cache_bytes_7b_8k,
+    "kv_cache_tokens_7b_4gib_bf16",
+    """A server sets aside 4 GiB (4 * 2**30 bytes) for the KV cache of Qwen2.5-VL-7B in bfloat16. How many tokens
+    of one sequence (batch 1) fit, at most, as a whole number? Read the sizes from
+    data/configs/qwen2_5_vl_7b_instruct.config.json (qwenlite.QwenLiteConfig.from_pretrained). Every decoder layer
+    keeps a key and a value per token.""",
+    answer=_kv_cache_tokens_7b_4gib,
 )
-def _kv_bytes(answer: Any) -> str | None:
+def _kv_tokens(answer: Any) -> str | None:
     from qwenlite.config import QwenLiteConfig
 
     text = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
-    kv_groups = text.num_attention_heads // text.num_key_value_heads
+    expected = _kv_cache_tokens_7b_4gib()
+    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 2  # bytes, from the config
+    groups = text.num_attention_heads // text.num_key_value_heads
+    slips = {  # what a common slip gives -> its hint
+        BUDGET // (per_token * groups): "the cache stores the key/value heads, not every query head (grouped-query "
+        "attention).",
+        BUDGET // (per_token * 2): "did you count 4 bytes per number (float32)? bfloat16 takes 2.",
+        BUDGET // (per_token // 2): "did you count both the keys and the values, at 2 bytes each?",
+        expected + 1: "the last token would not fit: round down.",
+    }
+    value = _whole_number(answer, "tokens")
+    if isinstance(value, int) and value in slips:
+        return slips[value]
     return _count_hint(
         answer,
-        _kv_cache_bytes_7b_8k(),
-        "bytes",
-        {
-            kv_groups: "the cache stores the key/value heads, not every query head (grouped-query attention).",
-            2: "did you count 4 bytes per number (float32)? bfloat16 takes 2.",
-            1 / 2: "did you count both the keys and the values, at 2 bytes each?",
-            8: "did you count bits? A byte is 8 of them.",
-            2 * kv_groups: "count key/value heads (not query heads), at 2 bytes each.",
-        },
-        "2 (key and value) x layers x key/value heads x head dim x tokens x 2 bytes.",
+        expected,
+        "tokens",
+        {},
+        "a token costs 2 (key and value) x layers x key/value heads x head dim x 2 bytes; divide, round down.",
     )
 
 
