@@ -45,16 +45,25 @@ def draw_position_bugs(bugs: Sequence[PositionBug]) -> Figure:
     for row, bug in zip(axes, bugs, strict=True):
         wrong = bug.differs()
         for ax, ids, label in ((row[0], bug.right, "right (the released model)"), (row[1], bug.bug, bug.where)):
-            _shade_spans(ax, bug.kinds, label=False)
-            for axis, name in enumerate("thw"):
-                ax.plot(ids[axis].tolist(), color=AXIS_COLOURS[name], lw=1.6, label=name, drawstyle="steps-mid")
+            _shade_spans(ax, bug.kinds, label=True)  # each vision span named (image, video) in its own colour
+            for axis, name in enumerate("thw"):  # t widest and w dashed: where the lines coincide, all stay visible
+                style = {"t": (3.6, "-"), "h": (2.0, "-"), "w": (1.4, "--")}[name]
+                ax.plot(
+                    ids[axis].tolist(),
+                    color=AXIS_COLOURS[name],
+                    lw=style[0],
+                    ls=style[1],
+                    label=name,
+                    drawstyle="steps-mid",
+                )
             if ids is bug.bug and bool(wrong.any()):
                 where = wrong.nonzero().flatten().tolist()
                 ax.scatter(where, ids.amax(0)[wrong].tolist(), marker="x", color="crimson", s=18, zorder=3)
             ax.set_title(f"{bug.title}: {label}", fontsize=9.5)
             ax.set_xlabel("token index")
         row[0].set_ylabel("position id")
-        row[0].legend(fontsize=8, loc="upper left", ncol=3)
+        for ax in row:
+            ax.legend(fontsize=8, loc="upper left", ncol=3)
         row[1].text(
             0.99,
             0.04,
