@@ -234,7 +234,9 @@ def cost_rows(cost, configs: dict, dtype: torch.dtype = torch.bfloat16) -> list[
         m = memory(cost, config, dtype)
         rows.append((f"{name}: KV cache (+128 new)", f"{m['kv_cache'] / 2**20:,.0f} MiB"))
         rows.append((f"{name}: at least, beside weights", f"{m['peak_floor'] / 2**20:,.0f} MiB"))
-    rows.append(("eager full-attention scores", f"{m['eager_scores'] / 2**30:,.1f} GiB a block (SDPA: none)"))
+    scores = m["eager_scores"]
+    size = f"{scores / 2**30:,.1f} GiB" if scores >= 2**30 else f"{scores / 2**20:,.0f} MiB"
+    rows.append(("eager full-attention scores", f"{size} a block (SDPA: none)"))
     return rows
 
 
