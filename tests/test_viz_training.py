@@ -226,31 +226,16 @@ def test_theta_tradeoff_plots_each_runs_accuracy_and_best_layer_in_rope_theta_or
     """Left: accuracy in % per task; right: the larger of the two layers' evidence ratios; x: one place per run, in
     the order of the rope_theta it is named by (a run named "2 (shipped)" is at 2 and says so in its tick); dashed
     at 3x."""
+
+    def run(accuracy, looks):  # per task (when, where, colour): accuracy, and attention in layers 0 and 1
+        return dict(zip(T.TASKS, accuracy, strict=True)) | {
+            f"{task} attention": list(look) for task, look in zip(T.TASKS, looks, strict=True)
+        }
+
     runs = {
-        "1e+06": {
-            "when": 1.0,
-            "where": 0.2,
-            "colour": 0.9,
-            "when attention": [3.9, 0.9],
-            "where attention": [1.7, 1.3],
-            "colour attention": [2.1, 1.6],
-        },
-        "2 (shipped)": {
-            "when": 1.0,
-            "where": 1.0,
-            "colour": 1.0,
-            "when attention": [1.4, 0.6],
-            "where attention": [2.9, 2.4],
-            "colour attention": [1.7, 1.8],
-        },
-        "10": {
-            "when": 0.5,
-            "where": 0.45,
-            "colour": 1.0,
-            "when attention": [2.2, 1.7],
-            "where attention": [2.9, 1.5],
-            "colour attention": [2.3, 1.0],
-        },
+        "1e+06": run((1.0, 0.2, 0.9), ((3.9, 0.9), (1.7, 1.3), (2.1, 1.6))),
+        "2 (shipped)": run((1.0, 1.0, 1.0), ((1.4, 0.6), (2.9, 2.4), (1.7, 1.8))),
+        "10": run((0.5, 0.45, 1.0), ((2.2, 1.7), (2.9, 1.5), (2.3, 1.0))),
     }
     fig = vtr.draw_theta_tradeoff(runs)
     try:
