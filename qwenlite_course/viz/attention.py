@@ -183,7 +183,8 @@ def attention_explorer(
     def draw(layer: int, head: int, token: int) -> Figure:
         heat = attention_to_span(attentions[layer][0], [queries[token]], span, None if head < 0 else head)
         who = "mean of heads" if head < 0 else f"head {head}"
-        title = f"layer {layer}, {who}: token {labels[token]!r} (column {queries[token]})"
+        shown = "".join(ch if ord(ch) < 0x2000 else "\N{MIDDLE DOT}" for ch in labels[token])  # no CJK in the font
+        title = f"layer {layer}, {who}: token {shown!r} (column {queries[token]})"
         if span.modality == "image":
             return draw_attention_over_image(pictures[0], heat, title)
         return draw_attention_over_frames(pictures, heat, seconds_per_patch, marker_seconds, title)
