@@ -53,6 +53,23 @@ def test_journey_boxes_hold_their_shapes_and_arrows_join_their_stages():
         plt.close(fig)
 
 
+def test_journey_draws_a_noise_answer_without_missing_glyphs():
+    """The twin's answer to the photo is CJK and markup noise: the answer box shows its first characters with
+    the glyphs the font lacks as middle dots (matplotlib would warn once per missing glyph), the rest as given."""
+    import warnings
+
+    answer = "につ桫_GT_GT Checklist"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning at draw time
+        fig = vt.draw_journey({"text": answer})
+        fig.canvas.draw()
+    try:
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert "\N{MIDDLE DOT}" * 3 + "_GT_GT Checklist" in texts
+    finally:
+        plt.close(fig)
+
+
 def test_patch_grid_title_counts_what_transformers_processor_makes(hf_processor, photo):
     """The tour's grid of the photo: the processor's grid_thw, the size transformers' smart_resize gives, one yellow
     line per 28 px token edge, and as many merged tokens as the processor writes <|image_pad|> tokens."""

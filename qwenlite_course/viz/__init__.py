@@ -7,6 +7,12 @@ import textwrap
 from pathlib import Path
 
 
+def drawable(text: str) -> str:
+    """text as a figure can draw it: characters past U+2000 (CJK and the like, which the twin's noise answers are
+    full of and matplotlib's DejaVu font lacks, so it warns per glyph) become a middle dot."""
+    return "".join(ch if ord(ch) < 0x2000 else "\N{MIDDLE DOT}" for ch in text)
+
+
 def data_dir() -> Path:
     """The repository's data/ folder (photo, sample video, configs), found from the installed package.
 

@@ -21,6 +21,8 @@ from qwenlite.config import QwenLiteConfig
 from qwenlite.rope_index import token_spans
 from qwenlite.tokens import IMAGE, VIDEO, mm_token_type_ids
 
+from . import drawable
+
 
 @dataclass(frozen=True)
 class VisionSpan:
@@ -183,8 +185,7 @@ def attention_explorer(
     def draw(layer: int, head: int, token: int) -> Figure:
         heat = attention_to_span(attentions[layer][0], [queries[token]], span, None if head < 0 else head)
         who = "mean of heads" if head < 0 else f"head {head}"
-        shown = "".join(ch if ord(ch) < 0x2000 else "\N{MIDDLE DOT}" for ch in labels[token])  # no CJK in the font
-        title = f"layer {layer}, {who}: token {shown!r} (column {queries[token]})"
+        title = f"layer {layer}, {who}: token {drawable(labels[token])!r} (column {queries[token]})"
         if span.modality == "image":
             return draw_attention_over_image(pictures[0], heat, title)
         return draw_attention_over_frames(pictures, heat, seconds_per_patch, marker_seconds, title)

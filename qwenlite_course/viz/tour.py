@@ -22,6 +22,7 @@ from qwenlite.config import VisionConfig
 from qwenlite.tokens import token_kinds
 from qwenlite.weights import to_hub_key
 
+from . import drawable
 from .fusion import KIND_COLOURS
 
 # stage -> (box title, notebook that rebuilds it, (column, row) in the diagram, lane)
@@ -114,7 +115,8 @@ def draw_journey(
         )
         ink = 1.0 if on else 0.35
         ax.text(x, y + 0.19, label, ha="center", va="center", fontsize=11.5, weight="bold", alpha=ink)
-        ax.text(x, y - 0.02, shapes.get(stage, ""), ha="center", va="center", fontsize=10, family="monospace")
+        shown = drawable(shapes.get(stage, ""))  # a shape, or the model's own text (the answer box)
+        ax.text(x, y - 0.02, shown, ha="center", va="center", fontsize=10, family="monospace")
         if notebook:
             ax.text(
                 x,
