@@ -153,8 +153,8 @@ def ablation_theta(n: int, thetas: Sequence[float]) -> dict:
     For each: held-out accuracy, and the answer's attention on the evidence per decoder layer (evidence_attention).
     The shipped twin (rope_theta 2) is measured as shipped. At 1e6 the twin's h and w rotary pairs turn at most 0.03
     and 0.0002 rad a step (notebook 09, section 9): the decoder can no longer tell rows and columns apart, so "where"
-    should fall. At 2 every pair turns 0.5-1 rad a step, so no pair is still across the picture: an answer can no
-    longer pick a token by what it shows alone, wherever it sits, and looking should fall.
+    should fall. At 2 every pair turns 0.5-1 rad a step, so no pair is still across the picture: picking a token by
+    what it shows, wherever it sits, gets harder (notebook 09's hypothesis for why looking at the marker falls).
     """
     import copy
     import tempfile

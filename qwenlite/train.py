@@ -356,7 +356,7 @@ def evidence_attention(
     x when the evidence gets x times its share. Averaged over the answer's queries, then over the examples.
     per_query: (layers, answer queries) instead, each query's own ratio (every answer must be equally long).
     """
-    total = torch.zeros(0, dtype=torch.float64)
+    per_example = []  # each example's (layers,) or (layers, answer queries) ratios
     for i in range(0, len(examples), batch_size):
         chunk = examples[i : i + batch_size]
         batch = make_batch(processor, chunk)
@@ -373,8 +373,8 @@ def evidence_attention(
                 att = probs[row].double().mean(0)[queries[row]]  # (answer queries, S), heads averaged
                 ratio = att[:, on_evidence].sum(1) / att[:, vision].sum(1) / share  # (answer queries,)
                 ratios.append(ratio if per_query else ratio.mean())
-            total = torch.stack(ratios) + (total if total.numel() else 0)
-    return total / len(examples)
+            per_example.append(torch.stack(ratios))
+    return torch.stack(per_example).mean(0)
 
 
 # ---------------------------------------------------------------- 7) the shipped twin

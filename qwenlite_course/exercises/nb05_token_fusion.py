@@ -81,6 +81,9 @@ def _fuse(fn: Any) -> str | None:
     return None
 
 
+_SCATTERS = ("masked_scatter", "masked_scatter_")
+
+
 @contextlib.contextmanager
 def _without_masked_scatter():
     """torch's masked_scatter (method, in-place method and function) raise while the learner's function runs."""
@@ -96,9 +99,6 @@ def _without_masked_scatter():
     finally:
         for (owner, name), original in saved.items():
             setattr(owner, name, original)
-
-
-_SCATTERS = ("masked_scatter", "masked_scatter_")
 
 
 FUSION_HINTS = {

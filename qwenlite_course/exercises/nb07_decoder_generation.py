@@ -11,17 +11,22 @@ from .grading import DATA, _call, _count_hint, _graded_function, _whole_number, 
 BUDGET = 4 * 2**30  # bytes set aside for the cache
 
 
-def _kv_cache_tokens_7b_4gib() -> int:
+def _kv_bytes_per_token_7b() -> int:
+    """What one token adds to the 7B's bfloat16 cache, measured on qwenlite's KVCache (meta tensors, no memory)."""
     from qwenlite.config import QwenLiteConfig
     from qwenlite.decoder import KVCache
 
     text = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
-    cache = KVCache()  # filled with meta tensors: the shapes and dtype the decoder stores, and no memory
+    cache = KVCache()
     shape = (1, text.num_key_value_heads, 1, text.head_dim)  # one token
     for layer in range(text.num_hidden_layers):
         keys = values = torch.empty(shape, dtype=torch.bfloat16, device="meta")
         cache.update(layer, keys, values)
-    return BUDGET // cache.nbytes  # whole tokens
+    return cache.nbytes
+
+
+def _kv_cache_tokens_7b_4gib() -> int:
+    return BUDGET // _kv_bytes_per_token_7b()  # whole tokens
 
 
 @exercise(
@@ -36,8 +41,7 @@ def _kv_tokens(answer: Any) -> str | None:
     from qwenlite.config import QwenLiteConfig
 
     text = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_7b_instruct.config.json").text_config
-    expected = _kv_cache_tokens_7b_4gib()
-    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 2  # bytes, from the config
+    expected, per_token = _kv_cache_tokens_7b_4gib(), _kv_bytes_per_token_7b()
     groups = text.num_attention_heads // text.num_key_value_heads
     slips = {  # what a common slip gives -> its hint
         BUDGET // (per_token * groups): "the cache stores the key/value heads, not every query head (grouped-query "

@@ -78,10 +78,17 @@ def _adamw_bytes(answer: Any) -> str | None:
 
 
 def _slow_column_theta() -> int:
-    head_dim, (t, h, _) = 32, (4, 6, 6)  # the twin's text heads and mrope_section
+    from qwenlite.layers import rope_inv_freq
+
+    from ..checkpoint import TWIN_CONFIG
+
+    text = TWIN_CONFIG["text_config"]
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    t, h, _ = text["rope_parameters"]["mrope_section"]
     pair = t + h  # the fastest pair that w drives
-    theta = 0.02 ** (-head_dim / (2 * pair))  # rope_theta ** (-2 * pair / head_dim) = 0.02
-    return math.floor(theta) + 1
+    theta = math.floor(0.02 ** (-head_dim / (2 * pair))) + 1  # solves rope_theta ** (-2 * pair / head_dim) = 0.02
+    assert rope_inv_freq(head_dim, theta)[pair] < 0.02 <= rope_inv_freq(head_dim, theta - 1)[pair]  # the decoder's
+    return theta
 
 
 @exercise(

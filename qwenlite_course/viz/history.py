@@ -39,6 +39,9 @@ class PositionBug:
         return (self.right != self.bug).any(0)
 
 
+AXIS_STYLES = {"t": (3.6, "-"), "h": (2.0, "-"), "w": (1.4, "--")}  # line width and dash per axis
+
+
 def draw_position_bugs(bugs: Sequence[PositionBug]) -> Figure:
     """One row per bug: the right t, h, w ids on the left, the bug's on the right, differing tokens marked."""
     fig, axes = plt.subplots(len(bugs), 2, figsize=(13, 2.7 * len(bugs)), squeeze=False, sharey="row")
@@ -47,12 +50,12 @@ def draw_position_bugs(bugs: Sequence[PositionBug]) -> Figure:
         for ax, ids, label in ((row[0], bug.right, "right (the released model)"), (row[1], bug.bug, bug.where)):
             _shade_spans(ax, bug.kinds, label=True)  # each vision span named (image, video) in its own colour
             for axis, name in enumerate("thw"):  # t widest and w dashed: where the lines coincide, all stay visible
-                style = {"t": (3.6, "-"), "h": (2.0, "-"), "w": (1.4, "--")}[name]
+                width, dash = AXIS_STYLES[name]
                 ax.plot(
                     ids[axis].tolist(),
                     color=AXIS_COLOURS[name],
-                    lw=style[0],
-                    ls=style[1],
+                    lw=width,
+                    ls=dash,
                     label=name,
                     drawstyle="steps-mid",
                 )

@@ -56,6 +56,7 @@ ARROWS: list[tuple[str, str, str]] = [
     ("decoder", "generate", ""),
     ("generate", "text", ""),
 ]
+NOTEBOOK_VERBS = {"09_training": "trains through", "10_appendix": "tells the history of"}  # else: rebuilds
 LANE_COLOURS = {"image": "#dbe9f6", "text": "#fde6cf", "lm": "#dcefd9"}
 PART_COLOURS = {
     "vision tower": "#4c78a8",
@@ -156,7 +157,7 @@ def draw_journey(
     ax.set_aspect("auto")
     ax.axis("off")
     framed = "box" if len(lit) == 1 else "boxes"
-    verb = {"09_training": "trains through", "10_appendix": "tells the history of"}.get(highlight or "", "rebuilds")
+    verb = NOTEBOOK_VERBS.get(highlight or "", "rebuilds")
     ax.set_title(title if not highlight else f"{title}: {highlight} {verb} the framed {framed}", fontsize=14)
     fig.tight_layout()
     return fig
