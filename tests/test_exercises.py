@@ -69,7 +69,7 @@ def _exercise_cells() -> dict[str, list[str]]:
 
 def test_every_notebook_ends_with_two_or_three_exercises():
     cells = _exercise_cells()
-    assert len(cells) == 11, sorted(cells)
+    assert len(cells) == 12, sorted(cells)
     used = []
     for notebook, sources in cells.items():
         assert 2 <= len(sources) <= 3, f"{notebook} has {len(sources)} exercises"

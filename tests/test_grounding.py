@@ -47,7 +47,7 @@ def test_model_frame_is_transformers_smart_resize(limits):
 
 
 def test_worked_example_of_the_docstrings():
-    """The numbers the module's docstring and notebook 01 section 13 state."""
+    """The numbers the module's docstring and notebook 10 section 2 state."""
     resized = grounding.model_frame(PHOTO_HW)
     assert resized == (588, 504)
     assert grounding.to_resized(FACE, PHOTO_HW, resized) == (167, 152, 345, 333)

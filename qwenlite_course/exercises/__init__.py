@@ -26,7 +26,8 @@ from . import (  # noqa: F401
     nb07_decoder_generation,
     nb08_video_end_to_end,
     nb09_training,
-    nb10_appendix,
+    nb10_costs_and_boxes,
+    nb11_appendix,
 )
 from .grading import EXERCISES, check, describe
 

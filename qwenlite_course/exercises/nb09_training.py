@@ -8,7 +8,7 @@ from typing import Any
 
 from .grading import _count_hint, _parameter_counts, _whole_number, exercise
 
-POINT_ANSWER = '{"point_2d": [168, 280]}'  # a 448 x 448 picture's point, as notebook 01 section 13 carries back
+POINT_ANSWER = '{"point_2d": [168, 280]}'  # a 448 x 448 picture's point, as notebook 10 section 2 carries back
 
 
 @functools.cache

@@ -286,7 +286,7 @@ BOX_COLOUR = "#ffd400"
 
 
 def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label: str = ""):
-    """One box in the three frames it is written in, side by side (notebook 01 section 13).
+    """One box in the three frames it is written in, side by side (notebook 10 section 2).
 
     image: (3, H, W) uint8; box: (x1, y1, x2, y2) in the image's pixels (top-left, then bottom-right corner);
     resized_hw: (H', W'), the size smart_resize makes of it (qwenlite.grounding.model_frame).
@@ -343,7 +343,7 @@ def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label
 
 
 def draw_points_back(originals: list[torch.Tensor], answers: list[str], frame_hw: tuple[int, int], truths) -> Figure:
-    """A model's point answers carried back to the pictures it was given (notebook 01 section 13).
+    """A model's point answers carried back to the pictures it was given (notebook 10 section 2).
 
     originals: (3, H, W) uint8 pictures as sent; answers: the model's text, read with parse_boxes; frame_hw: the
     resized frame the processor made (qwenlite.grounding.model_frame) and the model answered in; truths: (x, y)

@@ -56,7 +56,11 @@ ARROWS: list[tuple[str, str, str]] = [
     ("decoder", "generate", ""),
     ("generate", "text", ""),
 ]
-NOTEBOOK_VERBS = {"09_training": "trains through", "10_appendix": "tells the history of"}  # else: rebuilds
+NOTEBOOK_VERBS = {  # else: rebuilds
+    "09_training": "trains through",
+    "10_costs_and_boxes": "reads sizes and answers from",
+    "11_appendix": "tells the history of",
+}
 LANE_COLOURS = {"image": "#dbe9f6", "text": "#fde6cf", "lm": "#dcefd9"}
 PART_COLOURS = {
     "vision tower": "#4c78a8",
@@ -72,7 +76,8 @@ NOTEBOOK_STAGES = {
     "00_tour": tuple(STAGES),
     "08_video_end_to_end": tuple(STAGES),  # the whole pass again, for a video file
     "09_training": ("patch_embed", "blocks", "merger", "fusion", "decoder", "text"),  # trained: all but embed_tokens
-    "10_appendix": ("input_ids", "rope_index", "decoder"),  # key maps, position ids and their history
+    "10_costs_and_boxes": ("pixel_values", "blocks", "generate", "text"),  # tokens, windows and cache; answers
+    "11_appendix": ("input_ids", "rope_index", "decoder"),  # key maps, position ids and their history
 }
 
 

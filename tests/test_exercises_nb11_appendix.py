@@ -1,4 +1,4 @@
-"""qwenlite_course/exercises/nb10_appendix.py: each correct answer, worked out here with transformers or by the
+"""qwenlite_course/exercises/nb11_appendix.py: each correct answer, worked out here with transformers or by the
 formula, passes; each plausible wrong answer fails with a hint that does not contain the correct value."""
 
 from __future__ import annotations

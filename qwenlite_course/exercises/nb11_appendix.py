@@ -1,4 +1,4 @@
-"""Exercises of notebook 10_appendix (`exercises.describe` / `exercises.check` find them by name)."""
+"""Exercises of notebook 11_appendix (`exercises.describe` / `exercises.check` find them by name)."""
 
 from __future__ import annotations
 
