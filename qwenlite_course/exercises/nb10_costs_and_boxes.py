@@ -6,7 +6,7 @@ from typing import Any
 
 from .grading import _count_hint, _whole_number, _whole_numbers, exercise
 
-CLIP_HW, CLIP_SECONDS, CLIP_FPS = (720, 1280), 300, 30.0  # a 5-minute 720p recording, H x W
+CLIP_HW, CLIP_SECONDS, CLIP_FPS = (960, 1280), 300, 30.0  # a 5-minute 4:3 recording, H x W
 
 
 def _video_tokens() -> int:
@@ -16,7 +16,7 @@ def _video_tokens() -> int:
 
 
 @exercise(
-    "video_tokens_720p_5min",
+    "video_tokens_960x1280_5min",
     f"""A {CLIP_SECONDS // 60}-minute recording of {CLIP_HW[0]} x {CLIP_HW[1]} pixels (H x W) at {CLIP_FPS:g} fps
     is sent as a video with qwen-vl-utils' defaults: 2 frames a second, at most 768 tokens a frame pair, and one
     pixel budget for the whole video, 90% of a 128000-token context (128000 x 28 x 28 x 0.9 pixels, shared by
