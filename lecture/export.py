@@ -167,18 +167,22 @@ def mark_slides(nb: nbformat.NotebookNode) -> None:
     """Sections across, steps down: a Markdown cell that opens with a heading starts a slide (right arrow); any
     other Markdown cell, and a code cell that follows a code cell, starts a sub-slide below it (down arrow); a
     code cell after Markdown stays on that Markdown's slide, so text and the code it introduces are projected
-    together. One section per slide made 1280 x 720 slides 2-5 screens tall.
+    together. One section per slide made 1280 x 720 slides 2-5 screens tall. The notebook's first code cell (its
+    imports and the banner) goes below the title slide, which then holds the title and its introduction alone.
 
     Cells that already carry slideshow metadata keep it.
     """
     previous = None
+    setup_seen = False
     for i, cell in enumerate(nb.cells):
         slideshow = cell.metadata.setdefault("slideshow", {})
+        is_setup = cell.cell_type == "code" and not setup_seen
+        setup_seen = setup_seen or cell.cell_type == "code"
         if "slide_type" not in slideshow:
             opens_with_heading = cell.cell_type == "markdown" and cell.source.lstrip().startswith("#")
             if i == 0 or opens_with_heading:
                 slideshow["slide_type"] = "slide"
-            elif cell.cell_type == "markdown" or previous == "code":
+            elif cell.cell_type == "markdown" or previous == "code" or is_setup:
                 slideshow["slide_type"] = "subslide"
             else:
                 slideshow["slide_type"] = "-"

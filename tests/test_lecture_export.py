@@ -176,4 +176,4 @@ def test_sections_go_across_and_steps_go_down(export):
     )
     export.mark_slides(nb)
     kinds = [cell.metadata["slideshow"]["slide_type"] for cell in nb.cells]
-    assert kinds == ["slide", "-", "slide", "-", "subslide", "subslide", "-", "skip", "subslide"]
+    assert kinds == ["slide", "subslide", "slide", "-", "subslide", "subslide", "-", "skip", "subslide"]
