@@ -377,6 +377,28 @@ def evidence_attention(
     return torch.stack(per_example).mean(0)
 
 
+@torch.no_grad()
+def attention_peaks(model: QwenLiteVL, processor: Processor, examples: Sequence[Example]) -> torch.Tensor:
+    """(examples, layers) for clips: the temporal patch that gets the most of the answer's first query's attention.
+
+    Teacher-forced as in `evidence_attention`; the query is the one whose logits say the answer's first token,
+    averaged over heads, and a patch's attention is the sum over its merged tokens. Compare with `Example.truth`:
+    a layer that looks at the marker peaks on the truth; a layer that peaks on one patch whatever the clip does not.
+    """
+    peaks = []
+    for example in examples:
+        if example.modality != "video":
+            raise ValueError(f"attention_peaks: a {example.task!r} example holds a picture; it needs a clip")
+        batch = make_batch(processor, [example])
+        first = int(answer_queries(batch.pop("labels"))[0].nonzero()[0])  # the query that says the answer's start
+        vision = (mm_token_type_ids(batch["input_ids"], model.config)[0] > 0).nonzero().flatten()  # (t, h, w) order
+        patches = example.evidence.shape[0]
+        out = model(**batch, output_attentions=True, logits_to_keep=1)
+        per_layer = [probs[0].double().mean(0)[first, vision].reshape(patches, -1).sum(1) for probs in out.attentions]
+        peaks.append(torch.stack(per_layer).argmax(1))
+    return torch.stack(peaks)
+
+
 # ---------------------------------------------------------------- 7) the shipped twin
 
 

@@ -39,20 +39,24 @@ def test_marker_patch_sample_video_fps4_5(capsys, ref):
     fails_without_giving_away(capsys, name, (patch, correct[1] + 2), correct, "second_per_grid_t = 2 frames / 4.5")
 
 
-def test_windows_sample_video_fps4(capsys):
-    from qwenlite_course.reference import qwen_vl_utils_fetch_video
+def test_windows_720x1080_8s(capsys):
+    from qwen_vl_utils.vision_process import smart_nframes
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-    frames, _, _ = qwen_vl_utils_fetch_video(DATA / "sample_video.mp4", fps=4.0)  # (T, C, H, W), resized
-    t, _, h, w = frames.shape
+    frames = smart_nframes({"fps": 2.0}, total_frames=8 * 30, video_fps=30.0)  # qwen-vl-utils' own rule
+    # qwen-vl-utils 0.0.x: a frame's limit is max(min(768 tokens, total / frames x 2), 1.05 x 128 tokens) in pixels
+    limit = max(min(768 * 28 * 28, 128000 * 28 * 28 * 0.9 / frames * 2), int(128 * 28 * 28 * 1.05))
+    h, w = smart_resize(720, 1080, 28, 128 * 28 * 28, limit)
 
     def windows(grid):
         _, cu = get_vision_window_index(torch.tensor([grid]), spatial_merge_size=2, window_size=112, patch_size=14)
         return len(torch.unique_consecutive(cu)) - 1
 
-    correct = windows([t // 2, h // 14, w // 14])
-    name = "windows_sample_video_fps4"
+    t = frames // 2
+    correct = windows([t, h // 14, w // 14])
+    name = "windows_720x1080_8s"
     passes(capsys, name, correct)
     fails_without_giving_away(capsys, name, 2 * correct, correct, "every sampled frame")
     fails_without_giving_away(capsys, name, windows([1, h // 14, w // 14]), correct, "one temporal patch's")
-    fails_without_giving_away(capsys, name, t // 2 * (h // 112) * (w // 112), correct, "partial windows")
-    fails_without_giving_away(capsys, name, windows([t // 2, 252 // 14, 336 // 14]), correct, "resize the frames")
+    fails_without_giving_away(capsys, name, t * (h // 112) * (w // 112), correct, "partial windows")
+    fails_without_giving_away(capsys, name, windows([t, 728 // 14, 1092 // 14]), correct, "resize the frames")

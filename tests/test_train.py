@@ -329,3 +329,29 @@ def test_evidence_attention_is_transformers_attention_on_the_evidence(ours, ref,
         [_transformers_evidence_ratios(ref, processor, config, e, e.evidence.roll(1, -1)) for e in examples]
     )
     assert (got - moved.mean(0)).abs().max() > 0.1
+
+
+def test_attention_peaks_are_transformers_attention_per_temporal_patch(ours, ref, processor, config):
+    """train.attention_peaks equals the argmax over temporal patches of transformers' eager attention from the
+    answer's first query (the last prompt token), heads averaged, on the released positions; a picture is refused
+    by name. (With transformers' own 5.x video positions the peaks differ: the video-position disagreement.)"""
+    from qwenlite_course.reference import reference_eager
+
+    examples = T.held_out("when", 4)
+    expected = []
+    for example in examples:
+        batch = T.make_batch(processor, [example])
+        batch.pop("labels")
+        ids = batch["input_ids"][0]
+        answer = processor.tokenizer(example.answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        query = len(ids) - 1 - len(answer) - 1  # the token before the answer (the template ends in a newline)
+        pads = (ids == config.video_token_id).nonzero().flatten()
+        t = example.evidence.shape[0]
+        released, _ = get_rope_index(  # the released video positions, which the twin learnt with (not tf 5.x's)
+            batch["input_ids"], None, batch["video_grid_thw"], batch["second_per_grid_ts"], config=config
+        )
+        attentions = reference_eager(ref, batch | {"logits_to_keep": 1}, released).attentions
+        expected.append([int(p[0].double().mean(0)[query, pads].reshape(t, -1).sum(1).argmax()) for p in attentions])
+    assert T.attention_peaks(ours, processor, examples).tolist() == expected
+    with pytest.raises(ValueError, match="needs a clip"):
+        T.attention_peaks(ours, processor, T.held_out("where", 1))

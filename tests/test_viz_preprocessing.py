@@ -99,8 +99,8 @@ def test_patch_grid_is_the_resized_image_and_its_token_count(photo):
         title = re.fullmatch(r"(\d+)x(\d+): (\d+)x(\d+) patches -> (\d+) tokens", ax.get_title())
         assert [int(g) for g in title.groups()] == [14 * gh, 14 * gw, gh, gw, patches.num_tokens()]
         upright = [line for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[1]]  # the axvlines
-        thick = [line.get_xdata()[0] for line in upright if line.get_linewidth() == 1.2]
-        thin = [line.get_xdata()[0] for line in upright if line.get_linewidth() == 0.3]
+        thick = [line.get_xdata()[0] for line in upright if line.get_color() == "yellow"]
+        thin = [line.get_xdata()[0] for line in upright if line.get_color() == "white" and line.get_linestyle() == ":"]
         assert thick == list(range(0, 14 * gw + 1, 28)) and thin == list(range(14, 14 * gw, 28))
     finally:
         plt.close(fig)

@@ -89,47 +89,55 @@ def _marker_seconds() -> tuple[float, float]:
     return tuple(json.loads((DATA / "sample_video.json").read_text())["marker_seconds"])
 
 
-@functools.cache
-def _grid_fps4() -> tuple[int, int, int]:
-    """grid_thw of data/sample_video.mp4 sampled at 4 fps and preprocessed."""
-    from qwenlite.preprocessing import preprocess_video
-    from qwenlite.video_io import load_video
-
-    return tuple(preprocess_video(load_video(DATA / "sample_video.mp4", fps=4.0)).grid_thw.tolist())
+PHONE_CLIP_HW, PHONE_CLIP_SECONDS = (720, 1080), 8  # a 3:2 clip, H x W, at 30 fps
 
 
-def _windows_fps4() -> int:
+def _phone_clip_grid() -> tuple[int, int, int]:
+    """grid_thw of the phone clip at qwen-vl-utils' defaults (2 fps, the video pixel limits)."""
+    from qwenlite.preprocessing import video_frame_size
+    from qwenlite.sampling import smart_nframes
+
+    frames = smart_nframes(round(PHONE_CLIP_SECONDS * 30.0), 30.0, fps=2.0)
+    height, width = video_frame_size(*PHONE_CLIP_HW, frames)
+    return frames // 2, height // 14, width // 14
+
+
+def _windows_phone_clip() -> int:
     from qwenlite.config import VisionConfig
     from qwenlite.vision import get_window_index
 
     c = VisionConfig()
-    _, cu = get_window_index(torch.tensor([_grid_fps4()]), c.window_size, c.patch_size, c.spatial_merge_size)
+    _, cu = get_window_index(torch.tensor([_phone_clip_grid()]), c.window_size, c.patch_size, c.spatial_merge_size)
     return len(cu) - 1
 
 
 @exercise(
-    "windows_sample_video_fps4",
-    """data/sample_video.mp4 (32 frames at 8 fps: 4 seconds of 252 x 336 pixels, H x W) is sampled at 2 frames per
-    second by qwen-vl-utils' rule (qwenlite.video_io.load_video(path, fps=2.0)), and its frames are resized
-    within the video pixel limits (preprocess_video: at least VIDEO_MIN_PIXELS per frame). Sample it at 4 frames
-    per second instead (load_video(path, fps=4.0)): how many windows
-    (segments of the windowed blocks) does the vision tower cut it into? (qwenlite.vision.get_window_index on
-    its grid_thw applies the rule.)""",
-    answer=_windows_fps4,
+    "windows_720x1080_8s",
+    f"""A clip of {PHONE_CLIP_SECONDS} seconds at 30 fps, {PHONE_CLIP_HW[0]} x {PHONE_CLIP_HW[1]} pixels (H x W), is
+    sent with qwen-vl-utils' defaults: sampled at 2 frames per second, each frame resized by smart_resize within
+    the video limits (at most 768 x 28 x 28 pixels a frame here: the clip is short, so the whole-video budget
+    does not bind). How many windows (segments of the windowed blocks) does the vision tower cut it into?
+    Work it out by hand first: frames, temporal patches, the resized frame, patches, then windows of 112 x 112
+    pixels per temporal patch, partial ones at the edges included.""",
+    answer=_windows_phone_clip,
 )
-def _sample_video_windows(answer: Any) -> str | None:
+def _phone_clip_windows(answer: Any) -> str | None:
     from qwenlite.config import VisionConfig
+    from qwenlite.preprocessing import smart_resize
 
     vision = VisionConfig()
-    expected = _windows_fps4()
+    expected = _windows_phone_clip()
     side = vision.window_size // vision.patch_size  # patches per window side
     value = _whole_number(answer, "windows")
     if isinstance(value, int) and value != expected:
-        t, h, w = _grid_fps4()
+        t, h, w = _phone_clip_grid()
         if value == t * (h // side) * (w // side):
             return "too few: the partial windows on the bottom and right edges count too."
         if value * t == expected:
             return "that is one temporal patch's windows: each temporal patch is cut into its own."
+        rounded = smart_resize(*PHONE_CLIP_HW, 28, 3136, 10**9)  # to multiples of 28 only, not shrunk
+        if value == t * -(-rounded[0] // 14 // side) * -(-rounded[1] // 14 // side):
+            return "resize the frames first: 720 x 1080 is above the per-frame limit of a video."
     return _count_hint(
         answer,
         expected,
@@ -137,6 +145,6 @@ def _sample_video_windows(answer: Any) -> str | None:
         {
             2: "did you cut windows in every sampled frame? A temporal patch (2 frames) is cut once.",
         },
-        "resize the frames first (252 x 336 is below the video minimum of pixels per frame), then windows of "
-        "4 x 4 merged tokens per temporal patch, partial ones included.",
+        "smart_resize each frame (both sides shrink by one factor, then round down to multiples of 28), then "
+        "windows of 8 x 8 patches per temporal patch, partial ones included.",
     )

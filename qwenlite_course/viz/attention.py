@@ -217,14 +217,14 @@ def draw_share_by_layer(
     grid_t = shares.shape[1]
     step = seconds_per_patch
     names = [f"patch {k}" if step is None else f"{k * step:g}-{(k + 1) * step:g} s" for k in range(grid_t)]
-    fig, ax = plt.subplots(figsize=(1.2 * (grid_t + 1) + 2, 0.32 * len(attentions) + 1.5))
+    fig, ax = plt.subplots(figsize=(1.6 * (grid_t + 1) + 2.5, 0.45 * len(attentions) + 1.8))
     image = ax.imshow(table, cmap="magma", aspect="auto", vmin=0)
-    ax.set_xticks(range(grid_t + 1), [*names, "text (prompt\nand answer)"], fontsize=9)
+    ax.set_xticks(range(grid_t + 1), [*names, "text (prompt\nand answer)"], fontsize=11)
     for (row, col), value in np.ndenumerate(table):  # the numbers too: the text column can dwarf the patches
         dark = value < 0.5 * table.max()  # magma is dark at the bottom of its scale
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=11, color="white" if dark else "black")
     ax.set_yticks(range(len(attentions)))
-    ax.set_ylabel("decoder layer")
+    ax.set_ylabel("decoder layer", fontsize=11)
     for k in range(grid_t):
         start = k * (seconds_per_patch or 0)
         if marker_seconds is not None and start < marker_seconds[1] and marker_seconds[0] < start + seconds_per_patch:
@@ -232,6 +232,7 @@ def draw_share_by_layer(
                 plt.Rectangle((k - 0.5, -0.5), 1, len(attentions), fill=False, edgecolor="#00d0ff", linewidth=2.5)
             )
     fig.colorbar(image, ax=ax, label="share of attention")
-    ax.set_title(f"where {len(queries)} query tokens look, per layer (mean over heads)", fontsize=10)
+    who = "1 query token looks" if len(queries) == 1 else f"{len(queries)} query tokens look"
+    ax.set_title(f"where {who}, per layer (mean over heads; each row sums to 1)", fontsize=12)
     fig.tight_layout()
     return fig

@@ -23,16 +23,21 @@ def _hwc(frame: torch.Tensor) -> np.ndarray:
     return frame.permute(1, 2, 0).numpy()
 
 
+TOKEN_LINE = {"color": "yellow", "lw": 0.8, "alpha": 0.75}  # every 28 px: one merged token, one LLM token
+PATCH_LINE = {"color": "white", "lw": 0.4, "ls": ":", "alpha": 0.8}  # every 14 px: one patch
+
+
 def _draw_grid_lines(
     ax, frame: torch.Tensor, patch: int = PATCH_SIZE, merge: int = MERGE_SIZE, title: str = ""
 ) -> None:
-    """The resized image with thin lines every 14 px (patches) and thick ones every 28 px (LLM tokens)."""
+    """The resized image with thin dotted white lines every 14 px (patches) and thick yellow ones every 28 px
+    (LLM tokens): two colours and two styles, so the two grids stay apart at any size."""
     h, w = frame.shape[-2:]
     ax.imshow(_hwc(frame), extent=(0, w, h, 0))
     for x in range(0, w + 1, patch):
-        ax.axvline(x, color="white", lw=1.2 if x % (patch * merge) == 0 else 0.3, alpha=0.8)
+        ax.axvline(x, **(TOKEN_LINE if x % (patch * merge) == 0 else PATCH_LINE))
     for y in range(0, h + 1, patch):
-        ax.axhline(y, color="white", lw=1.2 if y % (patch * merge) == 0 else 0.3, alpha=0.8)
+        ax.axhline(y, **(TOKEN_LINE if y % (patch * merge) == 0 else PATCH_LINE))
     ax.set_xlabel(f"width {w} px = {w // patch} patches")
     ax.set_ylabel(f"height {h} px = {h // patch} patches")
     ax.set_title(
@@ -61,7 +66,8 @@ def draw_patch_grid(frame: torch.Tensor, original: torch.Tensor | None = None, z
         for line in ax.lines:  # a few lines across the crop: draw them thicker
             line.set_linewidth(line.get_linewidth() * 2.5)
         ax.set_title(
-            f"top-left {zoom}x{zoom} px of the {h}x{w} resized image\n(thin: 14 px patch, thick: 28 px = 1 token)"
+            f"top-left {zoom}x{zoom} px of the {h}x{w} resized image\n"
+            "(white dotted: 14 px patch, yellow: 28 px = 1 token)"
         )
     fig.tight_layout()
     return fig
