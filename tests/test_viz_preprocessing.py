@@ -125,7 +125,7 @@ def test_video_columns_are_the_temporal_patches(small_video):
                 ax = axes[k, g]
                 drawn = np.asarray(ax.images[0].get_array())
                 assert np.array_equal(drawn, patches.frames[2 * g + k].permute(1, 2, 0).numpy())
-                number, stamp = re.fullmatch(r"frame (\d+), t=([\d.]+)s", ax.get_title()).groups()
+                number, stamp = re.fullmatch(r"frame (\d+), at ([\d.]+) s", ax.get_title()).groups()
                 source = (int(drawn[0, 0, 0]) - 20) // 40  # which of the 5 flat frames this is
                 assert int(number) == video.indices[source] and float(stamp) == pytest.approx(
                     video.timestamps[source], abs=1e-3

@@ -158,7 +158,11 @@ def draw_attention_over_frames(
                 side.set_edgecolor("#00d0ff")
                 side.set_linewidth(3)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    scale = plt.cm.ScalarMappable(norm=plt.Normalize(0, vmax), cmap="magma")  # the one scale of every panel
+    fig.colorbar(
+        scale, cax=fig.add_axes((0.915, 0.12, 0.012, 0.7)), label="share of attention (a token)", format="%.3f"
+    )
     return fig
 
 

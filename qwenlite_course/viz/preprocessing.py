@@ -118,7 +118,7 @@ def draw_video_patches(video: Video, patches: Patches, marker_seconds: tuple[flo
             ax.imshow(_hwc(patches.frames[i]))
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"frame {indices[i]}, t={stamps[i]:.3f}s", fontsize=9)
+            ax.set_title(f"frame {indices[i]}, at {stamps[i]:.3f} s", fontsize=9)
             marked = marker_seconds is not None and marker_seconds[0] <= stamps[i] < marker_seconds[1]
             if marked:
                 for side in ax.spines.values():

@@ -27,7 +27,7 @@ from .fusion import KIND_COLOURS
 
 # stage -> (box title, notebook that rebuilds it, (column, row) in the diagram, lane)
 STAGES: dict[str, tuple[str, str, tuple[float, float], str]] = {
-    "photo": ("photo file", "", (0, 2), "image"),
+    "photo": ("image or video file", "", (0, 2), "image"),
     "pixel_values": ("processor: pixels", "01_preprocessing", (1, 2), "image"),
     "patch_embed": ("patch embed", "02_patch_embed", (2, 2), "image"),
     "blocks": ("vision blocks", "03_vision_block", (3, 2), "image"),
