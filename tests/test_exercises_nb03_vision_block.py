@@ -8,13 +8,13 @@ from helpers import fails_without_giving_away, passes
 from transformers.vision_utils import get_vision_window_index
 
 
-def test_window_count_1_30_44(capsys):
-    _, cu = get_vision_window_index(torch.tensor([[1, 30, 44]]), spatial_merge_size=2, window_size=112, patch_size=14)
+def test_window_count_1_54_86(capsys):
+    _, cu = get_vision_window_index(torch.tensor([[1, 54, 86]]), spatial_merge_size=2, window_size=112, patch_size=14)
     correct = len(torch.unique_consecutive(cu)) - 1
-    name = "window_count_1_30_44"
+    name = "window_count_1_54_86"
     passes(capsys, name, correct)
-    fails_without_giving_away(capsys, name, (30 // 8) * (44 // 8), correct, "partial windows")  # whole windows only
-    fails_without_giving_away(capsys, name, -(-30 // 4) * -(-44 // 4), correct, "8 patches")  # 4-patch windows
+    fails_without_giving_away(capsys, name, (54 // 8) * (86 // 8), correct, "partial windows")  # whole windows only
+    fails_without_giving_away(capsys, name, -(-54 // 4) * -(-86 // 4), correct, "8 patches")  # 4-patch windows
 
 
 def test_segments_video_3_12_28(capsys):

@@ -3,32 +3,9 @@ qwen-vl-utils, passes; each plausible wrong answer fails with a hint that does n
 
 from __future__ import annotations
 
-import pytest
 import torch
 from helpers import DATA, fails_without_giving_away, passes
 from transformers import Qwen2_5_VLConfig
-
-
-@pytest.fixture(scope="module")
-def hf_merger_3b():
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLPatchMerger
-
-    vision = Qwen2_5_VLConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_3b_instruct.config.json").vision_config
-    with torch.device("meta"):
-        return Qwen2_5_VLPatchMerger(vision.out_hidden_size, vision.hidden_size, vision.spatial_merge_size), vision
-
-
-def test_merger_output_shape_1_30_44(capsys, hf_merger_3b):
-    merger, vision = hf_merger_3b
-    correct = list(merger(torch.empty(30 * 44, vision.hidden_size, device="meta")).shape)
-    rows, width = correct
-    name = "merger_output_shape_1_30_44"
-    passes(capsys, name, tuple(correct))
-    passes(capsys, name, torch.Size(correct))
-    fails_without_giving_away(capsys, name, (4 * rows, width), correct, "did you count patches")
-    fails_without_giving_away(capsys, name, (rows, vision.hidden_size), correct, "that is the vision width")
-    fails_without_giving_away(capsys, name, (rows, 4 * vision.hidden_size), correct, "the MLP's inside")
-    fails_without_giving_away(capsys, name, rows, correct, "in a list or tuple")
 
 
 def _hf_merger(size: str):
@@ -38,6 +15,22 @@ def _hf_merger(size: str):
     vision = Qwen2_5_VLConfig.from_pretrained(path).vision_config
     with torch.device("meta"):
         return Qwen2_5_VLPatchMerger(vision.out_hidden_size, vision.hidden_size, vision.spatial_merge_size), vision
+
+
+def test_merger_output_numbers_7b_1_30_44(capsys):
+    merger, vision = _hf_merger("7b")
+    rows, width = merger(torch.empty(30 * 44, vision.hidden_size, device="meta")).shape
+    correct = rows * width
+    _, vision_3b = _hf_merger("3b")
+    name = "merger_output_numbers_7b_1_30_44"
+    passes(capsys, name, correct)
+    passes(capsys, name, torch.tensor(correct))
+    fails_without_giving_away(capsys, name, 4 * correct, correct, "did you count patches")
+    fails_without_giving_away(capsys, name, (rows + 2) * width, correct, "one row per merged token")
+    fails_without_giving_away(capsys, name, rows * vision.hidden_size, correct, "that width is the vision width")
+    fails_without_giving_away(capsys, name, rows * 4 * vision.hidden_size, correct, "the MLP's inside")
+    fails_without_giving_away(capsys, name, rows * vision_3b.out_hidden_size, correct, "the 3B's text hidden size")
+    fails_without_giving_away(capsys, name, (rows, width), correct, "whole number")
 
 
 def test_merger_multiply_adds_7b(capsys):

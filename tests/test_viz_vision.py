@@ -92,7 +92,7 @@ def test_demo_inputs_are_smaller_on_a_real_checkpoint(ckpt, monkeypatch):
 
 def test_attention_maps_share_one_colour_scale(ours, vision_inputs):
     """Notebook 03 draws a windowed and a full-attention map side by side on one logarithmic norm, so their colours
-    compare (their weights are about ten times apart)."""
+    compare (their weights are many times apart)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
@@ -130,3 +130,42 @@ def test_window_order_picture_lists_window_index():
         assert _numbers_in_reading_order(fig.axes[0]) == list(range(len(layout.window_index)))
     finally:
         plt.close(fig)
+
+
+def _merge_picture_cells(grid_hw: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """Notebook 04's merge picture, left panel: the row of pixel_values written on each patch -> its (h, w)."""
+    import matplotlib.pyplot as plt
+
+    frame = torch.zeros(3, grid_hw[0] * 14, grid_hw[1] * 14, dtype=torch.uint8)
+    fig = vv.draw_merge_groups(frame, grid_hw, tokens=6)
+    try:
+        cells = {int(t.get_text()): t.get_position() for t in fig.axes[0].texts if t.get_text().isdigit()}
+        labels = [t.get_text() for t in sorted(fig.axes[1].texts, key=lambda t: t.get_position()[::-1])]
+    finally:
+        plt.close(fig)
+    assert labels == [f"row {r}" for r in range(24)]  # right panel: token k holds rows 4k .. 4k+3, in order
+    return {r: (int(y - 0.5), int(x - 0.5)) for r, (x, y) in cells.items()}
+
+
+def rows_by_hand(grid_hw: tuple[int, int], rows: int) -> dict[int, tuple[int, int]]:
+    """The processor's order written out: 2x2 groups row by row, each group's 4 patches row by row."""
+    groups_per_row = grid_hw[1] // 2
+    return {r: (r // 4 // groups_per_row * 2 + r % 4 // 2, r // 4 % groups_per_row * 2 + r % 2) for r in range(rows)}
+
+
+def test_merge_picture_puts_each_row_on_its_patch():
+    """Each number on notebook 04's left panel sits on the patch that row of pixel_values holds."""
+    cells = _merge_picture_cells((6, 8))  # 4 tokens per patch-row pair: the 6 tokens wrap onto a second pair
+    assert cells == rows_by_hand((6, 8), 24)
+
+
+def test_merge_picture_check_fails_on_raster_order(monkeypatch):
+    """Mutation: a picture that numbers patches row by row (no 2x2 groups) puts the rows on the wrong patches."""
+
+    def raster(grid_thw, merge_size=2):
+        h, w = (int(v) for v in grid_thw[0, 1:])
+        hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        return torch.stack([hh.flatten(), ww.flatten()], -1)
+
+    monkeypatch.setattr(vv, "vision_rotary_ids", raster)
+    assert _merge_picture_cells((6, 8)) != rows_by_hand((6, 8), 24)

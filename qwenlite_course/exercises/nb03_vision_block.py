@@ -8,30 +8,33 @@ import torch
 
 from .grading import _count_hint, _whole_number, _whole_numbers, exercise
 
+WINDOW_GRID = (1, 54, 86)
 
-def _window_count_1_30_44() -> int:
+
+def _window_count_1_54_86() -> int:
     from qwenlite.config import VisionConfig
     from qwenlite.vision import get_window_index
 
     c = VisionConfig()
-    _, cu_seqlens = get_window_index(torch.tensor([[1, 30, 44]]), c.window_size, c.patch_size, c.spatial_merge_size)
+    _, cu_seqlens = get_window_index(torch.tensor([WINDOW_GRID]), c.window_size, c.patch_size, c.spatial_merge_size)
     return len(cu_seqlens) - 1
 
 
 @exercise(
-    "window_count_1_30_44",
+    "window_count_1_54_86",
     """The vision tower's windowed blocks attend inside windows of 112x112 pixels. For one image of grid
-    (t, h, w) = (1, 30, 44) patches of 14 pixels, how many windows are there? Work it out from the rule:
-    a window is 112 / 14 = 8 patches, or 4 merged tokens, on a side; the merged grid is padded up to whole
-    windows, and the padding is dropped. (qwenlite.vision.get_window_index applies the rule.)""",
-    answer=_window_count_1_30_44,
+    (t, h, w) = (1, 54, 86) patches of 14 pixels (756 x 1204 px, H x W), how many windows are there? Predict
+    it by hand, on paper, before you run anything: a window is 112 / 14 = 8 patches, or 4 merged tokens, on a
+    side; the merged grid is padded up to whole windows, and the padding is dropped. Then check your number
+    with the rule written in section 3.""",
+    answer=_window_count_1_54_86,
 )
 def _window_count(answer: Any) -> str | None:
-    expected = _window_count_1_30_44()
+    expected = _window_count_1_54_86()
     value = _whole_number(answer, "windows")
     if isinstance(value, int) and 0 < value < expected:
         return (
-            "too few: did you drop the partial windows? 30 and 44 patches are not whole numbers of windows; "
+            "too few: did you drop the partial windows? 54 and 86 patches are not whole numbers of windows; "
             "the windows on the bottom and right edges are smaller, but each one counts."
         )
     return _count_hint(
@@ -92,7 +95,8 @@ def _segments(answer: Any) -> str | None:
     """Write down the 2-D rotary ids of an image of grid (t, h, w) = (1, 4, 6): a (24, 2) tensor of long with
     one (h, w) pair per patch, the patch's row and column in the patch grid, in the order the processor emits
     the patches (each 2 x 2 group of patches that becomes one token is consecutive, groups row by row).
-    Answer the tensor (torch.tensor([[0, 0], [0, 1], ...])).""",
+    Write it by hand: sketch the 4 x 6 grid, number the patches in the processor's order, and read off the
+    pairs; run section 2's code only to check. Answer the tensor (torch.tensor([[0, 0], [0, 1], ...])).""",
 )
 def _rotary_ids(answer: Any) -> str | None:
     from qwenlite.config import VisionConfig

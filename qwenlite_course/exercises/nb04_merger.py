@@ -2,53 +2,68 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from .grading import _count_hint, _sizes, _whole_number, _whole_numbers, exercise
+from .grading import _count_hint, _sizes, _whole_number, exercise
+
+MERGER_GRID = (1, 30, 44)
 
 
-def _merger_shape_1_30_44() -> list[int]:
+def _merger_output_shape_7b() -> list[int]:
     from qwenlite.vision import PatchMerger
 
-    vision = _sizes("3b").vision_config
+    vision = _sizes("7b").vision_config
     with torch.device("meta"):
-        return list(PatchMerger(vision)(torch.empty(1 * 30 * 44, vision.hidden_size)).shape)
+        return list(PatchMerger(vision)(torch.empty(math.prod(MERGER_GRID), vision.hidden_size)).shape)
+
+
+def _merger_output_numbers_7b() -> int:
+    rows, width = _merger_output_shape_7b()
+    return rows * width
 
 
 @exercise(
-    "merger_output_shape_1_30_44",
-    """An image of grid (t, h, w) = (1, 30, 44) patches leaves the vision tower of Qwen2.5-VL-3B through the
-    patch merger. What is the shape of the merger's output? Answer (rows, width). Read the widths from
-    data/configs/qwen2_5_vl_3b_instruct.config.json.""",
-    answer=_merger_shape_1_30_44,
+    "merger_output_numbers_7b_1_30_44",
+    """An image of grid (t, h, w) = (1, 30, 44) patches leaves the vision tower of Qwen2.5-VL-7B through the
+    patch merger. Work out the shape (rows, width) of the merger's output, then answer how many numbers it holds
+    (rows x width). Read the widths from data/configs/qwen2_5_vl_7b_instruct.config.json (vision_config).""",
+    answer=_merger_output_numbers_7b,
 )
-def _merger_shape(answer: Any) -> str | None:
-    vision = _sizes("3b").vision_config
-    expected = _merger_shape_1_30_44()
-    value = _whole_numbers(answer, 2, "rows, width")
-    if isinstance(value, str):
-        return value
-    rows, width = value
-    if value == expected:
-        return None
-    hints = []
-    if rows != expected[0]:
-        hints.append(
-            "rows: did you count patches? The merger joins each 2 x 2 group of patches into one row"
-            if rows == 4 * expected[0]
-            else "rows: one per merged token (t x h x w / 4)"
+def _merger_output_numbers(answer: Any) -> str | None:
+    vision, text_3b = _sizes("7b").vision_config, _sizes("3b").vision_config.out_hidden_size
+    rows, width = _merger_output_shape_7b()
+    expected = rows * width
+    value = _whole_number(answer, "numbers")
+    if not isinstance(value, int) or value == expected:
+        return value if isinstance(value, str) else None
+    if value % width == 0 and value // width != rows:
+        return (
+            "the width is right, the rows are not: did you count patches? The merger joins each 2 x 2 group of "
+            "patches into one row."
+            if value == 4 * expected
+            else "the width is right, the rows are not: one row per merged token (t x h x w / 4)."
         )
-    if width != expected[1]:
-        hints.append(
-            "width: that is the vision width; the merger maps to the text hidden size (out_hidden_size)"
-            if width == vision.hidden_size
-            else "width: that is the MLP's inside; its last Linear maps to the text hidden size"
-            if width == vision.hidden_size * 4
-            else "width: the merger's output feeds the decoder, so it is the text hidden size"
-        )
-    return "; ".join(hints) + "."
+    if value % rows == 0:
+        other = value // rows
+        if other == vision.hidden_size:
+            return "the rows are right; that width is the vision width: the merger maps to the text hidden size."
+        if other == 4 * vision.hidden_size:
+            return (
+                "that is the MLP's inside (or the tower's output before the merger, patches x vision width): "
+                "the merger's last Linear maps to the text hidden size."
+            )
+        if other == text_3b:
+            return "the rows are right; that width is the 3B's text hidden size: this is the 7B."
+    return _count_hint(
+        answer,
+        expected,
+        "numbers",
+        {},
+        "rows: one per merged token (t x h x w / 4); width: the text hidden size (out_hidden_size).",
+    )
 
 
 def _merger_multiply_adds_7b() -> int:

@@ -70,17 +70,32 @@ def draw_patches_and_embeddings(
     _, _, v = torch.linalg.svd(e, full_matrices=False)
     rgb = e @ v[:3].T
     rgb = (rgb - rgb.min(0).values) / (rgb.max(0).values - rgb.min(0).values)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1.4, 1]})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1.4, 1]})
     axes[0].imshow(_hwc(frame))
     y, x = patch[0] * patch_size, patch[1] * patch_size
-    axes[0].add_patch(plt.Rectangle((x, y), patch_size, patch_size, fill=False, color="red", lw=2))
+    # a thick box, plus a ring around it: a 14-px square is a few screen pixels of a projected slide
+    axes[0].add_patch(plt.Rectangle((x, y), patch_size, patch_size, fill=False, color="red", lw=3))
+    ring = 3 * patch_size
+    axes[0].add_patch(plt.Circle((x + patch_size / 2, y + patch_size / 2), ring, fill=False, color="yellow", lw=2.5))
+    # inset: the patch itself, enlarged
+    inset = axes[0].inset_axes((0.62, 0.62, 0.36, 0.36))
+    inset.imshow(_hwc(frame)[y : y + patch_size, x : x + patch_size], interpolation="nearest")
+    inset.set_xticks([])
+    inset.set_yticks([])
+    for side in inset.spines.values():
+        side.set_edgecolor("red")
+        side.set_linewidth(3)
+    inset.set_title("the patch, enlarged", fontsize=8, color="white", backgroundcolor="black", pad=2)
     axes[0].set_title(f"patch (h={patch[0]}, w={patch[1]}) = row {row} of pixel_values")
+    axes[0].set_xlabel("x (px)")
+    axes[0].set_ylabel("y (px)")
     axes[1].plot(pixel_values[row].numpy(), lw=0.6)
     planes = [f"{c} t{t}" for c in "RGB" for t in range(config.temporal_patch_size)]
     for b in range(1, len(planes)):
         axes[1].axvline(b * area, color="grey", lw=0.5)
     axes[1].set_xticks([area // 2 + area * i for i in range(len(planes))], planes)
-    axes[1].set_title("its 1176 numbers: (channel, frame, 14x14)")
+    axes[1].set_title(f"its {pixel_values.shape[1]} numbers: (channel, frame, 14x14)")
+    axes[1].set_xlabel(f"position in the {pixel_values.shape[1]}-vector (channel, frame blocks)")
     axes[1].set_ylabel("normalised value")
     axes[2].imshow(to_grid(rgb, grid_hw, config.spatial_merge_size).detach().float().cpu().numpy())
     axes[2].set_title(f"{embeddings.shape[1]}-dim embeddings, top-3 PCA as RGB")
@@ -101,8 +116,8 @@ def draw_temporal_kernel(weight: torch.Tensor, channel: int = 0):
             axes[t, c].set_title(f"{'RGB'[c]}, frame {t}", fontsize=9)
             axes[t, c].set_xticks([])
             axes[t, c].set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.suptitle(f"Conv3d kernel of output channel {channel}: 2 frames x 3 colours x 14x14")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="weight value")
+    fig.suptitle(f"Conv3d kernel of output channel {channel}: 3 colours x 2 frames x 14 x 14")
     return fig
 
 
@@ -141,16 +156,15 @@ def draw_hw_ids(
     for i in range(zh):
         for j in range(zw):
             ax.add_patch(plt.Rectangle((j, i), 1, 1, color=cmap(int(group[i, j]) % 10), alpha=0.4, lw=0))
-            ax.text(j + 0.5, i + 0.32, int(order[i, j]), ha="center", va="center", fontsize=11, weight="bold")
-            ax.text(j + 0.5, i + 0.8, f"({i},{j})", ha="center", va="center", fontsize=7.5, color="0.25")
+            ax.text(j + 0.3, i + 0.3, int(order[i, j]), ha="center", va="center", fontsize=14, weight="bold")
     shown = sorted((int(order[i, j]), i, j) for i in range(zh) for j in range(zw))
     for (r0, i0, j0), (r1, i1, j1) in zip(shown, shown[1:], strict=False):
         if r1 == r0 + 1:  # consecutive rows of pixel_values, both inside the zoom
             ax.annotate(
                 "",
-                xy=(j1 + 0.5, i1 + 0.55),
-                xytext=(j0 + 0.5, i0 + 0.55),
-                arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 1.0, "shrinkA": 9, "shrinkB": 9},
+                xy=(j1 + 0.5, i1 + 0.5),
+                xytext=(j0 + 0.5, i0 + 0.5),
+                arrowprops={"arrowstyle": "-|>", "color": "tab:red", "lw": 2.0, "shrinkA": 14, "shrinkB": 14},
             )
     for k in range(0, zw + 1, merge_size):
         ax.axvline(k, color="black", lw=1.5)
@@ -159,14 +173,14 @@ def draw_hw_ids(
     ax.set_xlim(0, zw)
     ax.set_ylim(zh, 0)
     ax.set_aspect("equal")
-    ax.set_xticks(np.arange(zw) + 0.5, range(zw))
-    ax.set_yticks(np.arange(zh) + 0.5, range(zh))
-    ax.set_xlabel("w (patches)")
-    ax.set_ylabel("h (patches)")
+    ax.set_xticks(np.arange(zw) + 0.5, range(zw), fontsize=12)
+    ax.set_yticks(np.arange(zh) + 0.5, range(zh), fontsize=12)
+    ax.set_xlabel("w id (patches)", fontsize=11)
+    ax.set_ylabel("h id (patches)", fontsize=11)
     ax.set_title(
-        f"zoom on the red {zh}x{zw} patches: row of pixel_values, (h, w);\n"
-        f"each {merge_size}x{merge_size} group (one merged token) is consecutive",
-        fontsize=10,
+        f"zoom on the red {zh} x {zw} patches: each cell's row of pixel_values;\n"
+        f"each {merge_size} x {merge_size} group (one merged token) is consecutive",
+        fontsize=11,
     )
     fig.tight_layout()
     return fig
@@ -406,7 +420,7 @@ def draw_attention_maps(
         ax.set_xlabel("x (px)")
     axes[0].set_ylabel("y (px)")
     bar = fig.colorbar(im, ax=list(axes[1:]), shrink=0.9)
-    bar.set_label("attention weight (one log scale for all panels)")
+    bar.set_label(f"attention weight (one log scale for {'both' if len(amaps) == 2 else 'all'} maps)")
     for amap in amaps.values():  # the uniform level of each panel, marked on the shared bar
         bar.ax.axhline(1 / int((amap > 0).sum()), color="cyan", lw=1.5)
     return fig
@@ -449,31 +463,64 @@ def attention_explorer(
 def draw_merge_groups(
     frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int = 6, vision_config: VisionConfig | None = None
 ):
-    """The first few LLM tokens: each is 4 consecutive rows of pixel_values, a 2x2 block of patches."""
+    """The first few LLM tokens: each is 4 consecutive rows of pixel_values, a 2x2 block of patches (left), and
+    after view(-1, 4D) one row of a (tokens, 4D) matrix whose 4 blocks of width D are those 4 patches (right)."""
+    from matplotlib import patheffects
+
     config = _geometry(vision_config)
     h, w = grid_hw
-    patch_size = config.patch_size
+    patch_size, unit = config.patch_size, config.spatial_merge_size**2
     ids = vision_rotary_ids(_one_frame(grid_hw), config.spatial_merge_size)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
-    crop_h, crop_w = min(h, 6), min(w, 2 * tokens + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    crop_h, crop_w = min(h, 4), min(w, 2 * tokens + 2)
     axes[0].imshow(_hwc(frame)[: crop_h * patch_size, : crop_w * patch_size], extent=(0, crop_w, crop_h, 0))
     cmap = plt.get_cmap("tab10")
-    for row in range(4 * tokens):
+    outline = [patheffects.withStroke(linewidth=3, foreground="black")]
+    for row in range(unit * tokens):
         y, x = (int(v) for v in ids[row])
         if y < crop_h and x < crop_w:
-            color = cmap(row // 4 % 10)
-            axes[0].add_patch(plt.Rectangle((x, y), 1, 1, color=color, alpha=0.45))
-            axes[0].text(x + 0.5, y + 0.5, str(row), ha="center", va="center", fontsize=9)
-    axes[0].set_title("rows of pixel_values over the image: 4 rows = one token", fontsize=10)
+            axes[0].add_patch(plt.Rectangle((x, y), 1, 1, color=cmap(row // unit % 10), alpha=0.6))
+            axes[0].text(
+                x + 0.5,
+                y + 0.5,
+                str(row),
+                ha="center",
+                va="center",
+                fontsize=13,
+                weight="bold",
+                color="white",
+                path_effects=outline,
+            )
+    for k in range(tokens):  # each token's 2x2 block framed
+        y, x = (int(v) for v in ids[unit * k])
+        if y < crop_h and x < crop_w:
+            axes[0].add_patch(plt.Rectangle((x, y), 2, 2, fill=False, color="white", lw=2))
+    axes[0].set_title("rows of pixel_values over the image: 4 rows = one 2 x 2 block = one token", fontsize=11)
     axes[0].set_xlabel("w (patches)")
     axes[0].set_ylabel("h (patches)")
-    strip = np.repeat(np.arange(4 * tokens)[None] // 4, 3, axis=0)
-    axes[1].imshow(strip, cmap=ListedColormap([cmap(i % 10) for i in range(tokens)]), alpha=0.6, aspect="auto")
-    for r in range(4 * tokens):
-        axes[1].text(r, 1, str(r), ha="center", va="center", fontsize=8)
-    axes[1].set_yticks([])
-    axes[1].set_xlabel("row of the (N, D) hidden states")
-    axes[1].set_title("view(-1, 4D): rows 4k..4k+3 side by side -> token k", fontsize=10)
+    ax = axes[1]
+    for k in range(tokens):
+        for p in range(unit):
+            ax.add_patch(plt.Rectangle((p, k), 1, 1, color=cmap(k % 10), alpha=0.9, ec="white", lw=3))
+            ax.text(
+                p + 0.5,
+                k + 0.5,
+                f"row {unit * k + p}",
+                ha="center",
+                va="center",
+                fontsize=12,
+                color="white",
+                weight="bold",
+                path_effects=outline,
+            )
+    ax.set_xlim(0, unit)
+    ax.set_ylim(tokens, 0)
+    times_d = ["0", "D"] + [f"{p}D" for p in range(2, unit + 1)]  # 0, D, 2D, ...
+    ax.set_xticks(np.arange(unit) + 0.5, [f"{times_d[p]} : {times_d[p + 1]}" for p in range(unit)])
+    ax.set_yticks(np.arange(tokens) + 0.5, range(tokens))
+    ax.set_xlabel(f"columns of the ({tokens}, 4D) matrix: 4 blocks of D = {config.hidden_size}")
+    ax.set_ylabel("token k (row of the merger's input)")
+    ax.set_title("view(-1, 4D): rows 4k .. 4k+3 side by side -> token k", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -491,9 +538,10 @@ def draw_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | No
     cmap = _tiles_cmap(n)
     lengths = (layout.cu_windows[1:] - layout.cu_windows[:-1]) // merge**2  # merged tokens per window
     widest = int(lengths.max())
-    fig, axes = plt.subplots(
-        1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [gw, gw, widest * gh / max(n, 1) * 0.9]}
-    )
+    # two rows, so each panel is wide enough to read on a slide: the two grids on top, window_index below
+    fig = plt.figure(figsize=(13, 4.3 + 0.45 * n + 0.9))
+    grid = fig.add_gridspec(2, 2, height_ratios=[gh, n * 0.75])
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
     position = layout.restore.view(gh, gw)  # tower position of each token
     for ax, title in [
         (axes[0], "prompt order: token i (raster, row by row)"),
@@ -502,13 +550,13 @@ def draw_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | No
         ax.imshow(windows.numpy(), cmap=cmap, vmin=-0.5, vmax=n - 0.5, alpha=0.55, interpolation="nearest")
         ax.set_xticks(range(gw))
         ax.set_yticks(range(gh))
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("merged w (tokens)")
-        ax.set_ylabel("merged h (tokens)")
+        ax.set_title(title, fontsize=12)
+        ax.set_xlabel("merged w (tokens)", fontsize=11)
+        ax.set_ylabel("merged h (tokens)", fontsize=11)
     for i in range(gh):
         for j in range(gw):
-            axes[0].text(j, i, int(i * gw + j), ha="center", va="center", fontsize=8)
-            axes[1].text(j, i, int(position[i, j]), ha="center", va="center", fontsize=8, weight="bold")
+            axes[0].text(j, i, int(i * gw + j), ha="center", va="center", fontsize=12)
+            axes[1].text(j, i, int(position[i, j]), ha="center", va="center", fontsize=12, weight="bold")
     cells = [(int(t) // gw, int(t) % gw) for t in window_index]  # (row, col) of the token at each tower position
     for (i0, j0), (i1, j1) in zip(cells, cells[1:], strict=False):
         jump = windows[i0, j0] != windows[i1, j1]
@@ -519,10 +567,10 @@ def draw_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | No
             arrowprops={
                 "arrowstyle": "->",
                 "color": "tab:red" if jump else "0.3",
-                "lw": 1.0,
+                "lw": 1.6 if jump else 1.0,
                 "ls": "--" if jump else "-",
-                "shrinkA": 6,
-                "shrinkB": 6,
+                "shrinkA": 9,
+                "shrinkB": 9,
                 "alpha": 0.8,
             },
         )
@@ -531,21 +579,22 @@ def draw_window_order(grid_hw: tuple[int, int], vision_config: VisionConfig | No
         start = int(layout.cu_windows[k]) // merge**2
         for m in range(int(lengths[k])):
             ax.add_patch(plt.Rectangle((m, k), 1, 1, color=cmap(k), alpha=0.55, lw=0.5, ec="white"))
-            ax.text(m + 0.5, k + 0.5, int(window_index[start + m]), ha="center", va="center", fontsize=7.5)
-        ax.text(-0.3, k + 0.5, f"j = {start}", ha="right", va="center", fontsize=8)
-    ax.set_xlim(-2.6, widest)
+            ax.text(m + 0.5, k + 0.5, int(window_index[start + m]), ha="center", va="center", fontsize=12)
+        ax.text(-0.3, k + 0.5, f"j = {start}", ha="right", va="center", fontsize=12)
+    ax.set_xlim(-2.2, widest)
     ax.set_ylim(n, 0)
+    ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title("window_index, one window per row:\ntoken i at each tower position j", fontsize=10)
+    ax.set_title("window_index, one window per row: the token i at tower positions j, j + 1, ...", fontsize=12)
     fig.text(
         0.5,
         0.01,
         "tokens move window by window (red dashed arrows: next window); restore = argsort(window_index) "
         "puts every token back at its prompt position i",
         ha="center",
-        fontsize=9.5,
+        fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -643,7 +692,7 @@ def demo_inputs(path, settings) -> DemoInputs:
         photo.frames[0],
         tuple(int(v) for v in photo.grid_thw[1:]),
     )
-    size = "full size (the tiny twin)" if twin else "shrunk for the real checkpoint's tower on a CPU"
+    size = "full size: the tiny twin" if twin else "shrunk for the real checkpoint's tower on a CPU"
     print(f"photo: pixel_values {tuple(inputs.pixels.shape)}, grid_thw {inputs.grid.tolist()} ({size})")
     print(f"video: pixel_values {tuple(inputs.video_pixels.shape)}, grid_thw {inputs.video_grid.tolist()}")
     return inputs
