@@ -34,7 +34,7 @@ CHOSEN = {
     "05_token_fusion": 1,
     "06_rope_index": 1,
     "07_decoder_generation": 3,
-    "08_video_end_to_end": 5,
+    "08_video_end_to_end": 4,
 }
 
 

@@ -169,7 +169,8 @@ def test_masked_scatter_picture_is_qwenlite_fuse():
         before, feats, after = fig.axes
         drawn = np.asarray(after.images[0].get_array())
         assert np.array_equal(drawn, fused.reshape(-1, 4).numpy())
-        assert [t.get_text() for t in feats.texts] == [f"{v:+.1f}" for v in TOY_FEATURES.flatten().tolist()]
+        assert [t.get_text() for t in feats.texts] == [f"{v:+.2f}" for v in TOY_FEATURES.flatten().tolist()]
+        assert "+0.25" in [t.get_text() for t in feats.texts]  # two decimals: 0.25 is not rounded to +0.2
         pads = (TOY_IDS.flatten() == 9).nonzero().flatten().tolist()
         assert framed_rows(before) == framed_rows(after) == pads == [1, 2, 5, 8]
         assert arrows(after) == {1: 0, 2: 1, 5: 2, 8: 3}
@@ -194,8 +195,9 @@ WORD = 9707  # an ordinary text token
 
 
 def test_fused_heatmap_shows_the_models_embeddings_and_the_towers_features(ours, config, small_array):
-    """The heat map is QwenLiteVL.embed's (L, D) for a prompt with an image, one column per token; the image pads'
-    columns are the vision tower's features, in order; the strip above colours exactly those columns as image."""
+    """The heat map is QwenLiteVL.embed's (L, D) for a prompt with an image, one column per token, each column
+    divided by its RMS; the image pads' columns are the vision tower's features, in order; the strip above colours
+    exactly those columns as image; the panel below puts each token's norm at its index, on a log axis."""
     patches = preprocess_image(small_array)  # grid (1, 4, 6): 6 merged tokens
     pads = [config.image_token_id] * patches.num_tokens()
     ids = torch.tensor([[WORD, config.vision_start_token_id, *pads, config.vision_end_token_id, WORD]])
@@ -205,13 +207,36 @@ def test_fused_heatmap_shows_the_models_embeddings_and_the_towers_features(ours,
         (features,) = ours.get_image_features(patches.pixel_values, grid)
     fig = vf.draw_fused_heatmap(fused, ids[0].tolist(), config)
     try:
-        strip, ax = fig.axes[:2]
+        strip, ax, low = fig.axes[:3]
         drawn = np.asarray(ax.images[0].get_array())
-        assert np.array_equal(drawn, fused.T.numpy())
-        assert np.allclose(drawn[:, 2:8], features.T.numpy(), atol=1e-6)
+        rms = fused.pow(2).mean(-1).sqrt()  # (L,)
+        assert np.allclose(drawn * rms.numpy(), fused.T.numpy(), rtol=1e-5, atol=1e-7)
+        assert np.allclose(drawn[:, 2:8] * rms[2:8].numpy(), features.T.numpy(), atol=1e-6)
+        assert np.allclose(np.sqrt((drawn**2).mean(0)), 1.0, atol=1e-5)  # every column at the same scale
         kinds = [COLOUR_KINDS[to_hex(p.get_facecolor())] for p in strip.patches]
         assert kinds == ["text", "vision", *["image"] * 6, "vision", "text"]
-        vmax = float(np.quantile(np.abs(fused.numpy()), 0.99))
+        vmax = float(np.quantile(np.abs(drawn), 0.99))
         assert ax.images[0].get_clim() == pytest.approx((-vmax, vmax))
+        points = {
+            COLOUR_KINDS[to_hex(c.get_facecolor()[0])]: c.get_offsets() for c in low.collections
+        }  # kind -> (index, norm) of its tokens
+        norms = fused.norm(dim=-1)
+        for kind in ("text", "vision", "image"):
+            at = [k for k, kd in enumerate(kinds) if kd == kind]
+            assert np.array_equal(np.asarray(points[kind])[:, 0], at)
+            assert np.allclose(np.asarray(points[kind])[:, 1], norms[at].numpy(), rtol=1e-5)
+        assert low.get_yscale() == "log"
     finally:
         plt.close(fig)
+
+
+def test_fused_heatmap_check_fails_when_rows_are_normalised_instead_of_columns(ours, config, monkeypatch):
+    """Mutation: a heat map scaled per hidden dim (the wrong axis) no longer gives every token column RMS 1."""
+    ids = torch.tensor([[WORD, config.vision_start_token_id, config.vision_end_token_id, WORD + 1]])
+    fused = ours.model.embed_tokens(ids)[0].detach() * torch.tensor([[1.0], [5.0], [0.2], [30.0]])
+    wrong = lambda v: v / np.sqrt((v**2).mean(1, keepdims=True))  # per hidden dim: the wrong axis
+    monkeypatch.setattr(vf, "_per_column", wrong)
+    fig = vf.draw_fused_heatmap(fused, ids[0].tolist(), config)
+    drawn = np.asarray(fig.axes[1].images[0].get_array())
+    plt.close(fig)
+    assert not np.allclose(np.sqrt((drawn**2).mean(0)), 1.0, atol=1e-5)

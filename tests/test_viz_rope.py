@@ -103,6 +103,9 @@ def test_video_id_picture_has_one_column_per_temporal_patch(config, ref):
             assert axes[0, g].get_title().endswith(f"t = {start + step}")
             assert f"first frame at {[0.0, 0.75, 1.5][g]:.2f} s" in axes[0, g].get_title()
             assert np.array_equal(np.asarray(axes[0, g].images[0].get_array()), frames[g])
+        merge = config.vision_config.spatial_merge_size
+        assert f" {grid[2] // merge} columns of merged tokens" in fig.get_supxlabel()  # 3 columns
+        assert f" {grid[1] // merge} rows of merged tokens" in fig.get_supylabel()  # 2 rows
     finally:
         plt.close(fig)
 
@@ -290,10 +293,11 @@ def test_explorer_redraws_the_layout_from_its_controls(processor, config, monkey
 
     monkeypatch.setattr(vr, "draw_layout", recording)
     box = vr.layout_explorer(processor, config, reference)
-    layout, width, height, frames, fps = box.children[0].children
+    layout, height, width, frames, fps = box.children[0].children  # H x W: height first
     assert list(layout.options) == list(vr.LAYOUTS)
     assert calls == [(processor, config, "text image text video text", 308, 224, 8, 2.0, reference)]
     fps.value, layout.value = 4.0, "video text"
     assert calls[1][2:7] == ("text image text video text", 308, 224, 8, 4.0)
     assert calls[2][2:7] == ("video text", 308, 224, 8, 4.0) and len(calls) == 3
     assert width.step == height.step == processor.config.factor
+    assert (height.description, width.description) == ("image h px", "image w px")

@@ -55,7 +55,7 @@ def _video_tokens(answer: Any) -> str | None:
 @exercise(
     "fuse_by_positions",
     """Write fuse(inputs_embeds, input_ids, features, token_id) -> embeddings WITHOUT masked_scatter, straight from
-    section 3's equation E'[p_k] = F[k]: inputs_embeds (B, L, D), input_ids (B, L), features (F, D) with F the
+    section 3's equation E'[p_k] = F[k]: inputs_embeds (B, L, D), input_ids (B, L), features (n_F, D) with n_F the
     number of pads (input_ids == token_id). Return a new tensor in which the k-th pad position in reading order
     (row by row through the batch, left to right) holds feature row k, and every other position its embedding.
     Leave inputs_embeds unchanged. Pass the function itself: check("fuse_by_positions", fuse) compares it with

@@ -27,7 +27,7 @@ KIND_COLOURS = {  # one colour per word of qwenlite.tokens.token_kinds
 }
 
 
-def _short(label: str, width: int = 8) -> str:
+def _short(label: str, width: int = 9) -> str:
     """A token's text for a small cell: special tokens without <| |>, long ones on two lines, newline as ↵."""
     label = label.replace("\n", "↵").replace("<|", "").replace("|>", "").strip() or "␣"
     if len(label) > width and "_" in label:
@@ -99,16 +99,17 @@ def draw_expansion(
     kinds_b, kinds_a = token_kinds(before_ids, config), token_kinds(after_ids, config)
     fig, ax = plt.subplots(figsize=(15, 3.4))
     wb, wa = 1.0 / nb, 1.0 / na
+    upright = nb <= 40  # cells wide enough (0.36 in or more) for upright labels at a legible size
     for k, kind in enumerate(kinds_b):
         ax.add_patch(Rectangle((k * wb, 1.0), wb * 0.95, 0.36, facecolor=KIND_COLOURS[kind], edgecolor="white"))
         ax.text(
             (k + 0.47) * wb,
-            1.16,
+            1.18,
             _short(before_labels[k], 6),
             ha="center",
             va="center",
-            fontsize=6.5,
-            rotation=90,
+            fontsize=7.8 if upright else 6.5,
+            rotation=0 if upright else 90,
             linespacing=0.9,
             color="white" if kind in ("chat", "image", "video") else "black",
         )
@@ -168,8 +169,8 @@ def draw_masked_scatter(
     fused: torch.Tensor,
     token_id: int,
 ) -> Figure:
-    """Three small matrices with their numbers: the token embeddings (B*L rows), the feature rows (F, D)
-    and the result. Pad rows are framed; each is labelled with the feature row that filled it."""
+    """Three small matrices with their numbers (two decimals): the token embeddings (B*L rows), the feature rows
+    (n_F, D) and the result. Pad rows are framed; each is labelled with the feature row that filled it."""
     b, n, d = inputs_embeds.shape
     mask = (input_ids == token_id).reshape(-1)
     before = inputs_embeds.reshape(-1, d).detach().float().cpu().numpy()
@@ -186,7 +187,7 @@ def draw_masked_scatter(
     for ax, m, names, title in panels:
         ax.imshow(m, cmap="coolwarm", vmin=-vmax, vmax=vmax, aspect="auto")
         for (r, c), v in np.ndenumerate(m):
-            ax.text(c, r, f"{v:+.1f}", ha="center", va="center", fontsize=8)
+            ax.text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=9)
         ax.set_xticks(range(d), [f"d{c}" for c in range(d)], fontsize=9)
         ax.set_title(title, fontsize=11)
@@ -201,20 +202,41 @@ def draw_masked_scatter(
     return fig
 
 
+def _per_column(values: np.ndarray) -> np.ndarray:
+    """(D, L) values, each column (token) divided by its root mean square."""
+    rms = np.sqrt((values**2).mean(0))
+    return values / np.where(rms > 0, rms, 1.0)
+
+
 def draw_fused_heatmap(fused: torch.Tensor, input_ids: Sequence[int], config: QwenLiteConfig) -> Figure:
-    """The fused (L, D) embeddings of one prompt as a heat map, tokens along x, with the token-kind strip above."""
+    """The fused (L, D) embeddings of one prompt, tokens along x: the token-kind strip on top, the heat map of each
+    column divided by its own RMS (so a small text row shows its pattern beside a large vision row), and below,
+    each token's norm on a log axis, coloured by kind: the scale the heat map divides out."""
     kinds = token_kinds(list(input_ids), config)
     values = fused.detach().T.float().cpu().numpy()  # (D, L)
-    vmax = float(np.quantile(np.abs(values), 0.99))
-    fig, (strip, ax) = plt.subplots(2, 1, figsize=(13, 3.8), sharex=True, height_ratios=[0.12, 1])
+    scaled = _per_column(values)
+    norms = np.linalg.norm(values, axis=0)
+    vmax = float(np.quantile(np.abs(scaled), 0.99))
+    fig, (strip, ax, low) = plt.subplots(3, 1, figsize=(13, 5.6), sharex=True, height_ratios=[0.12, 1, 0.7])
     for k, kind in enumerate(kinds):
         strip.add_patch(Rectangle((k - 0.5, 0), 1, 1, facecolor=KIND_COLOURS[kind], edgecolor="none"))
     strip.set_ylim(0, 1)
     strip.set_yticks([])
-    strip.set_title("fused inputs_embeds: one column per token (token kinds above)", fontsize=12, loc="left")
-    image = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=-vmax, vmax=vmax, interpolation="nearest")
-    ax.set_xlabel("token index", fontsize=11)
+    strip.set_title(
+        "fused inputs_embeds: one column per token (token kinds above), each column divided by its RMS",
+        fontsize=12,
+        loc="left",
+    )
+    image = ax.imshow(scaled, aspect="auto", cmap="coolwarm", vmin=-vmax, vmax=vmax, interpolation="nearest")
     ax.set_ylabel("hidden dim", fontsize=11)
-    fig.colorbar(image, ax=[strip, ax], fraction=0.02, pad=0.01, label="value")
-    _legend(ax, kinds, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    fig.colorbar(image, cax=ax.inset_axes((1.01, 0, 0.015, 1)), label="value / RMS\nof its column")
+    x = np.arange(len(kinds))
+    for kind in dict.fromkeys(kinds):
+        at = [k for k, kd in enumerate(kinds) if kd == kind]
+        low.scatter(x[at], norms[at], s=10, color=KIND_COLOURS[kind], edgecolor="grey", linewidth=0.3, label=kind)
+    low.set_yscale("log")
+    low.set_ylabel("‖row‖ (log)", fontsize=11)
+    low.set_xlabel("token index", fontsize=11)
+    low.grid(alpha=0.3, which="both")
+    _legend(low, kinds, loc="upper center", bbox_to_anchor=(0.5, -0.4))
     return fig

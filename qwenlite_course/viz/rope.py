@@ -81,7 +81,8 @@ def draw_video_ids(
     merge_size: int = VisionConfig.spatial_merge_size,
     max_groups: int = 4,
 ) -> Figure:
-    """A column per temporal group (its first frame, shown at `seconds`), rows t, h and w: only t changes in time."""
+    """A column per temporal group (its first frame, shown at `seconds`), rows t, h and w: only t changes in time.
+    Every panel is the frame's grid of merged tokens, gh rows by gw columns, as the figure's axis labels say."""
     t, h, w = (int(v) for v in grid_thw)
     gh, gw = h // merge_size, w // merge_size
     grids = ids.reshape(3, t, gh, gw).numpy()
@@ -98,6 +99,8 @@ def draw_video_ids(
                 )
             if g == 0:
                 ax.set_ylabel(f"{axis} ids", fontsize=13, color=AXIS_COLOURS[axis])
+    fig.supxlabel(f"each panel: {gw} columns of merged tokens (one per 28x28 px)", fontsize=10)
+    fig.supylabel(f"each panel: {gh} rows of merged tokens", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -346,11 +349,11 @@ def layout_explorer(processor: Processor, config: QwenLiteConfig, reference: Cal
     return live(
         draw,
         layout=widgets.Dropdown(options=list(LAYOUTS), description="layout"),
+        image_height=widgets.IntSlider(  # H x W: height first
+            value=224, min=2 * factor, max=24 * factor, step=factor, description="image h px"
+        ),
         image_width=widgets.IntSlider(
             value=308, min=2 * factor, max=24 * factor, step=factor, description="image w px"
-        ),
-        image_height=widgets.IntSlider(
-            value=224, min=2 * factor, max=24 * factor, step=factor, description="image h px"
         ),
         frames=widgets.IntSlider(value=8, min=2, max=32, step=2, description="frames"),
         fps=widgets.FloatSlider(value=2.0, min=0.5, max=8.0, step=0.5, description="fps"),
