@@ -24,16 +24,16 @@ from export import ROOT, execute  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
 WIDTH = 720  # px: readable on GitHub's README column, small in the repo
-# notebook -> which of its PNG outputs (0-based, in cell order) stands for it in the README
+# notebook -> which of its PNG outputs (0-based, in cell order; 0 is the journey map) stands for it in the README
 CHOSEN = {
-    "00_tour": 3,
-    "01_preprocessing": 0,
-    "02_patch_embed": 1,
-    "03_vision_block": 1,
-    "04_merger": 0,
-    "05_token_fusion": 1,
-    "06_rope_index": 1,
-    "07_decoder_generation": 3,
+    "00_tour": 5,
+    "01_preprocessing": 1,
+    "02_patch_embed": 2,
+    "03_vision_block": 3,
+    "04_merger": 1,
+    "05_token_fusion": 2,
+    "06_rope_index": 3,
+    "07_decoder_generation": 4,
     "08_video_end_to_end": 4,
 }
 

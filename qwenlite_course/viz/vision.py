@@ -460,13 +460,19 @@ def attention_explorer(
 # ------------------------------------------------------------------ notebook 04: the merger
 
 
+def _white_label(ax, x: float, y: float, text: str, size: float) -> None:
+    """Bold white text outlined in black, readable on any colour of a projected figure."""
+    from matplotlib import patheffects
+
+    outline = [patheffects.withStroke(linewidth=3, foreground="black")]
+    ax.text(x, y, text, ha="center", va="center", fontsize=size, weight="bold", color="white", path_effects=outline)
+
+
 def draw_merge_groups(
     frame: torch.Tensor, grid_hw: tuple[int, int], tokens: int = 6, vision_config: VisionConfig | None = None
 ):
     """The first few LLM tokens: each is 4 consecutive rows of pixel_values, a 2x2 block of patches (left), and
     after view(-1, 4D) one row of a (tokens, 4D) matrix whose 4 blocks of width D are those 4 patches (right)."""
-    from matplotlib import patheffects
-
     config = _geometry(vision_config)
     h, w = grid_hw
     patch_size, unit = config.patch_size, config.spatial_merge_size**2
@@ -475,22 +481,11 @@ def draw_merge_groups(
     crop_h, crop_w = min(h, 4), min(w, 2 * tokens + 2)
     axes[0].imshow(_hwc(frame)[: crop_h * patch_size, : crop_w * patch_size], extent=(0, crop_w, crop_h, 0))
     cmap = plt.get_cmap("tab10")
-    outline = [patheffects.withStroke(linewidth=3, foreground="black")]
     for row in range(unit * tokens):
         y, x = (int(v) for v in ids[row])
         if y < crop_h and x < crop_w:
             axes[0].add_patch(plt.Rectangle((x, y), 1, 1, color=cmap(row // unit % 10), alpha=0.6))
-            axes[0].text(
-                x + 0.5,
-                y + 0.5,
-                str(row),
-                ha="center",
-                va="center",
-                fontsize=13,
-                weight="bold",
-                color="white",
-                path_effects=outline,
-            )
+            _white_label(axes[0], x + 0.5, y + 0.5, str(row), 13)
     for k in range(tokens):  # each token's 2x2 block framed
         y, x = (int(v) for v in ids[unit * k])
         if y < crop_h and x < crop_w:
@@ -502,17 +497,7 @@ def draw_merge_groups(
     for k in range(tokens):
         for p in range(unit):
             ax.add_patch(plt.Rectangle((p, k), 1, 1, color=cmap(k % 10), alpha=0.9, ec="white", lw=3))
-            ax.text(
-                p + 0.5,
-                k + 0.5,
-                f"row {unit * k + p}",
-                ha="center",
-                va="center",
-                fontsize=12,
-                color="white",
-                weight="bold",
-                path_effects=outline,
-            )
+            _white_label(ax, p + 0.5, k + 0.5, f"row {unit * k + p}", 12)
     ax.set_xlim(0, unit)
     ax.set_ylim(tokens, 0)
     times_d = ["0", "D"] + [f"{p}D" for p in range(2, unit + 1)]  # 0, D, 2D, ...
