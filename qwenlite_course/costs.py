@@ -104,8 +104,10 @@ def memory(
     hold at once (`generation.prefill_floor_bytes`, the bound `generate` refuses by);
     tower_block: one vision block's residual stream, normed copy and MLP products over all patches (the
     tower's own activations: it runs before the decoder, so the peak is the larger of the two, not the sum);
-    eager_scores: one full-attention block's score matrices if they are materialised (heads x pairs), as an
-    "eager" attention does: what SDPA's kernels never hold, and what fills a machine on a large scan.
+    eager_scores: the largest score matrices a full-attention block holds at once if they are materialised, as an
+    "eager" attention does: heads x (one frame's patches)^2, since transformers 5.x and qwenlite attend one
+    segment (an image, or a temporal patch of a video) at a time. SDPA's kernels never hold them; for one large
+    image they are most of a machine's memory.
     """
     text, vision = config.text_config, config.vision_config
     length = cost.tokens + text_tokens
@@ -118,5 +120,5 @@ def memory(
         "prefill_floor": floor,
         "tower_block": tower,
         "peak_floor": max(floor, tower),
-        "eager_scores": vision.num_heads * cost.full_pairs * itemsize,
+        "eager_scores": vision.num_heads * (cost.patches // cost.grid_thw[0]) ** 2 * itemsize,
     }

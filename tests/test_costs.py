@@ -96,5 +96,32 @@ def test_eager_scores_are_heads_times_patches_squared_what_filled_the_scan_run()
     config_3b = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_3b_instruct.config.json")
     scan = image_cost(2600, 3300)  # QwenLM #891: a CPU run on this scan filled 80 GB
     eager = memory(scan, config_3b, torch.bfloat16)["eager_scores"]
-    assert eager == 16 * scan.patches**2 * 2  # 16 heads, one frame, bfloat16
+    assert eager == 16 * scan.patches**2 * 2  # 16 heads, one image (one segment), bfloat16
     assert eager > 50 * 2**30 > 50 * memory(scan, config_3b, torch.bfloat16)["peak_floor"]  # 57 GiB vs 0.9 GiB
+
+
+def test_eager_scores_are_the_largest_scores_transformers_eager_tower_holds(ref, config, monkeypatch):
+    """transformers' vision tower with eager attention, on the sample clip: the largest attention-weight tensor
+    any of its blocks makes is memory()'s eager_scores (one temporal patch's full attention, not the clip's)."""
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as tf
+
+    patches = preprocess_video(load_video(DATA / "sample_video.mp4"))
+    cost = video_cost(252, 336, seconds=4.0, video_fps=8)
+    held = []
+
+    def spy(*args, **kwargs):
+        out, weights = original(*args, **kwargs)
+        held.append(weights.numel() * weights.element_size())
+        return out, weights
+
+    original = tf.eager_attention_forward
+    monkeypatch.setattr(tf, "eager_attention_forward", spy)
+    before = ref.config._attn_implementation
+    ref.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            ref.model.visual(patches.pixel_values.to(ref.dtype), grid_thw=patches.grid_thw[None])
+    finally:
+        ref.set_attn_implementation(before)
+    assert held and max(held) == memory(cost, config, ref.dtype)["eager_scores"]
+    assert max(held) < ref.config.vision_config.num_heads * cost.patches**2 * ref.dtype.itemsize  # not all frames

@@ -24,7 +24,7 @@ def _hwc(frame: torch.Tensor) -> np.ndarray:
 
 
 TOKEN_LINE = {"color": "yellow", "lw": 0.8, "alpha": 0.75}  # every 28 px: one merged token, one LLM token
-PATCH_LINE = {"color": "white", "lw": 0.4, "ls": ":", "alpha": 0.8}  # every 14 px: one patch
+PATCH_LINE = {"color": "white", "lw": 0.7, "ls": ":", "alpha": 0.9}  # every 14 px: one patch
 
 
 def _draw_grid_lines(
@@ -242,7 +242,7 @@ def cost_rows(cost, configs: dict, dtype: torch.dtype = torch.bfloat16) -> list[
         rows.append((f"{name}: at least, beside weights", f"{m['peak_floor'] / 2**20:,.0f} MiB"))
     scores = m["eager_scores"]
     size = f"{scores / 2**30:,.1f} GiB" if scores >= 2**30 else f"{scores / 2**20:,.0f} MiB"
-    rows.append(("eager full-attention scores", f"{size} a block (SDPA: none)"))
+    rows.append(("eager full-attention scores", f"{size} at once (SDPA: none)"))
     return rows
 
 
