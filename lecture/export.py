@@ -293,15 +293,34 @@ def export(
     return pages
 
 
+def find_notebooks(names: list[Path] | None) -> list[Path]:
+    """The notebooks to export: every one in notebooks/, or those named (a path, or a name such as 03_vision_block
+    or 03_vision_block.ipynb, looked up in notebooks/). An unknown name is refused with the names there are."""
+    stored = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if not names:
+        return stored
+    found, unknown = [], []
+    for name in names:
+        candidates = [name, ROOT / "notebooks" / name, ROOT / "notebooks" / f"{name}.ipynb"]
+        match = next((c for c in candidates if c.is_file() and c.suffix == ".ipynb"), None)
+        (found if match else unknown).append(match or name)
+    if unknown:
+        known = ", ".join(p.stem for p in stored)
+        raise SystemExit(f"lecture export: no notebook {', '.join(map(str, unknown))}; the notebooks are: {known}")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, nargs="?", default=ROOT / "build" / "html", help="output folder")
-    parser.add_argument("--notebooks", type=Path, nargs="*", help="notebooks to export (default: notebooks/*.ipynb)")
+    parser.add_argument(
+        "--notebooks", type=Path, nargs="*", help="notebooks to export, by name or path (default: all of notebooks/)"
+    )
     parser.add_argument("--no-execute", action="store_true", help="export the notebooks as stored (no outputs)")
     parser.add_argument("--no-slides", action="store_true", help="HTML pages only")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     args = parser.parse_args()
-    notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    notebooks = find_notebooks(args.notebooks)
     start = time.perf_counter()
     pages = export(notebooks, args.out, run=not args.no_execute, slides=not args.no_slides, timeout=args.timeout)
     print(f"{len(pages)} notebooks in {time.perf_counter() - start:.0f} s: open {args.out / 'index.html'}")

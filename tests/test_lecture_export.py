@@ -177,3 +177,12 @@ def test_sections_go_across_and_steps_go_down(export):
     export.mark_slides(nb)
     kinds = [cell.metadata["slideshow"]["slide_type"] for cell in nb.cells]
     assert kinds == ["slide", "subslide", "slide", "-", "subslide", "subslide", "-", "skip", "subslide"]
+
+
+def test_notebooks_are_found_by_name_or_path_and_an_unknown_one_is_named(export):
+    by_name = export.find_notebooks([Path("03_vision_block"), Path("04_merger.ipynb")])
+    assert [p.name for p in by_name] == ["03_vision_block.ipynb", "04_merger.ipynb"]
+    assert export.find_notebooks([ROOT / "notebooks" / "05_token_fusion.ipynb"])[0].name == "05_token_fusion.ipynb"
+    assert len(export.find_notebooks(None)) == len(list((ROOT / "notebooks").glob("*.ipynb")))
+    with pytest.raises(SystemExit, match=r"no notebook 3_vision_block; the notebooks are: 00_tour, .*03_vision_block"):
+        export.find_notebooks([Path("3_vision_block")])
