@@ -80,3 +80,25 @@ def test_spans_and_grids_that_do_not_belong_together_are_refused(config):
         ValueError, match=r"video pads at columns \[\d+, \d+\): 12 tokens, but the video grids cover 0$"
     ):
         vision_spans(ids[0], config, image_grid, None)
+
+
+def test_share_by_layer_names_its_columns_by_temporal_patch():
+    """The strip's columns carry the name the tables and the text use ("patch k"), the seconds underneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qwenlite_course.viz.attention import VisionSpan, draw_share_by_layer
+
+    span = VisionSpan("video", 2, 2 + 3 * 2 * 2, (3, 4, 4), 2)  # 3 temporal patches of 2 x 2 tokens
+    L = span.end + 2
+    layers = [torch.rand(1, 2, L, L).softmax(-1) for _ in range(2)]
+    for seconds, expected in [
+        (None, ["patch 0", "patch 1", "patch 2"]),
+        (0.5, ["patch 0\n(0-0.5 s)", "patch 1\n(0.5-1 s)", "patch 2\n(1-1.5 s)"]),
+    ]:
+        fig = draw_share_by_layer(layers, [L - 1], span, seconds, None if seconds is None else (0.5, 1.0))
+        labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        assert labels[:3] == expected and labels[3].startswith("text")
+        plt.close(fig)

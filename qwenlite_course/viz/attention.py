@@ -211,6 +211,8 @@ def draw_share_by_layer(
 ) -> Figure:
     """Layers x temporal patches: the share of the queries' attention (mean over heads) each patch receives.
 
+    Columns are named "patch k", with the seconds it covers below when `seconds_per_patch` is given.
+
     The last column is everything else the queries read (text of the prompt and the answer, other spans), so
     each row sums to 1.
     """
@@ -220,7 +222,8 @@ def draw_share_by_layer(
     table = torch.cat([shares, 1 - shares.sum(1, keepdim=True)], dim=1).numpy()
     grid_t = shares.shape[1]
     step = seconds_per_patch
-    names = [f"patch {k}" if step is None else f"{k * step:g}-{(k + 1) * step:g} s" for k in range(grid_t)]
+    # the temporal patch's index, as the tables and text name it, and the seconds it covers
+    names = [f"patch {k}" if step is None else f"patch {k}\n({k * step:g}-{(k + 1) * step:g} s)" for k in range(grid_t)]
     fig, ax = plt.subplots(figsize=(1.6 * (grid_t + 1) + 2.5, 0.45 * len(attentions) + 1.8))
     image = ax.imshow(table, cmap="magma", aspect="auto", vmin=0)
     ax.set_xticks(range(grid_t + 1), [*names, "text (prompt\nand answer)"], fontsize=11)
