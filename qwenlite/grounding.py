@@ -66,7 +66,8 @@ def to_original(box: Sequence[float], resized_hw: Sequence[int], original_hw: Se
     x = x' * W / W', y = y' * H / H', with resized_hw = (H', W') and original_hw = (H, W). The fraction is kept
     (round it to draw, if you like): to_resized(to_original(b)) == b for whole-pixel b.
     (167, 152, 345, 333) from (588, 504) to (600, 512) -> (169.65, 155.10, 350.48, 339.80): within the
-    (512 / 504) / 2 = 0.51 px that rounding to the model's frame can lose of the box (170, 155, 350, 340).
+    (512 / 504) / 2 = 0.51 px across and (600 / 588) / 2 = 0.51 px down that rounding to the model's frame can
+    lose of the box (170, 155, 350, 340): each axis has its own bound.
     """
     return _scale("to_original", box, ("resized_hw", resized_hw), ("original_hw", original_hw))
 

@@ -189,7 +189,7 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     attends only to the patches of its own window (window blocks) or its own frame (full blocks).
 
     cu_seqlens [0, 64, 128, 160]: patches 0-63 attend among themselves, 64-127 too, then 128-159.
-    As transformers does on CPU: one SDPA call per segment.
+    As transformers does whenever flash attention is not used: one SDPA call per segment.
     """
     out = torch.empty_like(q)
     for start, end in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist(), strict=True):

@@ -37,17 +37,16 @@ def test_patch_embed_matmul(capsys):
         fails_without_giving_away(capsys, name, wrong, None, hint)
 
 
-def test_patch_embed_weights_3b(capsys):
+def test_patch_embed_weights_16px(capsys):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPatchEmbed
 
     vision = Qwen2_5_VLConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_3b_instruct.config.json").vision_config
     with torch.device("meta"):
-        module = Qwen2_5_VisionPatchEmbed(
-            vision.patch_size, vision.temporal_patch_size, vision.in_channels, vision.hidden_size
-        )
+        module = Qwen2_5_VisionPatchEmbed(16, vision.temporal_patch_size, vision.in_channels, vision.hidden_size)
     correct = sum(p.numel() for p in module.parameters())
-    name = "patch_embed_weights_3b"
+    name = "patch_embed_weights_16px"
     passes(capsys, name, correct)
     fails_without_giving_away(capsys, name, correct // 2, correct, "temporal kernel")
     fails_without_giving_away(capsys, name, correct // 3, correct, "channels")
     fails_without_giving_away(capsys, name, correct + vision.hidden_size, correct, "no bias")
+    fails_without_giving_away(capsys, name, correct * 196 // 256, correct, "16 x 16 pixels, not")

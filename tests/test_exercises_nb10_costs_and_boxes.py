@@ -11,18 +11,18 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 MIN_PIXELS, MAX_PIXELS = 3136, 12845056  # the hub's preprocessor_config.json
 
 
-def test_video_tokens_960x1280_5min(capsys):
+def test_video_tokens_960x1280_4min(capsys):
     # qwen-vl-utils 0.0.x (Qwen2.5-VL's): 2 fps, frames rounded to an even count; each frame's limit is
     # max(min(768 tokens, total / frames x 2), 1.05 x 128 tokens) in pixels, total = 90% of 128000 tokens
     from qwen_vl_utils.vision_process import smart_nframes
 
-    frames = smart_nframes({"fps": 2.0}, total_frames=300 * 30, video_fps=30.0)  # 5 minutes at 30 fps
+    frames = smart_nframes({"fps": 2.0}, total_frames=240 * 30, video_fps=30.0)  # 4 minutes at 30 fps
     total = 128000 * 28 * 28 * 0.9
     limit = max(min(768 * 28 * 28, total / frames * 2), int(128 * 28 * 28 * 1.05))
     height, width = smart_resize(960, 1280, 28, 128 * 28 * 28, limit)
     correct = frames // 2 * (height // 14) * (width // 14) // 4
     unshared = smart_resize(960, 1280, 28, 128 * 28 * 28, 768 * 28 * 28)
-    name = "video_tokens_960x1280_5min"
+    name = "video_tokens_960x1280_4min"
     passes(capsys, name, correct)
     passes(capsys, name, torch.tensor(correct))
     fails_without_giving_away(

@@ -306,3 +306,59 @@ def test_points_back_are_to_original_of_the_parsed_answer_and_the_raw_numbers():
             assert marks["cyan"] != marks["red"]
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("max_tokens", [None, 1024], ids=["hub limits", "1024 tokens"])
+def test_cost_curves_are_the_costs_of_square_images(max_tokens):
+    """draw_cost_curves's lines, read back, are each square image's tokens, KV cache and eager scores, worked out
+    here from transformers' smart_resize and the written formulas (2 x L x Hkv x Dh x 2 B a position, with the 20
+    prompt tokens and 128 new; heads x patches^2 x 2 B): a curve drawn as area / 28^2 without the resize's rounding
+    and cap, or with the scores of the tokens instead of the patches, fails at these sides."""
+    from helpers import DATA
+
+    from qwenlite import QwenLiteConfig
+    from qwenlite.preprocessing import MAX_PIXELS
+
+    config = QwenLiteConfig.from_pretrained(DATA / "configs" / "qwen2_5_vl_3b_instruct.config.json")
+    text, vision = config.text_config, config.vision_config
+    limit = max_tokens * 784 if max_tokens else MAX_PIXELS
+    fig = vp.draw_cost_curves(config, marks={"scan": (2600, 3300)}, max_pixels=max_tokens and limit)
+    try:
+        left, right = fig.axes
+        lines = {line.get_label(): line for line in left.lines + right.lines}
+        tokens = lines["LLM tokens (~ area)"]
+        kv = next(line for label, line in lines.items() if "KV cache" in label)
+        scores = next(line for label, line in lines.items() if label.startswith("eager scores"))
+        sides = tokens.get_xdata()
+        assert sides.min() <= 150 and sides.max() >= 5000  # past the hub's cap, 3584 px a side
+        for side in (130, 1000, 2929, 5000):
+            i = int(np.argmin(np.abs(sides - side)))
+            h, w = hf_smart_resize(int(sides[i]), int(sides[i]), 28, 3136, limit)
+            n_tokens, patches = (h // 28) * (w // 28), (h // 14) * (w // 14)
+            per_position = 2 * text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 2
+            assert tokens.get_ydata()[i] == n_tokens
+            assert kv.get_ydata()[i] == pytest.approx(per_position * (n_tokens + 20 + 128 - 1) / 1e9)
+            assert scores.get_ydata()[i] == pytest.approx(vision.num_heads * patches**2 * 2 / 1e9)
+        (scan,) = [line for line in left.lines if line.get_label().startswith("scan")]
+        h, w = hf_smart_resize(2600, 3300, 28, 3136, limit)
+        assert scan.get_xdata()[0] == pytest.approx((2600 * 3300) ** 0.5)
+        assert scan.get_ydata()[0] == (h // 28) * (w // 28) and f"{(h // 28) * (w // 28):,} tokens" in scan.get_label()
+    finally:
+        plt.close(fig)
+
+
+def test_box_frames_name_the_grey_margin(photo):
+    """The grey outside a smaller frame has a legend entry naming that frame's size; the original, the larger
+    picture here, has none."""
+    from qwenlite import grounding
+
+    image = load_image(photo)
+    resized = grounding.model_frame(tuple(image.shape[1:]), max_pixels=320 * 784)
+    fig = vp.draw_box_frames(image, (170, 155, 350, 340), resized)
+    try:
+        left, middle, _ = fig.axes
+        assert left.get_legend() is None
+        (text,) = [t.get_text() for t in middle.get_legend().get_texts()]
+        assert f"outside this {resized[0]} x {resized[1]} px frame" in text
+    finally:
+        plt.close(fig)

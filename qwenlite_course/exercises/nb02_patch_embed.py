@@ -51,23 +51,26 @@ def _patch_embed_matmul(fn: Any) -> str | None:
     return None
 
 
-def _patch_embed_weights_3b() -> int:
+def _patch_embed_weights_16px() -> int:
+    from dataclasses import replace
+
     from qwenlite.vision import PatchEmbed
 
     with torch.device("meta"):
-        return sum(p.numel() for p in PatchEmbed(_sizes("3b").vision_config).parameters())
+        vision = replace(_sizes("3b").vision_config, patch_size=16)
+        return sum(p.numel() for p in PatchEmbed(vision).parameters())
 
 
 @exercise(
-    "patch_embed_weights_3b",
-    """How many weights does the patch embedding of Qwen2.5-VL-3B hold (model.visual.patch_embed)? Its Conv3d
-    maps each 3-channel patch of 2 frames x 14 x 14 pixels to the vision width; read the sizes from
-    data/configs/qwen2_5_vl_3b_instruct.config.json.""",
-    answer=_patch_embed_weights_3b,
+    "patch_embed_weights_16px",
+    """A variant of Qwen2.5-VL-3B cuts 16 x 16-pixel patches instead of 14 x 14 and keeps everything else of
+    data/configs/qwen2_5_vl_3b_instruct.config.json (3 channels, 2 frames per patch, the vision width). How many
+    weights does its patch embedding (model.visual.patch_embed) hold?""",
+    answer=_patch_embed_weights_16px,
 )
 def _patch_embed_weights(answer: Any) -> str | None:
     vision = _sizes("3b").vision_config
-    expected = _patch_embed_weights_3b()
+    expected = _patch_embed_weights_16px()
     value = _whole_number(answer, "weights")
     if isinstance(value, int) and value == expected + vision.hidden_size:
         return "the patch embedding's Conv3d has no bias (bias=False)."
@@ -78,8 +81,9 @@ def _patch_embed_weights(answer: Any) -> str | None:
         {
             1 / 2: "did you leave out the temporal kernel? Each patch spans temporal_patch_size = 2 frames.",
             1 / 3: "did you leave out the channels? Each patch has 3 (RGB).",
-            1 / 6: "a patch is 3 channels x 2 frames x 14 x 14 pixels, not one 14 x 14 plane.",
-            1 / 4: "one weight per pixel of a 14 x 14 patch (patch_size), not of the 7 x 7 you get by halving.",
+            1 / 6: "a patch is 3 channels x 2 frames x 16 x 16 pixels, not one 16 x 16 plane.",
+            1 / 4: "one weight per pixel of a 16 x 16 patch, not of the 8 x 8 you get by halving.",
+            (14 * 14) / (16 * 16): "this variant's patches are 16 x 16 pixels, not the config's 14 x 14.",
         },
-        "vision width x (3 channels x 2 frames x 14 x 14 pixels), and no bias.",
+        "vision width x (3 channels x 2 frames x 16 x 16 pixels), and no bias.",
     )

@@ -58,8 +58,7 @@ def _segments_3_12_28() -> list[int]:
     """A video of grid (t, h, w) = (3, 12, 28) patches goes through the vision tower. Attention runs inside
     segments of the packed patches: in the full-attention blocks (7, 15, 23, 31) a segment is one temporal
     patch (a frame pair), in the other blocks one window of 112 x 112 pixels (8 x 8 patches, edge windows
-    smaller). How many segments does each kind of block see? Answer (full, windowed), e.g. (1, 2).
-    (qwenlite.vision.vision_layout gives the segments as cu_frames and cu_windows.)""",
+    smaller). How many segments does each kind of block see? Answer (full, windowed), e.g. (1, 2).""",
     answer=_segments_3_12_28,
 )
 def _segments(answer: Any) -> str | None:

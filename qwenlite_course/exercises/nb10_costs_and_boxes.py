@@ -6,7 +6,7 @@ from typing import Any
 
 from .grading import _count_hint, _whole_number, _whole_numbers, exercise
 
-CLIP_HW, CLIP_SECONDS, CLIP_FPS = (960, 1280), 300, 30.0  # a 5-minute 4:3 recording, H x W
+CLIP_HW, CLIP_SECONDS, CLIP_FPS = (960, 1280), 240, 30.0  # a 4-minute 4:3 recording, H x W
 
 
 def _video_tokens() -> int:
@@ -16,13 +16,14 @@ def _video_tokens() -> int:
 
 
 @exercise(
-    "video_tokens_960x1280_5min",
+    "video_tokens_960x1280_4min",
     f"""A {CLIP_SECONDS // 60}-minute recording of {CLIP_HW[0]} x {CLIP_HW[1]} pixels (H x W) at {CLIP_FPS:g} fps
     is sent as a video with qwen-vl-utils' defaults: 2 frames a second, at most 768 tokens a frame pair, and one
     pixel budget for the whole video, 90% of a 128000-token context (128000 x 28 x 28 x 0.9 pixels, shared by
     the sampled frames: each frame pair may use total / frames x 2 of them). How many <|video_pad|> tokens does
-    it become? Count the frames, find each frame's pixel limit, resize with smart_resize, then count merged
-    tokens over the temporal patches.""",
+    it become? Work it out by hand first (a calculator and smart_resize's rule), then check with code: count the
+    frames, find each frame's pixel limit, resize with smart_resize, then count merged tokens over the temporal
+    patches.""",
     answer=_video_tokens,
 )
 def _video_tokens_grade(answer: Any) -> str | None:

@@ -36,6 +36,18 @@ def _short(label: str, width: int = 9) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
+def _two_lines(label: str) -> str:
+    """A token's text for a narrow cell: at most two short lines, a long word split in two, nothing cut
+    below 11 characters (special tokens as in _short)."""
+    label = label.replace("\n", "↵").replace("<|", "").replace("|>", "").strip() or "␣"
+    if len(label) <= 5:
+        return label
+    if "_" in label:
+        return _short(label, 6)
+    half = -(-len(label) // 2)
+    return f"{label[:half]}\n{label[half:]}" if len(label) <= 10 else f"{label[:5]}\n{label[5:9]}…"
+
+
 def _legend(ax, kinds: Sequence[str], **kwargs) -> None:
     present = [k for k in KIND_COLOURS if k in kinds]
     ax.legend(
@@ -100,15 +112,18 @@ def draw_expansion(
     fig, ax = plt.subplots(figsize=(15, 3.4))
     wb, wa = 1.0 / nb, 1.0 / na
     upright = nb <= 40  # cells wide enough (0.36 in or more) for upright labels at a legible size
+    cell_pt = fig.get_figwidth() * 72 * 0.95 / nb  # a top cell's width in points
     for k, kind in enumerate(kinds_b):
         ax.add_patch(Rectangle((k * wb, 1.0), wb * 0.95, 0.36, facecolor=KIND_COLOURS[kind], edgecolor="white"))
+        label = _two_lines(before_labels[k]) if upright else _short(before_labels[k], 6)
+        widest = max(len(line) for line in label.split("\n"))
         ax.text(
             (k + 0.47) * wb,
             1.18,
-            _short(before_labels[k], 6),
+            label,
             ha="center",
             va="center",
-            fontsize=7.8 if upright else 6.5,
+            fontsize=min(10.0, 0.9 * cell_pt / (0.62 * widest)) if upright else 6.5,
             rotation=0 if upright else 90,
             linespacing=0.9,
             color="white" if kind in ("chat", "image", "video") else "black",
@@ -187,7 +202,8 @@ def draw_masked_scatter(
     for ax, m, names, title in panels:
         ax.imshow(m, cmap="coolwarm", vmin=-vmax, vmax=vmax, aspect="auto")
         for (r, c), v in np.ndenumerate(m):
-            ax.text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=8)
+            text = "0.00" if round(float(v), 2) == 0 else f"{v:+.2f}"  # no "-0.00"
+            ax.text(c, r, text, ha="center", va="center", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=9)
         ax.set_xticks(range(d), [f"d{c}" for c in range(d)], fontsize=9)
         ax.set_title(title, fontsize=11)

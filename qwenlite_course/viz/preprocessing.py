@@ -11,7 +11,17 @@ import torch
 from matplotlib.figure import Figure
 
 from qwenlite.grounding import parse_boxes, to_original, to_resized, to_thousandths
-from qwenlite.preprocessing import CLIP_MEAN, CLIP_STD, FACTOR, MERGE_SIZE, PATCH_SIZE, Patches, resize, smart_resize
+from qwenlite.preprocessing import (
+    CLIP_MEAN,
+    CLIP_STD,
+    FACTOR,
+    MAX_PIXELS,
+    MERGE_SIZE,
+    PATCH_SIZE,
+    Patches,
+    resize,
+    smart_resize,
+)
 from qwenlite.video_io import Video
 
 # the frame drawn around sampled frames inside the marker's seconds: cyan, so the clip's red marker stays visible
@@ -287,8 +297,87 @@ def cost_explorer(configs: dict, height: int = 1080, width: int = 1920):
     )
 
 
+def cost_curves(config, sides, max_pixels: int | None = None, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """What a square image of each side costs (costs.image_cost, costs.memory for `config`), as arrays.
+
+    Keys: "side" (px, the input's), "tokens" (LLM tokens for it), "kv_cache" and "eager_scores" (bytes).
+    """
+    from ..costs import image_cost, memory
+
+    rows = {"side": [], "tokens": [], "kv_cache": [], "eager_scores": []}
+    for side in sides:
+        cost = image_cost(int(side), int(side), max_pixels=max_pixels)
+        m = memory(cost, config, dtype)
+        for key, value in (("side", int(side)), ("tokens", cost.tokens), ("kv_cache", m["kv_cache"])):
+            rows[key].append(value)
+        rows["eager_scores"].append(m["eager_scores"])
+    return {key: np.array(value, dtype=float) for key, value in rows.items()}
+
+
+def draw_cost_curves(
+    config,
+    name: str = "3B",
+    marks: dict | None = None,
+    max_pixels: int | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+):
+    """Log-log: LLM tokens (left) and memory (right) of a square image against its side (notebook 10 section 1).
+
+    config: the model's QwenLiteConfig; marks: {label: (H, W)} inputs drawn as points at the side of the square
+    of the same area, sqrt(H W); max_pixels: the processor's limit (the hub's unless given), drawn as the side
+    where the resize stops growing. Tokens and the KV cache grow with the area (slope 2 on log-log axes), the
+    scores an eager full-attention block holds with its square (slope 4); both flatten past the limit.
+    """
+    from ..costs import image_cost, memory
+
+    marks = marks or {}
+    limit = max_pixels or MAX_PIXELS
+    curves = cost_curves(config, np.geomspace(112, 8192, 80).round(), max_pixels, dtype)
+    gb = 1e9
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), layout="constrained")
+    left.loglog(curves["side"], curves["tokens"], color="C0", lw=2.5, label="LLM tokens (~ area)")
+    right.loglog(
+        curves["side"], curves["kv_cache"] / gb, color="C0", lw=2.5, label=f"{name} KV cache (~ area, + the prompt)"
+    )
+    right.loglog(
+        curves["side"], curves["eager_scores"] / gb, color="C3", lw=2.5, label="eager scores, one block (~ area$^2$)"
+    )
+    for level, what in ((16, "a 16 GB card"), (80, "an 80 GB card")):
+        right.axhline(level, color="0.4", ls=":", lw=1.5)
+        right.text(120, level * 1.15, what, fontsize=10, color="0.3", va="bottom")
+    for (label, (h, w)), marker in zip(marks.items(), "osD^v", strict=False):
+        cost = image_cost(h, w, max_pixels=max_pixels)
+        m = memory(cost, config, dtype)
+        side = (h * w) ** 0.5
+        style = {"marker": marker, "ms": 9, "mec": "k", "ls": "none"}
+        left.plot(side, cost.tokens, color="k", label=f"{label}: {cost.tokens:,} tokens", **style)
+        right.plot(side, m["kv_cache"] / gb, color="C0", **style)
+        scores = f"{label}: {m['eager_scores'] / gb:,.1f} GB of scores"
+        right.plot(side, m["eager_scores"] / gb, color="C3", label=scores, **style)
+    for ax in (left, right):
+        ax.axvline(limit**0.5, color="0.5", ls="--", lw=1.2)
+        ax.set_xlabel("side of a square image (px, before resizing; a mark: $\\sqrt{H W}$)")
+        ax.grid(True, which="major", color="0.9")
+    left.text(
+        limit**0.5 * 0.95,
+        curves["tokens"].max() * 0.06,
+        f"max_pixels\n= {limit:,}",
+        ha="right",
+        fontsize=9,
+        color="0.35",
+    )
+    left.set_ylabel("LLM tokens for the image")
+    right.set_ylabel(f"GB (10$^9$ bytes), {str(dtype).replace('torch.', '')}")
+    left.set_title("tokens: the area / 28$^2$", fontsize=12, loc="left")
+    right.set_title(f"memory beside the weights, {name}", fontsize=12, loc="left")
+    left.legend(loc="lower right", fontsize=10)
+    right.legend(loc="lower right", fontsize=10)
+    return fig
+
+
 # the box drawn on the photo: yellow, visible on the pale face and on the dark jacket alike
 BOX_COLOUR = "#ffd400"
+MARGIN_GREY = "0.78"  # draw_box_frames: the part of a panel outside its picture
 
 
 def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label: str = ""):
@@ -338,10 +427,14 @@ def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label
         ax.set_title(title, fontsize=11, loc="left")
         ax.set_xlabel(f"x ({unit})")
         ax.set_ylabel(f"y ({unit})")
-    for ax in axes[:2]:  # one pixel scale for both: the resized frame's true size beside the original's
-        ax.set_facecolor("0.92")
+    for ax, (hh, ww) in zip(axes[:2], ((h, w), (rh, rw)), strict=True):
+        # one pixel scale for both: the resized frame's true size beside the original's; grey has no pixels
+        ax.set_facecolor(MARGIN_GREY)
         ax.set_xlim(0, max(w, rw))
         ax.set_ylim(max(h, rh), 0)
+        if (hh, ww) != (max(h, rh), max(w, rw)):  # a margin shows: say what it is (an empty artist, legend only)
+            ax.fill_between([], [], color=MARGIN_GREY, ec="0.45", label=f"outside this {hh} x {ww} px frame: no pixels")
+            ax.legend(loc="lower right", fontsize=10, framealpha=0.95)
     axes[2].set_aspect(h / w)  # 1000 thousandths down are H px, 1000 across are W px: the photo keeps its shape
     axes[2].set_xticks(range(0, 1001, 250))
     axes[2].set_yticks(range(0, 1001, 250))

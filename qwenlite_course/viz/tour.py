@@ -49,7 +49,7 @@ ARROWS: list[tuple[str, str, str]] = [
     ("chat", "input_ids", ""),
     ("input_ids", "embed_tokens", ""),
     ("embed_tokens", "fusion", "text rows"),
-    ("merger", "fusion", "image rows"),
+    ("merger", "fusion", "vision rows"),
     ("input_ids", "rope_index", "ids + grid_thw"),
     ("rope_index", "decoder", "position_ids"),
     ("fusion", "decoder", "inputs_embeds"),
@@ -57,6 +57,7 @@ ARROWS: list[tuple[str, str, str]] = [
     ("generate", "text", ""),
 ]
 NOTEBOOK_VERBS = {  # else: rebuilds
+    "08_video_end_to_end": "runs",
     "09_training": "trains through",
     "10_costs_and_boxes": "reads sizes and answers from",
     "11_appendix": "tells the history of",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.colors import ListedColormap
 from matplotlib.ticker import MaxNLocator
 
@@ -244,10 +245,18 @@ def draw_windows(frame: torch.Tensor, grid_hw: tuple[int, int], vision_config: V
         extent=(0, w * patch_size, h * patch_size, 0),
         interpolation="nearest",
     )
+    points = fig.get_figwidth() * 72 / w  # one patch's side in points, for label sizes
     for k in range(n):
         ys, xs = (wid == k).nonzero(as_tuple=True)
         cy, cx = (ys.float().mean() + 0.5) * patch_size, (xs.float().mean() + 0.5) * patch_size
-        ax.text(float(cx), float(cy), f"{k}\n{len(ys)}", ha="center", va="center", fontsize=8, color="black")
+        tile_h = (int(ys.max() - ys.min()) + 1) * points  # the window's height and width in points
+        tile_w = (int(xs.max() - xs.min()) + 1) * points
+        # two lines (number over patches) where the window is tall enough, else one line
+        label = f"{k}\n{len(ys)}" if tile_h >= 2.6 * 12 else f"{k} ({len(ys)})"
+        widest = max(len(part) for part in label.split("\n"))
+        size = min(12.0, 0.9 * tile_w / (0.62 * widest), 0.75 * tile_h)
+        text = ax.text(float(cx), float(cy), label, ha="center", va="center", fontsize=size, color="black")
+        text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])  # legible on dark tiles
     ax.set_title(
         f"{n} windows of up to {side}x{side} patches (number, patches)",
         fontsize=10,
@@ -276,8 +285,8 @@ def draw_masks(grid_thw: torch.Tensor, vision_config: VisionConfig | None = None
                 ax.axhline(edge - 0.5, color="tab:red", linewidth=0.8, alpha=0.7)
                 ax.axvline(edge - 0.5, color="tab:red", linewidth=0.8, alpha=0.7)
         ax.set_title(f"{title}: {len(cu) - 1} segments", fontsize=10)
-        ax.set_xlabel("key (window order)")
-        ax.set_ylabel("query (window order)")
+        ax.set_xlabel("key: patch index (window order)")
+        ax.set_ylabel("query: patch index (window order)")
     edges = ", red lines: temporal patches" if len(layout.cu_frames) > 2 else ""
     fig.suptitle(f"who attends to whom, grid_thw {grid_thw.tolist()} (black = allowed{edges})", fontsize=10)
     fig.tight_layout()
@@ -504,8 +513,12 @@ def draw_merge_groups(
     ax.set_xticks(np.arange(unit) + 0.5, [f"{times_d[p]} : {times_d[p + 1]}" for p in range(unit)])
     ax.set_yticks(np.arange(tokens) + 0.5, range(tokens))
     ax.set_xlabel(f"columns of the ({tokens}, 4D) matrix: 4 blocks of D = {config.hidden_size}")
-    ax.set_ylabel("token k (row of the merger's input)")
-    ax.set_title("view(-1, 4D): rows 4k .. 4k+3 side by side -> token k", fontsize=11)
+    ax.set_ylabel("token k (raster order)")
+    ax.set_title(
+        "view(-1, 4D) on the processor's (raster) order: rows 4k .. 4k+3 -> token k\n"
+        "(in the tower the window order of §3 moves these groups whole)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
