@@ -23,6 +23,7 @@ from qwenlite.tokens import token_kinds
 from qwenlite.weights import to_hub_key
 
 from . import drawable
+from .decoder import AXIS_COLOURS  # t, h, w: one colour each in every figure
 from .fusion import KIND_COLOURS
 
 # stage -> (box title, notebook that rebuilds it, (column, row) in the diagram, lane)
@@ -234,10 +235,8 @@ def draw_tokens_and_positions(input_ids: torch.Tensor, position_ids: torch.Tenso
     handles = [Patch(color=KIND_COLOURS[n], label=meaning.get(n, n)) for n in names if n in kinds]
     top.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.005, 0.5), frameon=False)
     pos = position_ids.reshape(3, -1).numpy()
-    for row, name, colour in zip(
-        pos, ("t (time)", "h (row)", "w (column)"), ("#d62728", "#9467bd", "#2ca02c"), strict=True
-    ):
-        bottom.plot(row, color=colour, lw=1.4, label=name)
+    for row, axis, name in zip(pos, "thw", ("t (time)", "h (row)", "w (column)"), strict=True):
+        bottom.plot(row, color=AXIS_COLOURS[axis], lw=1.4, label=name)  # t, h, w as in every figure
     top_id = int(pos.max())
     bottom.annotate(
         f"last id {top_id} < {len(ids)} tokens:\nrope_deltas = {top_id} + 1 - {len(ids)} = {top_id + 1 - len(ids)}",
@@ -287,13 +286,14 @@ def draw_parameter_bars(splits: Mapping[str, Mapping[str, int]]) -> Figure:
     """One horizontal stacked bar per model, segments = parts, in billions of parameters."""
     fig, ax = plt.subplots(figsize=(11, 1.2 + 1.1 * len(splits)))
     names = list(splits)
+    largest = {part: max(s.get(part, 0) for s in splits.values()) / 1e9 for part in PART_COLOURS}
     for i, name in enumerate(names):
         left = 0.0
         for part, colour in PART_COLOURS.items():
             n = splits[name].get(part, 0) / 1e9
-            label = (part if n >= 0.1 else f"{part} (under 0.1 B: too thin to see)") if i == 0 else None
-            ax.barh(i, n, left=left, color=colour, edgecolor="white", label=label)
-            if n > 0.25:
+            thin = f"{part} (under 0.1 B: too thin to see)" if largest[part] < 0.1 else part  # in every model
+            ax.barh(i, n, left=left, color=colour, edgecolor="white", label=thin if i == 0 else None)
+            if n > 0.4:  # a label fits in the segment
                 ax.text(left + n / 2, i, f"{n:.2f}", ha="center", va="center", fontsize=10.5, color="white")
             left += n
         tied = " (lm_head tied to embeddings)" if splits[name].get("lm_head", 0) == 0 else ""
