@@ -10,13 +10,18 @@ from helpers import fails_without_giving_away, passes
 
 
 @pytest.mark.slow
-def test_labelled_tokens_point_answer(capsys, hf_processor):
-    correct = len(hf_processor.tokenizer('{"point_2d": [168, 280]}<|im_end|>', add_special_tokens=False)["input_ids"])
-    name = "labelled_tokens_point_answer"
+def test_labelled_tokens_box_answer(capsys, hf_processor):
+    answer = (
+        '```json\n[\n\t{"bbox_2d": [168, 280, 252, 364], "label": "green square"},\n'
+        '\t{"bbox_2d": [56, 196, 112, 252], "label": "blue disc"},\n'
+        '\t{"bbox_2d": [336, 28, 420, 112], "label": "red square"}\n]\n```'
+    )
+    correct = len(hf_processor.tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"])
+    name = "labelled_tokens_box_answer"
     passes(capsys, name, correct)
     fails_without_giving_away(capsys, name, correct - 1, correct, "<|im_end|>")
     fails_without_giving_away(capsys, name, correct + 1, correct, "the newline")
-    fails_without_giving_away(capsys, name, len('{"point_2d": [168, 280]}'), correct, "every digit")  # characters
+    fails_without_giving_away(capsys, name, len(answer), correct, "every digit")  # characters
 
 
 def test_adamw_bytes_3b_language_model(capsys, hf_counts):

@@ -8,23 +8,31 @@ from typing import Any
 
 from .grading import _count_hint, _parameter_counts, _whole_number, exercise
 
-POINT_ANSWER = '{"point_2d": [168, 280]}'  # a 448 x 448 picture's point, as notebook 10 section 2 carries back
+# Qwen2.5-VL's answer to "Locate every shape, output bbox coordinates in JSON" on a 448 x 448 picture: a fenced
+# JSON list of boxes in absolute pixels (notebook 10, section 2)
+BOX_ANSWER = (
+    '```json\n[\n\t{"bbox_2d": [168, 280, 252, 364], "label": "green square"},\n'
+    '\t{"bbox_2d": [56, 196, 112, 252], "label": "blue disc"},\n'
+    '\t{"bbox_2d": [336, 28, 420, 112], "label": "red square"}\n]\n```'
+)
 
 
 @functools.cache
-def _point_answer_labels() -> int:
-    return len(_twin_tokenizer()(f"{POINT_ANSWER}<|im_end|>", add_special_tokens=False)["input_ids"])
+def _box_answer_labels() -> int:
+    return len(_twin_tokenizer()(f"{BOX_ANSWER}<|im_end|>", add_special_tokens=False)["input_ids"])
 
 
 @exercise(
-    "labelled_tokens_point_answer",
-    f"""Asked "Point to the shape." about a 448 x 448 picture, Qwen2.5-VL answers in absolute pixels, e.g.
-    {POINT_ANSWER}. Trained on that answer, how many tokens of the row carry a label (are not -100)? Use the
-    twin's tokenizer (processor.tokenizer) and the rule of qwenlite.train.answer_labels.""",
-    answer=_point_answer_labels,
+    "labelled_tokens_box_answer",
+    f"""Asked "Locate every shape, output bbox coordinates in JSON" about a 448 x 448 picture with three shapes,
+    Qwen2.5-VL answers in absolute pixels, in a fenced JSON list (newlines and tabs included; the exact string is
+    qwenlite_course.exercises.nb09_training.BOX_ANSWER): {BOX_ANSWER!r}. Trained on that answer, how many
+    tokens of the row carry a label (are not -100)? Use the twin's tokenizer (processor.tokenizer) and the rule
+    of qwenlite.train.answer_labels.""",
+    answer=_box_answer_labels,
 )
 def _labelled_tokens(answer: Any) -> str | None:
-    expected = _point_answer_labels()
+    expected = _box_answer_labels()
     value = _whole_number(answer, "tokens")
     if isinstance(value, int) and value == expected - 1:
         return "one short: the <|im_end|> that closes the answer is labelled too (the model must learn to stop)."

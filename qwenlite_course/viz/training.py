@@ -181,6 +181,7 @@ def draw_evidence_ratios(ratios: Mapping[str, Mapping[str, Sequence[float]]]) ->
             ax.bar(np.arange(len(values)) + i * width, values, width, label=name)
         ax.axhline(1, color="grey", lw=1, ls=":")
         ax.axhline(3, color="black", lw=1, ls="--")
+        ax.text(0.02, 3, "3x: looks", transform=ax.get_yaxis_transform(), va="bottom", fontsize=8)
         ax.set_xticks(np.arange(len(values)) + width * (len(runs) - 1) / 2, [f"layer {k}" for k in range(len(values))])
         ax.set_title(task)
     axes[0][0].set_ylabel("x uniform (1 = no preference)")
