@@ -60,8 +60,9 @@ def draw_position_bugs(bugs: Sequence[PositionBug]) -> Figure:
                     drawstyle="steps-mid",
                 )
             if ids is bug.bug and bool(wrong.any()):
-                where = wrong.nonzero().flatten().tolist()
-                ax.scatter(where, ids.amax(0)[wrong].tolist(), marker="x", color="crimson", s=18, zorder=3)
+                where = wrong.nonzero().flatten()
+                axis = (bug.right != bug.bug).int().argmax(0)[where]  # the first of t, h, w that differs there
+                ax.scatter(where.tolist(), ids[axis, where].tolist(), marker="x", color="crimson", s=18, zorder=3)
             ax.set_title(f"{bug.title}: {label}", fontsize=9.5)
             ax.set_xlabel("token index")
         row[0].set_ylabel("position id")
