@@ -17,7 +17,8 @@ from qwenlite_course.viz.history import PositionBug, draw_position_bugs  # noqa:
 
 @pytest.fixture
 def int_cast_bug(config):
-    """The int(second_per_grid_t) bug (transformers 4.52 and later 4.x) on a clip of grid (4, 4, 4), 0.5 s a patch."""
+    """The int(second_per_grid_t) bug (late v4.5x releases, and 5.x until PR #48669) on a clip of grid
+    (4, 4, 4), 0.5 s a patch."""
     ids = torch.tensor(
         [[100, config.vision_start_token_id, *[config.video_token_id] * 16, config.vision_end_token_id, 100]]
     )

@@ -31,12 +31,12 @@ def _t_ids_int_cast() -> list[int]:
 
 @exercise(
     "t_ids_int_cast_0_6_fps",
-    """transformers 4.52 to the last 4.x release multiplied by int(second_per_grid_t): the seconds a temporal patch
-    lasts, cast to a whole
-    number first. A video sampled at 0.6 frames per second (second_per_grid_t = 2 frames / 0.6 fps = 3.33 s)
-    has grid (t, h, w) = (6, 2, 2): six temporal patches, one merged token each; the prompt is just its 6
-    <|video_pad|> tokens. Which t ids did those releases give them? Answer a list of 6 ids (tokens_per_second = 2).
-    Then compare with the released rule, t = floor(k x second_per_grid_t x tokens_per_second).""",
+    """Late v4.5x releases, and 5.x until PR #48669, multiplied by int(second_per_grid_t): the seconds a
+    temporal patch lasts, cast to a whole number first. A video sampled at 0.6 frames per second
+    (second_per_grid_t = 2 frames / 0.6 fps = 3.33 s) has grid (t, h, w) = (6, 2, 2): six temporal patches, one
+    merged token each; the prompt is just its 6 <|video_pad|> tokens. Which t ids did those releases give them?
+    Answer a list of 6 ids (tokens_per_second = 2). Then compare with the released rule,
+    t = floor(k x second_per_grid_t x tokens_per_second).""",
     answer=_t_ids_int_cast,
 )
 def _int_cast(answer: Any) -> str | None:
