@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -344,58 +344,64 @@ def answer_queries(labels: torch.Tensor) -> torch.Tensor:
     return queries
 
 
-@torch.no_grad()
+def answer_attention(
+    model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32
+) -> Iterator[tuple[Example, torch.Tensor]]:
+    """Each example with its answer's attention to its picture or clip: (layers, answer queries, vision tokens).
+
+    Teacher-forced on its own answer, in batches: the rows of the queries that predict the answer's tokens (the
+    first one says the answer's first token), averaged over heads, over the picture's or clip's merged tokens in
+    (t, h, w) order. The part of a query's attention on the text is left out: a row sums to the picture's share.
+    """
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i : i + batch_size]
+            batch = make_batch(processor, chunk)
+            queries = answer_queries(batch.pop("labels"))
+            out = model(**batch, output_attentions=True, logits_to_keep=1)
+            pads = mm_token_type_ids(batch["input_ids"], model.config) > 0  # the picture's or clip's tokens
+            for row, example in enumerate(chunk):
+                vision = pads[row].nonzero().flatten()
+                rows = [probs[row].double().mean(0)[queries[row]][:, vision] for probs in out.attentions]
+                yield example, torch.stack(rows)
+
+
 def evidence_attention(
     model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32, per_query: bool = False
 ) -> torch.Tensor:
     """(layers,) how much more of the answer's attention to the picture lands on the evidence than uniform would.
 
-    For each example, teacher-forced on its own answer: the queries that predict the answer's tokens, averaged
-    over heads, give A_ev (attention on the evidence's merged tokens) and A_vis (on all the picture's or clip's
-    tokens). The ratio (A_ev / A_vis) / (n_ev / n_vis) is 1 when the answer looks at the picture uniformly, and
-    x when the evidence gets x times its share. Averaged over the answer's queries, then over the examples.
+    For each example (`answer_attention`): the queries that predict the answer's tokens give A_ev (attention on
+    the evidence's merged tokens) and A_vis (on all the picture's or clip's tokens). The ratio
+    (A_ev / A_vis) / (n_ev / n_vis) is 1 when the answer looks at the picture uniformly, and x when the evidence
+    gets x times its share. Averaged over the answer's queries, then over the examples.
     per_query: (layers, answer queries) instead, each query's own ratio (every answer must be equally long).
     """
     per_example = []  # each example's (layers,) or (layers, answer queries) ratios
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        batch = make_batch(processor, chunk)
-        labels = batch.pop("labels")
-        out = model(**batch, output_attentions=True, logits_to_keep=1)
-        queries = answer_queries(labels)
-        pads = mm_token_type_ids(batch["input_ids"], model.config) > 0  # the picture's or clip's tokens
-        for row, ex in enumerate(chunk):
-            vision = pads[row].nonzero().flatten()  # the picture's tokens, in (t, h, w) order
-            on_evidence = vision[ex.evidence.flatten()]
-            share = len(on_evidence) / len(vision)
-            ratios = []
-            for probs in out.attentions:
-                att = probs[row].double().mean(0)[queries[row]]  # (answer queries, S), heads averaged
-                ratio = att[:, on_evidence].sum(1) / att[:, vision].sum(1) / share  # (answer queries,)
-                ratios.append(ratio if per_query else ratio.mean())
-            per_example.append(torch.stack(ratios))
+    for example, att in answer_attention(model, processor, examples, batch_size):
+        on_evidence = example.evidence.flatten()  # (vision tokens,) bool, in the same (t, h, w) order
+        share = float(on_evidence.double().mean())
+        ratio = att[..., on_evidence].sum(-1) / att.sum(-1) / share  # (layers, answer queries)
+        per_example.append(ratio if per_query else ratio.mean(-1))
     return torch.stack(per_example).mean(0)
 
 
-@torch.no_grad()
-def attention_peaks(model: QwenLiteVL, processor: Processor, examples: Sequence[Example]) -> torch.Tensor:
+def attention_peaks(
+    model: QwenLiteVL, processor: Processor, examples: Sequence[Example], batch_size: int = 32
+) -> torch.Tensor:
     """(examples, layers) for clips: the temporal patch that gets the most of the answer's first query's attention.
 
-    Teacher-forced as in `evidence_attention`; the query is the one whose logits say the answer's first token,
-    averaged over heads, and a patch's attention is the sum over its merged tokens. Compare with `Example.truth`:
-    a layer that looks at the marker peaks on the truth; a layer that peaks on one patch whatever the clip does not.
+    From `answer_attention`: the first answer query, heads averaged, its attention summed over each temporal
+    patch's merged tokens. Compare with `Example.truth`: a layer that looks at the marker peaks on the truth; a
+    layer that peaks on one patch whatever the clip does not.
     """
-    peaks = []
     for example in examples:
         if example.modality != "video":
             raise ValueError(f"attention_peaks: a {example.task!r} example holds a picture; it needs a clip")
-        batch = make_batch(processor, [example])
-        first = int(answer_queries(batch.pop("labels"))[0].nonzero()[0])  # the query that says the answer's start
-        vision = (mm_token_type_ids(batch["input_ids"], model.config)[0] > 0).nonzero().flatten()  # (t, h, w) order
-        patches = example.evidence.shape[0]
-        out = model(**batch, output_attentions=True, logits_to_keep=1)
-        per_layer = [probs[0].double().mean(0)[first, vision].reshape(patches, -1).sum(1) for probs in out.attentions]
-        peaks.append(torch.stack(per_layer).argmax(1))
+    peaks = []
+    for example, att in answer_attention(model, processor, examples, batch_size):
+        per_patch = att[:, 0].reshape(att.shape[0], example.evidence.shape[0], -1).sum(-1)  # (layers, patches)
+        peaks.append(per_patch.argmax(-1))
     return torch.stack(peaks)
 
 

@@ -105,9 +105,9 @@ def memory(
     tower_block: one vision block's residual stream, normed copy and MLP products over all patches (the
     tower's own activations: it runs before the decoder, so the peak is the larger of the two, not the sum);
     eager_scores: the largest score matrices a full-attention block holds at once if they are materialised, as an
-    "eager" attention does: heads x (one frame's patches)^2, since transformers 5.x and qwenlite attend one
-    segment (an image, or a temporal patch of a video) at a time. SDPA's kernels never hold them; for one large
-    image they are most of a machine's memory.
+    "eager" attention does: heads x (one segment's patches)^2, since transformers 5.x and qwenlite attend one
+    segment (an image, or a temporal patch of two frames) at a time. SDPA's fused kernels never hold them; for
+    one large image they are most of a machine's memory.
     """
     text, vision = config.text_config, config.vision_config
     length = cost.tokens + text_tokens

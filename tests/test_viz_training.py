@@ -171,7 +171,7 @@ def test_answer_attention_is_transformers_attention_of_the_answer(ours, processo
 def test_answer_attention_check_fails_on_pads_off_by_one(ours, processor, reference_maps, monkeypatch):
     """Mutation: a map that reads the attention one token to the right of the pads is no longer transformers'."""
     example, (expected, *_) = reference_maps("where")
-    monkeypatch.setattr(vtr, "mm_token_type_ids", lambda ids, cfg: mm_token_type_ids(ids, cfg).roll(1, -1))
+    monkeypatch.setattr(T, "mm_token_type_ids", lambda ids, cfg: mm_token_type_ids(ids, cfg).roll(1, -1))
     got = vtr.answer_attention(ours, processor, example, 0)
     assert (got - expected).abs().max() > tolerance(expected)
 

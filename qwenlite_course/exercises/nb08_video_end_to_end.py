@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
-
 from .grading import DATA, _count_hint, _whole_number, _whole_numbers, exercise
 
 MARKER_FPS = 4.5  # a rate whose temporal patches notebook 08 never prints: 2 sampled frames last 2 / 4.5 s
@@ -92,23 +90,15 @@ def _marker_seconds() -> tuple[float, float]:
 PHONE_CLIP_HW, PHONE_CLIP_SECONDS = (720, 1080), 8  # a 3:2 clip, H x W, at 30 fps
 
 
-def _phone_clip_grid() -> tuple[int, int, int]:
-    """grid_thw of the phone clip at qwen-vl-utils' defaults (2 fps, the video pixel limits)."""
-    from qwenlite.preprocessing import video_frame_size
-    from qwenlite.sampling import smart_nframes
+def _phone_clip():
+    """What the phone clip costs at qwen-vl-utils' defaults (2 fps, the video pixel limits): grid and windows."""
+    from ..costs import video_cost
 
-    frames = smart_nframes(round(PHONE_CLIP_SECONDS * 30.0), 30.0, fps=2.0)
-    height, width = video_frame_size(*PHONE_CLIP_HW, frames)
-    return frames // 2, height // 14, width // 14
+    return video_cost(*PHONE_CLIP_HW, seconds=PHONE_CLIP_SECONDS, video_fps=30.0)
 
 
 def _windows_phone_clip() -> int:
-    from qwenlite.config import VisionConfig
-    from qwenlite.vision import get_window_index
-
-    c = VisionConfig()
-    _, cu = get_window_index(torch.tensor([_phone_clip_grid()]), c.window_size, c.patch_size, c.spatial_merge_size)
-    return len(cu) - 1
+    return _phone_clip().windows
 
 
 @exercise(
@@ -130,7 +120,7 @@ def _phone_clip_windows(answer: Any) -> str | None:
     side = vision.window_size // vision.patch_size  # patches per window side
     value = _whole_number(answer, "windows")
     if isinstance(value, int) and value != expected:
-        t, h, w = _phone_clip_grid()
+        t, h, w = _phone_clip().grid_thw
         if value == t * (h // side) * (w // side):
             return "too few: the partial windows on the bottom and right edges count too."
         if value * t == expected:

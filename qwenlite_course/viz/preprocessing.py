@@ -304,14 +304,13 @@ def cost_curves(config, sides, max_pixels: int | None = None, dtype: torch.dtype
     """
     from ..costs import image_cost, memory
 
-    rows = {"side": [], "tokens": [], "kv_cache": [], "eager_scores": []}
-    for side in sides:
-        cost = image_cost(int(side), int(side), max_pixels=max_pixels)
+    rows = []
+    for side in (int(s) for s in sides):
+        cost = image_cost(side, side, max_pixels=max_pixels)
         m = memory(cost, config, dtype)
-        for key, value in (("side", int(side)), ("tokens", cost.tokens), ("kv_cache", m["kv_cache"])):
-            rows[key].append(value)
-        rows["eager_scores"].append(m["eager_scores"])
-    return {key: np.array(value, dtype=float) for key, value in rows.items()}
+        rows.append((side, cost.tokens, m["kv_cache"], m["eager_scores"]))
+    columns = np.array(rows, dtype=float).T
+    return dict(zip(("side", "tokens", "kv_cache", "eager_scores"), columns, strict=True))
 
 
 def draw_cost_curves(
@@ -432,7 +431,8 @@ def draw_box_frames(image: torch.Tensor, box, resized_hw: tuple[int, int], label
         ax.set_facecolor(MARGIN_GREY)
         ax.set_xlim(0, max(w, rw))
         ax.set_ylim(max(h, rh), 0)
-        if (hh, ww) != (max(h, rh), max(w, rw)):  # a margin shows: say what it is (an empty artist, legend only)
+        if (hh, ww) != (max(h, rh), max(w, rw)):  # a margin shows: say what it is
+            # an empty fill: drawn nowhere, but in this legend and in any legend a caller adds to the panel later
             ax.fill_between([], [], color=MARGIN_GREY, ec="0.45", label=f"outside this {hh} x {ww} px frame: no pixels")
             ax.legend(loc="lower right", fontsize=10, framealpha=0.95)
     axes[2].set_aspect(h / w)  # 1000 thousandths down are H px, 1000 across are W px: the photo keeps its shape

@@ -21,7 +21,6 @@ from matplotlib.patches import Circle, Patch, Rectangle
 from qwenlite import grounding
 from qwenlite import train as T
 from qwenlite.layers import rope_inv_freq
-from qwenlite.tokens import mm_token_type_ids
 
 from .decoder import AXIS_COLOURS, pair_axes  # t, h, w: one colour each in every figure
 from .preprocessing import _hwc
@@ -131,16 +130,11 @@ def draw_points(examples: Sequence[T.Example], answers: Sequence[str]) -> Figure
     return fig
 
 
-@torch.no_grad()
 def answer_attention(model, processor, example: T.Example, layer: int) -> torch.Tensor:
-    """(t, h, w) over the example's merged tokens: the share of the answer queries' attention (heads averaged)."""
-    batch = T.make_batch(processor, [example])
-    labels = batch.pop("labels")
-    out = model(**batch, output_attentions=[layer], logits_to_keep=1)
-    queries = T.answer_queries(labels)[0]
-    pads = mm_token_type_ids(batch["input_ids"][0], model.config) > 0
-    att = out.attentions[layer][0].float().mean(0)[queries][:, pads].mean(0)  # (vision tokens,)
-    return att.reshape(example.evidence.shape)
+    """(t, h, w) over the example's merged tokens: the share of the answer queries' attention (heads averaged,
+    then the queries averaged), one layer of `train.answer_attention`."""
+    ((_, att),) = T.answer_attention(model, processor, [example])  # (layers, answer queries, vision tokens)
+    return att[layer].mean(0).float().reshape(example.evidence.shape)
 
 
 def draw_attention_before_after(
